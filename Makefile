@@ -1,0 +1,51 @@
+# Two set-up commands for users: `make demo` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
+DEMO_ROWS ?= 300000
+DEMO_OUT ?= out/demo
+
+.PHONY: setup system-deps demo test test-fast lint bench sql pipeline-yaml images-check clean
+
+setup: system-deps $(STAMP)
+
+# Java 17 for Spark and redis-server for the Redis state store, through apt-get when missing.
+system-deps:
+	@command -v java >/dev/null && command -v redis-server >/dev/null || { \
+	  echo "installing Java 17 and Redis with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless redis-server >/dev/null; }
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m attribution.demo --rows $(DEMO_ROWS) --output $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not spark"
+
+lint: setup
+	$(BIN)/ruff check attribution serving components pipelines tests bench
+
+bench: setup
+	$(BIN)/python bench/features.py --rows 1000000
+	$(BIN)/python bench/online.py --rows 1000000
+
+# Regenerate checked-in artifacts from the spec / pipeline code.
+sql: setup
+	$(BIN)/attribution sql --output sql/features.sql
+
+clean:
+	rm -rf out .pytest_cache spark-warehouse

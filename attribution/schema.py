@@ -1,0 +1,179 @@
+"""The click schema and row validation.
+
+Raw input (the Kaggle files) is validated batch by batch, vectorised with pyarrow.compute; the first bad
+row is reported with its file, 1-based row number and field, or every bad row is quarantined with its
+reason. Validated batches come out as pandas frames with compact dtypes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Kaggle train: ip,app,device,os,channel,click_time,attributed_time,is_attributed
+# Kaggle test:  click_id,ip,app,device,os,channel,click_time
+ID_FIELDS: dict[str, int] = {  # field -> largest value its compact dtype holds
+    "ip": np.iinfo(np.uint32).max,
+    "app": np.iinfo(np.uint16).max,
+    "device": np.iinfo(np.uint16).max,
+    "os": np.iinfo(np.uint16).max,
+    "channel": np.iinfo(np.uint16).max,
+}
+ID_DTYPES: dict[str, str] = {"ip": "uint32", "app": "uint16", "device": "uint16", "os": "uint16", "channel": "uint16"}
+REQUIRED = tuple(ID_FIELDS) + ("click_time",)
+OPTIONAL = ("click_id", "attributed_time", "is_attributed", "true_probability")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+LABEL = "is_attributed"
+
+
+class ClickSchemaError(ValueError):
+    """A bad input row or column. `row` is 1-based over data rows (the header is not a row)."""
+
+    def __init__(self, source: str, row: int | None, field: str, reason: str, value: object = None):
+        self.source, self.row, self.field, self.reason, self.value = source, row, field, reason, value
+        where = f"{source}: row {row}" if row is not None else source
+        shown = f" (value {value!r})" if value is not None else ""
+        super().__init__(f"{where}, field '{field}': {reason}{shown}")
+
+
+@dataclass
+class BadRows:
+    """Rows rejected from one batch: 0-based positions within the batch and a reason for each."""
+
+    positions: np.ndarray
+    fields: list[str]
+    reasons: list[str]
+
+
+def check_columns(columns: list[str], source: str) -> None:
+    for name in REQUIRED:
+        if name not in columns:
+            raise ClickSchemaError(source, None, name, f"missing column; found columns {columns}")
+
+
+def _as_string(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return pc.cast(arr, pa.string()) if not pa.types.is_string(arr.type) else arr
+
+
+def _parse_time(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch seconds (int64) and a validity mask, for string, timestamp or integer columns."""
+    if pa.types.is_timestamp(arr.type):
+        secs = pc.cast(pc.cast(arr, pa.timestamp("s", tz=arr.type.tz), safe=False), pa.int64())
+    elif pa.types.is_integer(arr.type):
+        secs = pc.cast(arr, pa.int64())
+    else:
+        s = pc.utf8_trim_whitespace(_as_string(arr))
+        secs = pc.cast(pc.strptime(s, format=TIME_FORMAT, unit="s", error_is_null=True), pa.int64())
+    valid = pc.is_valid(secs).to_numpy(zero_copy_only=False)
+    return pc.fill_null(secs, 0).to_numpy(zero_copy_only=False).astype(np.int64), valid
+
+
+def _parse_ids(arr: pa.Array, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Values as int64 and masks: a non-negative integer, within the dtype's range, negative."""
+    if pa.types.is_integer(arr.type):
+        vals = pc.fill_null(pc.cast(arr, pa.int64()), 0).to_numpy(zero_copy_only=False)
+        present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
+        return vals, present & (vals >= 0), vals <= limit, present & (vals < 0)
+    s = pc.utf8_trim_whitespace(_as_string(arr))
+    # Digits only, at most 19 of them so the int64 cast cannot overflow; a '-' makes it negative.
+    digits = pc.fill_null(pc.match_substring_regex(s, r"^\d{1,19}$"), False).to_numpy(zero_copy_only=False)
+    negative = pc.fill_null(pc.match_substring_regex(s, r"^-\d+$"), False).to_numpy(zero_copy_only=False)
+    safe = pc.if_else(pa.array(digits), s, pa.scalar("0"))
+    vals = pc.cast(safe, pa.int64()).to_numpy(zero_copy_only=False)
+    vals = np.where(negative, -1, vals)
+    return vals, digits, vals <= limit, negative
+
+
+def validate_batch(batch: pa.RecordBatch | pa.Table) -> tuple[pd.DataFrame, BadRows]:
+    """Validate one raw batch; returns the good rows as a compact frame and the bad ones with reasons."""
+    n = batch.num_rows
+    cols = batch.schema.names
+    reason = np.full(n, "", dtype=object)
+    bad_field = np.full(n, "", dtype=object)
+
+    def flag(mask: np.ndarray, field: str, why: str) -> None:
+        new = mask & (reason == "")
+        reason[new] = why
+        bad_field[new] = field
+
+    out: dict[str, np.ndarray] = {}
+    for name, limit in ID_FIELDS.items():
+        vals, is_int, in_range, negative = _parse_ids(batch.column(name), limit)
+        flag(negative, name, "negative id")
+        flag(~is_int, name, "not a non-negative integer")
+        flag(~in_range, name, f"id larger than {limit}")
+        out[name] = vals
+    click_time, ok = _parse_time(batch.column("click_time"))
+    flag(~ok, "click_time", f"unparseable time (expected {TIME_FORMAT} UTC)")
+    out["click_time"] = click_time
+
+    if "click_id" in cols:
+        vals, is_int, _, _ = _parse_ids(batch.column("click_id"), np.iinfo(np.int64).max)
+        flag(~is_int, "click_id", "not a non-negative integer")
+        out["click_id"] = vals
+    if "attributed_time" in cols:
+        raw = batch.column("attributed_time")
+        present = pc.is_valid(raw).to_numpy(zero_copy_only=False)
+        if pa.types.is_string(raw.type):
+            present &= pc.not_equal(pc.utf8_trim_whitespace(raw), "").fill_null(False).to_numpy(zero_copy_only=False)
+        at, at_ok = _parse_time(raw)
+        flag(present & ~at_ok, "attributed_time", "unparseable time")
+        flag(present & at_ok & ok & (at < click_time), "attributed_time", "earlier than click_time")
+        out["attributed_time"] = np.where(present & at_ok, at, -1)
+        out["_has_attributed_time"] = present & at_ok
+    if LABEL in cols:
+        raw = batch.column(LABEL)
+        s = pc.utf8_trim_whitespace(_as_string(raw))
+        is_label = pc.fill_null(pc.is_in(s, value_set=pa.array(["0", "1"])), False).to_numpy(zero_copy_only=False)
+        flag(~is_label, LABEL, "label must be 0 or 1")
+        out[LABEL] = np.where(is_label, pc.fill_null(pc.equal(s, "1"), False).to_numpy(zero_copy_only=False), 0)
+    if "true_probability" in cols:
+        p = pc.cast(batch.column("true_probability"), pa.float64()).to_numpy(zero_copy_only=False)
+        flag(~((p >= 0) & (p <= 1)), "true_probability", "must be a probability in [0, 1]")
+        out["true_probability"] = p
+
+    good = reason == ""
+    frame = _compact_frame(out, good)
+    bad_pos = np.flatnonzero(~good)
+    return frame, BadRows(bad_pos, list(bad_field[bad_pos]), list(reason[bad_pos]))
+
+
+def _compact_frame(cols: dict[str, np.ndarray], keep: np.ndarray) -> pd.DataFrame:
+    data: dict[str, object] = {}
+    if "click_id" in cols:
+        data["click_id"] = cols["click_id"][keep].astype(np.int64)
+    for name, dtype in ID_DTYPES.items():
+        data[name] = cols[name][keep].astype(dtype)
+    data["click_time"] = cols["click_time"][keep].astype(np.int64)
+    if "attributed_time" in cols:
+        data["attributed_time"] = pd.array(
+            np.where(cols["_has_attributed_time"][keep], cols["attributed_time"][keep], 0), dtype="Int64"
+        )
+        data["attributed_time"][~cols["_has_attributed_time"][keep]] = pd.NA
+    if LABEL in cols:
+        data[LABEL] = cols[LABEL][keep].astype(np.int8)
+    if "true_probability" in cols:
+        data["true_probability"] = cols["true_probability"][keep]
+    return pd.DataFrame(data)
+
+
+def conform(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
+    """Validate an in-memory frame (e.g. from the generator or a JSON request) like file input."""
+    check_columns(list(df.columns), source)
+    frame, bad = validate_batch(pa.Table.from_pandas(df, preserve_index=False))
+    if len(bad.positions):
+        i = int(bad.positions[0])
+        raise ClickSchemaError(source, i + 1, bad.fields[0], bad.reasons[0], _cell(df, i, bad.fields[0]))
+    return frame
+
+
+def _cell(df: pd.DataFrame, i: int, field: str) -> object:
+    try:
+        v = df[field].iloc[i]
+        return v.item() if hasattr(v, "item") else v
+    except Exception:  # the value is only decoration for the message
+        return None
