@@ -1,0 +1,25 @@
+"""The spec's SQL on Spark SQL (local mode here, Spark-on-Kubernetes in production)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from attribution.features.spec import FeatureSpec
+from attribution.features.sql import render
+from attribution.spark import get_spark
+
+INPUT_VIEW = "clicks_input"
+
+
+def compute_sdf(spark, clicks_view: str, spec: FeatureSpec, passthrough: tuple[str, ...] = ()):
+    """Features as a Spark DataFrame over a registered click view (for the distributed path)."""
+    return spark.sql(render(spec, "spark", clicks_view, passthrough=passthrough))
+
+
+def compute(clicks: pd.DataFrame, spec: FeatureSpec, spark=None) -> pd.DataFrame:
+    spark = spark or get_spark()
+    cols = clicks[["row_id", "ip", "app", "device", "os", "channel", "click_time"]].astype(
+        {"ip": "int64", "app": "int32", "device": "int32", "os": "int32", "channel": "int32"}
+    )
+    spark.createDataFrame(cols).createOrReplaceTempView(INPUT_VIEW)
+    return compute_sdf(spark, INPUT_VIEW, spec).toPandas()
