@@ -1,0 +1,217 @@
+"""`attribution` command line: the interfaces that users and the pipeline script against (DESIGN.md §5).
+
+Each subcommand parses arguments and calls one function of the library; nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("attribution")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("py4j", "urllib3", "hyperopt", "gensim", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    from attribution.data import write_clicks
+    from attribution.synth import generate
+
+    t0 = time.perf_counter()
+    df = generate(a.rows, seed=a.seed, start=a.start, days=a.days)
+    write_clicks(df, a.output)
+    log.info(
+        "wrote %d clicks (%d positives, %.3f%%) to %s in %.1fs",
+        len(df), int(df["is_attributed"].sum()), 100 * df["is_attributed"].mean(), a.output, time.perf_counter() - t0,
+    )
+
+
+def cmd_features(a: argparse.Namespace) -> None:
+    from attribution.features.build import build_features_file
+
+    summary = build_features_file(
+        a.input, a.output, engine=a.engine, on_bad_rows=a.on_bad_rows, memory_limit=a.memory_limit,
+        progress=not a.no_progress,
+    )
+    log.info("%s", summary)
+
+
+def cmd_sql(a: argparse.Namespace) -> None:
+    from attribution.features.sql import bigquery_file_text
+
+    text = bigquery_file_text()
+    if a.check:
+        current = Path(a.output).read_text() if Path(a.output).exists() else ""
+        if current != text:
+            sys.exit(f"{a.output} is stale: run `make sql` (or `attribution sql`) and commit it")
+        log.info("%s is current", a.output)
+        return
+    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.output).write_text(text)
+    log.info("wrote %s", a.output)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from attribution.model import TrainConfig, train
+
+    cfg = TrainConfig(
+        trainer=a.trainer, valid_from=a.valid_from, max_evals=a.max_evals, negative_rate=a.negative_rate,
+        use_cat2vec=not a.no_cat2vec, use_window_features=not a.no_window_features, seed=a.seed,
+    )
+    train(a.input, a.model_dir, cfg)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from attribution.evaluate import evaluate
+
+    metrics = evaluate(a.model_dir, a.input, a.output, from_ts=a.from_ts)
+    log.info("roc_auc=%.4f pr_auc=%.4f log_loss=%.4f -> %s", metrics["roc_auc"], metrics["pr_auc"], metrics["log_loss"], a.output)
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from attribution.model import predict_file
+
+    n = predict_file(a.model_dir, a.input, a.output)
+    log.info("scored %d clicks -> %s", n, a.output)
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    if a.flask:
+        from serving.flask_app import run_gunicorn
+
+        run_gunicorn(model_dir=a.model_dir, port=a.port, state=a.state, workers=a.workers)
+    else:
+        argv = [f"--model_dir={a.model_dir}", f"--http_port={a.port}", f"--state={a.state}", "--model_name=attribution"]
+        os.execv(sys.executable, [sys.executable, "-m", "serving", *argv])
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    from pipelines.local_run import run_local
+
+    run_local(data=a.data, rows=a.rows, output=a.output, valid_from=a.valid_from, max_evals=a.max_evals, seed=a.seed)
+
+
+def cmd_pipeline(a: argparse.Namespace) -> None:
+    from pipelines import cli as pipeline_cli
+
+    pipeline_cli.dispatch(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="attribution",
+        description="Predict, at click time, the probability that a mobile-ad click leads to an app download.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    g = sub.add_parser("generate", help="synthetic TalkingData-shaped clicks with true probabilities", formatter_class=fmt)
+    g.add_argument("--rows", type=int, required=True, help="number of clicks")
+    g.add_argument("--seed", type=int, default=0, help="RNG seed; same seed, same file")
+    g.add_argument("--start", default="2017-11-06 16:00:00", help="first second (UTC)")
+    g.add_argument("--days", type=float, default=4.0, help="length of the stream in days")
+    g.add_argument("--output", required=True, help="CSV, CSV.gz or .parquet path")
+    g.set_defaults(func=cmd_generate)
+
+    f = sub.add_parser("features", help="window features for every click of a file (Parquet out)", formatter_class=fmt)
+    f.add_argument("--input", required=True, help="click file: CSV, CSV.gz or Parquet in the Kaggle format")
+    f.add_argument("--output", required=True, help="Parquet file to write")
+    f.add_argument("--engine", default="duckdb", choices=["duckdb", "vectorized", "spark", "online"],
+                   help="duckdb: the spec's SQL (embedded default); vectorized: numpy kernel, fastest; "
+                        "spark: Spark SQL; online: replay through the serving state")
+    f.add_argument("--on-bad-rows", default="error", choices=["error", "quarantine"],
+                   help="stop at the first bad row, or write bad rows with reasons to a side file")
+    f.add_argument("--memory-limit", default=None, help="e.g. 16GB: process out of core in time chunks")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.set_defaults(func=cmd_features)
+
+    s = sub.add_parser("sql", help="write (or --check) the BigQuery feature SQL rendered from the spec", formatter_class=fmt)
+    s.add_argument("--output", default="sql/features.sql")
+    s.add_argument("--check", action="store_true", help="fail if the file differs from the spec's rendering")
+    s.set_defaults(func=cmd_sql)
+
+    t = sub.add_parser("train", help="fit Cat2Vec + XGBoost with Hyperopt tuning; write a model directory", formatter_class=fmt)
+    t.add_argument("--input", required=True, help="click file (features are computed) or a features Parquet")
+    t.add_argument("--model-dir", required=True)
+    t.add_argument("--trainer", default="xgboost", choices=["xgboost", "spark"], help="single node or xgboost.spark")
+    t.add_argument("--valid-from", default=None,
+                   help="holdout starts at this UTC time ('2017-11-09 00:00:00'); default: the last 25%% of time")
+    t.add_argument("--max-evals", type=int, default=0, help="Hyperopt TPE trials (0: default parameters)")
+    t.add_argument("--negative-rate", type=float, default=None,
+                   help="keep this fraction of negatives for training (probabilities are re-calibrated); "
+                        "default: chosen from the data size")
+    t.add_argument("--no-cat2vec", action="store_true", help="ablation: without Cat2Vec vectors")
+    t.add_argument("--no-window-features", action="store_true", help="ablation: without window features")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics.json + report.html for a model on a click file", formatter_class=fmt)
+    e.add_argument("--model-dir", required=True)
+    e.add_argument("--input", required=True)
+    e.add_argument("--output", required=True, help="directory for metrics.json and report.html")
+    e.add_argument("--from", dest="from_ts", default=None, help="evaluate only clicks from this UTC time on")
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="batch scoring of a click file", formatter_class=fmt)
+    pr.add_argument("--model-dir", required=True)
+    pr.add_argument("--input", required=True)
+    pr.add_argument("--output", required=True, help="Parquet with row_id, click_id if any, probability")
+    pr.set_defaults(func=cmd_predict)
+
+    sv = sub.add_parser("serve", help="serve a model directory (KServe V1/V2, or Flask)", formatter_class=fmt)
+    sv.add_argument("--model-dir", required=True)
+    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--state", default="memory", help="memory, or redis://HOST:PORT/DB for many replicas")
+    sv.add_argument("--flask", action="store_true", help="the Flask app under gunicorn instead of KServe")
+    sv.add_argument("--workers", type=int, default=1, help="gunicorn workers (use Redis state when > 1)")
+    sv.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("run", help="the whole pipeline locally through kfp.local", formatter_class=fmt)
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--data", default=None, help="click file to use")
+    src.add_argument("--rows", type=int, default=300_000, help="synthetic clicks to generate when no --data")
+    r.add_argument("--output", default="out/run", help="directory for the model, metrics and report")
+    r.add_argument("--valid-from", default=None)
+    r.add_argument("--max-evals", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=cmd_run)
+
+    pl = sub.add_parser("pipeline", help="compile, submit or schedule the Kubeflow pipeline", formatter_class=fmt)
+    pl.set_defaults(func=cmd_pipeline)
+    try:
+        from pipelines import cli as pipeline_cli
+
+        pipeline_cli.add_arguments(pl)
+    except ImportError:  # pipelines/ not installed beside the library (e.g. the serving image)
+        pass
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        # User mistakes (bad rows, missing files, stale hashes) end with the message, not a traceback.
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Shared fixtures: the real Kaggle sample (read from ../shared, never committed), a local Spark session,
+small synthetic streams."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SAMPLE = SHARED / "data" / "talkingdata" / "train_sample.csv"
+SCHEMAS = SHARED / "schemas"
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    if not SAMPLE.exists():
+        pytest.fail(f"the real sample is missing at {SAMPLE}: it is read from ../shared, not committed")
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def sample_clicks(sample_path: Path) -> pd.DataFrame:
+    from attribution.data import read_clicks
+
+    return read_clicks(sample_path)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from attribution.spark import get_spark
+
+    session = get_spark("attribution-tests", master="local[2]", shuffle_partitions=4)
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def tricky_stream(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """Few keys, many same-second clicks, exact duplicate rows and rows out of time order."""
+    rng = np.random.default_rng(seed)
+    t = 1_510_000_000 + np.sort(rng.integers(0, 40_000, n))
+    t[rng.random(n) < 0.3] = t[0] + 5  # a burst sharing one second
+    df = pd.DataFrame(
+        {
+            "ip": rng.integers(1, 6, n).astype("uint32"),
+            "app": rng.integers(1, 4, n).astype("uint16"),
+            "device": rng.integers(1, 3, n).astype("uint16"),
+            "os": rng.integers(1, 3, n).astype("uint16"),
+            "channel": rng.integers(1, 5, n).astype("uint16"),
+            "click_time": t.astype(np.int64),
+        }
+    )
+    df = pd.concat([df, df.iloc[:200]], ignore_index=True)  # exact duplicates
+    df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # out of order
+    df.insert(0, "row_id", np.arange(len(df), dtype=np.int64))
+    return df
