@@ -137,6 +137,7 @@ def test_inferenceservice_contract(rendered):
         assert c["args"] == ["--model_name=attribution", "--model_dir=/mnt/models", "--http_port=8080",
                              "--state=$(STATE_URL)"]
         assert "command" not in c, "the image's ENTRYPOINT (python -m serving) must stay in charge"
+        assert c["env"][0]["name"] == "STORAGE_URI", "overlays and docs/deploy.md patch env/0 by index"
         env = {e["name"]: e for e in c["env"]}
         assert env["STATE_URL"]["valueFrom"]["configMapKeyRef"] == {"name": "attribution-config", "key": "STATE_URL"}
         assert env["STORAGE_URI"]["value"].startswith("gs://attribution-models")
