@@ -298,6 +298,8 @@ def test_spark_main_file_is_where_the_image_copies_the_package(rendered):
     entry = [mc.exec_form(rest) for ins, rest in mc.final_stage(mc.IMAGES / "spark.Dockerfile") if ins == "ENTRYPOINT"]
     assert entry[-1] == ["/opt/entrypoint.sh"]
     script = (mc.IMAGES / "spark-entrypoint.sh").read_text()
+    syntax = mc.run(["bash", "-n", str(mc.IMAGES / "spark-entrypoint.sh")])
+    assert syntax.returncode == 0, syntax.stderr
     assert "driver)" in script and "executor)" in script and "KubernetesExecutorBackend" in script
     if not (mc.REPO / sources[0]).exists():
         pytest.skip(f"{sources[0]} not written yet (the Spark training job); the image would lack it")
