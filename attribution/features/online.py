@@ -111,15 +111,18 @@ class MemoryStore(StateStore):
         self._stats = StoreStats()
 
     def record_and_fetch(self, clicks: Sequence[Click]) -> list[dict[tuple[str, ...], History]]:
+        # Evict no further than the batch's earliest click still needs: a batch spanning minutes must not
+        # drop, while recording its later clicks, the history its earlier clicks are about to read.
+        floor = min((c.click_time for c in clicks), default=0)
         for c in clicks:
-            self._record(c)
+            self._record(c, floor)
         out = []
         for c in clicks:
             ids = (c.ip, c.app, c.device, c.os, c.channel)
             out.append({g: table.get(tuple(ids[i] for i in kidx)) or _EMPTY for g, table, kidx, _ in self._plan})
         return out
 
-    def _record(self, c: Click) -> None:
+    def _record(self, c: Click, floor: int | None = None) -> None:
         t = c.click_time
         if c.click_id is not None:
             if c.click_id in self.seen_ids:
@@ -129,7 +132,7 @@ class MemoryStore(StateStore):
             self.expiry.append((t, self.seen_ids, c.click_id, None))
         if t > self.watermark:
             self.watermark = t
-            self._evict(t - self.retention)
+            self._evict((t if floor is None else min(t, floor)) - self.retention)
         elif t < self.watermark - self.retention:
             # Too old to matter to any click still in retention: scored from what state holds, not kept.
             self._stats.late_events += 1
