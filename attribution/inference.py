@@ -1,0 +1,286 @@
+"""The inference core: one framework-neutral object that KServe's predictor and the Flask app both wrap.
+
+    core = InferenceCore("/mnt/models", state="memory")          # or "redis://host:6379/0"
+    core.predict([{"ip": 5348, "app": 19, "device": 1, "os": 13, "channel": 213,
+                   "click_time": "2017-11-09 04:00:00", "click_id": 17}])   # -> array([p])
+
+It loads the model directory once (refusing one trained with another feature spec), validates clicks given
+as JSON-like dicts with the same rules as file input (attribution.schema.validate_batch: one place for the
+rules), records them in the online state and reads their window features (attribution.features.online),
+and scores the whole batch with one vectorised booster call. A client mistake raises `BadRequest` (a
+ValueError naming the instance and the field) before the state is touched; an unreachable state backend
+raises `StateUnavailable`. Adapters map these to 400 and 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from attribution.features.online import (
+    Click,
+    MemoryStore,
+    OnlineFeatures,
+    StateStore,
+    StateUnavailable,
+    StoreStats,
+)
+from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
+from attribution.schema import ID_FIELDS, REQUIRED, TIME_FORMAT, validate_batch
+
+log = logging.getLogger(__name__)
+
+CLICK_ID = "click_id"
+FIELDS: tuple[str, ...] = REQUIRED + (CLICK_ID,)
+DEFAULT_MAX_BATCH = 10_000
+MAX_FUTURE_SECONDS = 86_400  # a live click cannot be from further ahead than a day of clock skew
+MAX_CLICK_ID_DIGITS = 19
+_INT64 = (-(2**63), 2**63 - 1)
+
+__all__ = [
+    "BadRequest",
+    "DEFAULT_MAX_BATCH",
+    "FIELDS",
+    "InferenceCore",
+    "StateUnavailable",
+    "make_store",
+    "parse_clicks",
+]
+
+
+class BadRequest(ValueError):
+    """A client mistake: the message says which instance (0-based) and which field, and why."""
+
+    def __init__(self, reason: str, index: int | None = None, field: str | None = None, value: object = None):
+        self.reason, self.index, self.field, self.value = reason, index, field, value
+        where = []
+        if index is not None:
+            where.append(f"instance {index}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        shown = f" (value {_short(value)})" if value is not None else ""
+        super().__init__(f"{', '.join(where)}: {reason}{shown}" if where else f"{reason}{shown}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": str(self), "instance": self.index, "field": self.field, "reason": self.reason}
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, (list, tuple)):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+# ---- validation ------------------------------------------------------------------------------------------
+def _int_or_string_column(values: list, field: str) -> pa.Array:
+    """int64 when every value is an int that fits, else strings (the schema then reports the bad one)."""
+    if all(type(v) is int for v in values) and min(values) >= _INT64[0] and max(values) <= _INT64[1]:
+        return pa.array(values, type=pa.int64())
+    return pa.array([str(v) for v in values], type=pa.string())
+
+
+def _time_column(values: list, now: int) -> pa.Array:
+    ints = [(i, v) for i, v in enumerate(values) if type(v) is int]
+    for i, v in ints:
+        if v < 0 or v > now + MAX_FUTURE_SECONDS:
+            raise BadRequest("epoch seconds out of range (0 .. now + 1 day)", i, "click_time", v)
+    if len(ints) == len(values):
+        return pa.array(values, type=pa.int64())
+    if ints:  # mixed: epochs to the text form, so one parser sees them all
+        values = list(values)
+        for i, v in ints:
+            values[i] = time.strftime(TIME_FORMAT, time.gmtime(v))
+    return pa.array(values, type=pa.string())
+
+
+def parse_clicks(instances: object, max_batch: int = DEFAULT_MAX_BATCH) -> tuple[pd.DataFrame, list[Click]]:
+    """Validate JSON-like clicks; returns the compact click frame (schema dtypes) and the state's Clicks.
+
+    A click is an object with ip, app, device, os, channel (non-negative integers within the schema's
+    ranges, or their decimal strings), click_time ("YYYY-MM-DD HH:MM:SS" UTC, or epoch seconds) and an
+    optional click_id (a non-negative integer; a retry with the same id is not recorded twice)."""
+    if not isinstance(instances, (list, tuple)):
+        raise BadRequest(f"expected an array of clicks, got {_json_type(instances)}")
+    n = len(instances)
+    if n == 0:
+        raise BadRequest("empty batch: send at least one click")
+    if n > max_batch:
+        raise BadRequest(f"batch of {n} clicks exceeds the limit of {max_batch} per request")
+    cols: dict[str, list] = {f: [None] * n for f in REQUIRED}
+    ids: list = [None] * n
+    for i, inst in enumerate(instances):
+        if not isinstance(inst, dict):
+            raise BadRequest(f"expected a click object with fields {list(FIELDS)}, got {_json_type(inst)}", i)
+        if len(inst) > len(FIELDS) or not inst.keys() <= set(FIELDS):
+            extra = sorted(str(k) for k in inst.keys() - set(FIELDS))
+            raise BadRequest(f"unknown field (allowed: {', '.join(FIELDS)})", i, extra[0])
+        for f in REQUIRED:
+            try:
+                v = inst[f]
+            except KeyError:
+                raise BadRequest("missing required field", i, f) from None
+            if type(v) is not int and not isinstance(v, str):
+                want = "an integer or a time string" if f == "click_time" else "a non-negative integer"
+                raise BadRequest(f"expected {want}, got {_json_type(v)}", i, f, v)
+            cols[f][i] = v
+        cid = inst.get(CLICK_ID)
+        if cid is not None:
+            if type(cid) is not int and not isinstance(cid, str):
+                raise BadRequest(f"expected a non-negative integer, got {_json_type(cid)}", i, CLICK_ID, cid)
+            ids[i] = cid
+    now = int(time.time())
+    arrays = {f: _int_or_string_column(cols[f], f) for f in ID_FIELDS}
+    arrays["click_time"] = _time_column(cols["click_time"], now)
+    has_id = [v is not None for v in ids]
+    if any(has_id):
+        arrays[CLICK_ID] = _int_or_string_column([0 if v is None else v for v in ids], CLICK_ID)
+    frame, bad = validate_batch(pa.table(arrays))
+    if len(bad.positions):
+        i, f = int(bad.positions[0]), bad.fields[0]
+        raise BadRequest(bad.reasons[0], i, f, ids[i] if f == CLICK_ID else cols[f][i])
+    t = frame["click_time"].to_numpy()
+    if len(t) and int(t.max()) > now + MAX_FUTURE_SECONDS:
+        i = int(t.argmax())
+        raise BadRequest("click_time is more than a day in the future", i, "click_time", cols["click_time"][i])
+    if any(has_id):  # the state keys retries by the canonical integer, so "007" and 7 are one click
+        cid_list = [str(v) if h else None for v, h in zip(frame.pop(CLICK_ID).tolist(), has_id)]
+    else:
+        cid_list = [None] * n
+    values = [frame[c].tolist() for c in ("ip", "app", "device", "os", "channel", "click_time")]
+    clicks = [Click(*row, click_id=cid) for *row, cid in zip(*values, cid_list)]
+    return frame, clicks
+
+
+# ---- state ------------------------------------------------------------------------------------------------
+def make_store(state: str, spec: FeatureSpec = DEFAULT_SPEC) -> StateStore:
+    """'memory' (in-process, one replica) or a redis:// / rediss:// / unix:// URL (shared by replicas)."""
+    if state == "memory":
+        return MemoryStore(spec)
+    if state.startswith(("redis://", "rediss://", "unix://")):
+        from attribution.features.redis_store import RedisStore
+
+        return RedisStore(state, spec)
+    raise ValueError(f"state must be 'memory' or a redis:// URL, not {state!r}")
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    clicks_scored: int = 0
+    bad_requests: int = 0
+    state_errors: int = 0
+
+
+class InferenceCore:
+    """Model + online state + validation; thread-safe; the adapters only translate HTTP."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        state: str = "memory",
+        max_batch: int = DEFAULT_MAX_BATCH,
+        store: StateStore | None = None,
+    ) -> None:
+        from attribution.model import ModelLoadError, load_model
+
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        t0 = time.perf_counter()
+        self.model_dir = str(model_dir)
+        self.bundle = load_model(model_dir)
+        if self.bundle.spec.hash != DEFAULT_SPEC.hash:  # load_model checks too; the predictor must never skip it
+            raise ModelLoadError(
+                f"model directory {model_dir} has feature spec hash {self.bundle.spec.hash}, this code "
+                f"computes {DEFAULT_SPEC.hash}"
+            )
+        self.spec = self.bundle.spec
+        self.state = "memory" if store is None and state == "memory" else state
+        self.store = store if store is not None else make_store(state, self.spec)
+        self.online = OnlineFeatures(self.store, self.spec)
+        self.max_batch = max_batch
+        self.counters = Counters()
+        # MemoryStore is plain Python state; Redis batches are atomic server-side (Lua) and need no lock.
+        self._lock = threading.Lock() if isinstance(self.store, MemoryStore) else None
+        self._count_lock = threading.Lock()
+        self._columns = ("ip", "app", "device", "os", "channel", "click_time")
+        log.info(
+            "loaded model %s (spec %s) with %s state in %.2fs",
+            model_dir, self.spec.hash, type(self.store).__name__, time.perf_counter() - t0,
+        )
+
+    # ---- scoring --------------------------------------------------------------------------------------
+    def validate(self, instances: object) -> tuple[pd.DataFrame, list[Click]]:
+        try:
+            return parse_clicks(instances, self.max_batch)
+        except BadRequest:
+            self._count(bad_requests=1)
+            raise
+
+    def predict(self, instances: object) -> np.ndarray:
+        """P(attributed) for each click (JSON-like dicts), after recording them in the online state."""
+        frame, clicks = self.validate(instances)
+        return self.predict_clicks(frame, clicks)
+
+    def predict_clicks(self, frame: pd.DataFrame, clicks: Sequence[Click]) -> np.ndarray:
+        features = self.features(clicks)
+        data = {c: frame[c].to_numpy() for c in self._columns}
+        for j, name in enumerate(self.spec.feature_names):
+            data[name] = features[:, j]
+        p = self.bundle.predict_proba(pd.DataFrame(data, copy=False))
+        self._count(requests=1, clicks_scored=len(clicks))
+        return p
+
+    def features(self, clicks: Sequence[Click]) -> np.ndarray:
+        try:
+            if self._lock is None:
+                return self.online.score(clicks)
+            with self._lock:
+                return self.online.score(clicks)
+        except StateUnavailable:
+            self._count(state_errors=1)
+            raise
+
+    # ---- health and metrics -----------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise StateUnavailable when the state backend is down."""
+        self.store.ping()
+
+    def stats(self) -> StoreStats:
+        if self._lock is None:
+            return self.store.stats()
+        with self._lock:
+            return self.store.stats()
+
+    def _count(self, **inc: int) -> None:
+        with self._count_lock:
+            for k, v in inc.items():
+                setattr(self.counters, k, getattr(self.counters, k) + v)
+
+    def count_bad_request(self) -> None:
+        """For adapters that reject a request before it reaches `predict` (bad JSON, wrong content type)."""
+        self._count(bad_requests=1)
