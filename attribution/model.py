@@ -343,10 +343,66 @@ def train_variant(
     return union, booster, rounds
 
 
+def resolve_params(cfg: TrainConfig, tune_fn) -> tuple[dict, list[dict] | None]:
+    """Explicit parameters, Hyperopt's best (tune_fn() -> (params, trials)), or the defaults."""
+    if cfg.params:
+        return {**DEFAULT_PARAMS, **cfg.params}, None
+    if cfg.max_evals > 0:
+        return tune_fn()
+    return dict(DEFAULT_PARAMS), None
+
+
+def finish_training(
+    model_dir: str | Path, cfg: TrainConfig, union: FeatureUnion, booster: xgb.Booster, negative_rate: float,
+    params: dict, rounds: int, split_info: dict, holdout_y: np.ndarray, holdout_p: np.ndarray,
+    holdout_true_p: np.ndarray | None, trials: list[dict] | None, ablation: list[dict] | None, started: float,
+) -> dict:
+    """Metrics, metadata and the model directory: the same for every trainer."""
+    metrics = binary_metrics(holdout_y, holdout_p)
+    if holdout_true_p is not None:
+        metrics["bayes_roc_auc"] = binary_metrics(holdout_y, holdout_true_p)["roc_auc"]
+    metadata = {
+        "trainer": cfg.trainer,
+        "config": asdict(cfg),
+        "params": params,
+        "rounds": rounds,
+        "negative_rate": negative_rate,
+        "feature_spec_hash": DEFAULT_SPEC.hash,
+        "feature_names": feature_names(union),
+        **split_info,
+        "holdout_metrics": metrics,
+        "ablation": ablation,
+        "feature_importance": {k: float(v) for k, v in booster.get_score(importance_type="gain").items()},
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+    save_model(model_dir, union, booster, negative_rate, metadata)
+    if trials is not None:
+        (Path(model_dir) / TRIALS_FILE).write_text(json.dumps(trials, indent=2, default=str))
+    log.info(
+        "model -> %s: holdout roc_auc=%.4f pr_auc=%.4f (%s, %d rounds, %.0fs)",
+        model_dir, metrics["roc_auc"], metrics["pr_auc"], cfg.trainer, rounds, metadata["train_seconds"],
+    )
+    return metadata
+
+
+def split_info(split: TimeSplit, t: np.ndarray, y: np.ndarray) -> dict:
+    return {
+        "valid_from": str(pd.Timestamp(split.valid_from, unit="s")),
+        "train_time_range": _time_range(t[split.train]),
+        "tune_time_range": _time_range(t[split.tune]),
+        "holdout_time_range": _time_range(t[split.holdout]),
+        "rows": {"train": int(split.train.sum()), "fit": int(split.fit.sum()), "tune": int(split.tune.sum()),
+                 "holdout": int(split.holdout.sum())},
+        "positives": {"train": int(y[split.train].sum()), "holdout": int(y[split.holdout].sum())},
+    }
+
+
 def train(input_path: str | Path, model_dir: str | Path, cfg: TrainConfig | None = None) -> dict:
     """Train on clicks before cfg.valid_from and write the model directory; returns its metadata."""
     cfg = cfg or TrainConfig()
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     frame = load_training_frame(input_path)
     if LABEL not in frame:
         raise ValueError(f"{input_path}: training needs the '{LABEL}' column")
@@ -360,16 +416,13 @@ def train(input_path: str | Path, model_dir: str | Path, cfg: TrainConfig | None
         int(split.train.sum()), int(y[split.train].sum()), pd.Timestamp(split.valid_from, unit="s"),
         int(split.holdout.sum()), negative_rate,
     )
-    trials = None
-    if cfg.params:
-        params = {**DEFAULT_PARAMS, **cfg.params}
-    elif cfg.max_evals > 0:
+
+    def tune_fn():
         from attribution.tune import tune
 
-        params, trials = tune(frame, split, cfg, negative_rate)
-    else:
-        params = dict(DEFAULT_PARAMS)
+        return tune(frame, split, cfg, negative_rate)
 
+    params, trials = resolve_params(cfg, tune_fn)
     if cfg.trainer == "spark":
         from attribution.spark_train import train_variant_spark
 
@@ -379,44 +432,15 @@ def train(input_path: str | Path, model_dir: str | Path, cfg: TrainConfig | None
             frame, split, cfg, params, negative_rate, cfg.use_window_features, cfg.use_cat2vec
         )
     holdout = frame[split.holdout]
-    bundle = ModelBundle(union, booster, DEFAULT_SPEC, negative_rate)
-    p_hold = bundle.predict_proba(holdout)
-    metrics = binary_metrics(holdout[LABEL].to_numpy(), p_hold)
-    if "true_probability" in holdout:
-        metrics["bayes_roc_auc"] = binary_metrics(holdout[LABEL].to_numpy(), holdout["true_probability"].to_numpy())["roc_auc"]
+    p_hold = ModelBundle(union, booster, DEFAULT_SPEC, negative_rate).predict_proba(holdout)
     ablation = None
     if cfg.ablation or (cfg.ablation is None and int(split.train.sum()) < 3_000_000):
         ablation = run_ablation(frame, split, cfg, params, negative_rate)
-    metadata = {
-        "trainer": cfg.trainer,
-        "config": asdict(cfg),
-        "params": params,
-        "rounds": rounds,
-        "negative_rate": negative_rate,
-        "feature_spec_hash": DEFAULT_SPEC.hash,
-        "feature_names": feature_names(union),
-        "valid_from": str(pd.Timestamp(split.valid_from, unit="s")),
-        "train_time_range": _time_range(t[split.train]),
-        "tune_time_range": _time_range(t[split.tune]),
-        "holdout_time_range": _time_range(t[split.holdout]),
-        "rows": {"train": int(split.train.sum()), "fit": int(split.fit.sum()), "tune": int(split.tune.sum()),
-                 "holdout": int(split.holdout.sum())},
-        "positives": {"train": int(y[split.train].sum()), "holdout": int(y[split.holdout].sum())},
-        "holdout_metrics": metrics,
-        "ablation": ablation,
-        "feature_importance": {k: float(v) for k, v in booster.get_score(importance_type="gain").items()},
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        "train_seconds": round(time.perf_counter() - t0, 2),
-    }
-    save_model(model_dir, union, booster, negative_rate, metadata)
-    if trials is not None:
-        (Path(model_dir) / TRIALS_FILE).write_text(json.dumps(trials, indent=2, default=str))
-    log.info(
-        "model -> %s: holdout roc_auc=%.4f pr_auc=%.4f (%d rounds, %.0fs)",
-        model_dir, metrics["roc_auc"], metrics["pr_auc"], rounds, metadata["train_seconds"],
+    true_p = holdout["true_probability"].to_numpy() if "true_probability" in holdout else None
+    return finish_training(
+        model_dir, cfg, union, booster, negative_rate, params, rounds, split_info(split, t, y),
+        holdout[LABEL].to_numpy(), p_hold, true_p, trials, ablation, started,
     )
-    return metadata
 
 
 ABLATIONS = {

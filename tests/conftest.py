@@ -61,3 +61,16 @@ def tricky_stream(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # out of order
     df.insert(0, "row_id", np.arange(len(df), dtype=np.int64))
     return df
+
+
+SAMPLE_VALID_FROM = "2017-11-09 00:00:00"
+
+
+@pytest.fixture(scope="session")
+def sample_model(tmp_path_factory, sample_path):
+    """The default pipeline trained once on the real sample before 2017-11-09 (the acceptance split)."""
+    from attribution.model import TrainConfig, train
+
+    model_dir = tmp_path_factory.mktemp("model") / "sample"
+    metadata = train(sample_path, model_dir, TrainConfig(valid_from=SAMPLE_VALID_FROM, ablation=False))
+    return model_dir, metadata

@@ -1,0 +1,39 @@
+"""Entry point of the Spark training job (the SparkApplication's mainApplicationFile, and the KFP
+component's local mode): features Parquet in, model directory out, through xgboost.spark.
+
+    spark-submit attribution/spark_job.py --input FEATURES --model-dir DIR [--valid-from TS] [--max-evals N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file by spark-submit: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from attribution.model import TrainConfig
+    from attribution.spark_train import train_from_parquet
+
+    p = argparse.ArgumentParser(description="Train the attribution model on Spark (xgboost.spark).")
+    p.add_argument("--input", required=True, help="features Parquet (file or directory; gs:// on a cluster)")
+    p.add_argument("--model-dir", required=True, help="where the model directory is written")
+    p.add_argument("--valid-from", default=None, help="holdout start, UTC")
+    p.add_argument("--max-evals", type=int, default=0, help="Hyperopt trials (SparkTrials)")
+    p.add_argument("--negative-rate", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = TrainConfig(trainer="spark", valid_from=a.valid_from, max_evals=a.max_evals,
+                      negative_rate=a.negative_rate, seed=a.seed)
+    meta = train_from_parquet(a.input, a.model_dir, cfg)
+    logging.getLogger("attribution.spark_job").info("holdout metrics: %s", meta["holdout_metrics"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Distributed training with xgboost.spark: the same feature assembly and Cat2Vec vectors, applied on the
+executors (mapInPandas), into SparkXGBClassifier. The booster it returns is an ordinary XGBoost booster,
+saved in the same model directory format, so the predictor never knows which trainer made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from pyspark.sql import DataFrame as SparkFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from sklearn.pipeline import FeatureUnion
+
+from attribution.features.spec import DEFAULT_SPEC
+from attribution.schema import LABEL
+from attribution.spark import get_spark
+
+log = logging.getLogger(__name__)
+MODEL_COLUMNS = ["ip", "app", "device", "os", "channel", "click_time", *DEFAULT_SPEC.feature_names]
+
+
+def assemble(sdf: SparkFrame, union: FeatureUnion, extra: tuple[str, ...] = ()) -> SparkFrame:
+    """`features` (array<float>) from the fitted feature union, computed on the executors; keeps `extra`."""
+    schema = T.StructType(
+        [T.StructField("features", T.ArrayType(T.FloatType()), False)]
+        + [sdf.schema[c] for c in extra]
+    )
+
+    def transform(batches):
+        for pdf in batches:
+            X = union.transform(pdf)
+            out = pd.DataFrame({"features": list(X.astype(np.float32))})
+            for c in extra:
+                out[c] = pdf[c].to_numpy()
+            yield out
+
+    return sdf.mapInPandas(transform, schema)
+
+
+def num_workers(spark) -> int:
+    return max(1, int(spark.sparkContext.defaultParallelism))
+
+
+def spark_params(params: dict, seed: int) -> dict:
+    from attribution.model import xgb_params
+
+    p = xgb_params(params, seed)
+    for name in ("nthread", "eval_metric", "objective"):  # set by xgboost.spark itself (threads per task,
+        p.pop(name, None)  # binary:logistic for a two-class label)
+    return {**p, "eval_metric": "logloss"}
+
+
+def fit_spark(
+    sdf: SparkFrame, params: dict, seed: int, rounds: int | None = None, valid_col: str | None = None
+) -> tuple[xgb.Booster, int]:
+    """Early-stopped on the rows flagged by `valid_col` when rounds is None."""
+    from xgboost.spark import SparkXGBClassifier
+
+    spark = sdf.sparkSession
+    kwargs = spark_params(params, seed)
+    if rounds is None:
+        kwargs.update(n_estimators=int(params.get("max_rounds", 1500)), early_stopping_rounds=60,
+                      validation_indicator_col=valid_col)
+    else:
+        kwargs.update(n_estimators=int(rounds))
+    clf = SparkXGBClassifier(features_col="features", label_col=LABEL, num_workers=num_workers(spark), **kwargs)
+    model = clf.fit(sdf)
+    booster = model.get_booster()
+    used = booster.best_iteration + 1 if rounds is None and booster.attr("best_iteration") is not None else (
+        rounds or booster.num_boosted_rounds()
+    )
+    if rounds is None:
+        booster = booster[: used]  # keep the early-stopped trees only, as the single-node path does
+    return booster, used
+
+
+def train_variant_spark(frame: pd.DataFrame, split, cfg, params: dict, negative_rate: float):
+    """The Spark counterpart of attribution.model.train_variant on an in-memory frame."""
+    from attribution.model import downsample, make_features
+
+    spark = get_spark()
+    y = frame[LABEL].to_numpy()
+    union = make_features(cfg.use_window_features, cfg.use_cat2vec, cfg.seed, **cfg.cat2vec)
+    union.fit(frame[split.train])
+    cols = [c for c in MODEL_COLUMNS if c in frame] + [LABEL]
+    fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
+    first = frame.loc[fit_rows | split.tune, cols].assign(is_valid=split.tune[fit_rows | split.tune])
+    sdf = assemble(spark.createDataFrame(first), union, (LABEL, "is_valid"))
+    t0 = time.perf_counter()
+    _, rounds = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
+    rounds = max(1, int(round(rounds / (1.0 - cfg.tune_fraction))))
+    train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
+    full = assemble(spark.createDataFrame(frame.loc[train_rows, cols]), union, (LABEL,))
+    booster, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
+    log.info("spark trainer: %d rounds on %d workers in %.1fs", rounds, num_workers(spark), time.perf_counter() - t0)
+    return union, booster, rounds
+
+
+def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
+    """The cluster path: features Parquet read by Spark (any size), split by time in Spark, Cat2Vec fitted
+    on a driver-side sample of the training window, everything else on the executors."""
+    from attribution.model import (
+        ModelBundle, TimeSplit, choose_negative_rate, finish_training, make_features, resolve_params, to_epoch,
+    )
+
+    started = time.perf_counter()
+    spark = get_spark()
+    sdf = spark.read.parquet(features_path)
+    if cfg.valid_from is not None:
+        vf = to_epoch(cfg.valid_from)
+    else:
+        vf = int(sdf.approxQuantile("click_time", [0.75], 0.001)[0])
+    train_sdf = sdf.filter(F.col("click_time") < vf)
+    tf = int(train_sdf.approxQuantile("click_time", [1.0 - cfg.tune_fraction], 0.001)[0])
+    counts = train_sdf.groupBy(LABEL).count().toPandas().set_index(LABEL)["count"].to_dict()
+    negative_rate = cfg.negative_rate if cfg.negative_rate is not None else choose_negative_rate(int(counts.get(0, 0)))
+    keep = (F.col(LABEL) == 1) | (F.rand(cfg.seed) < F.lit(negative_rate))
+    cols = [c for c in MODEL_COLUMNS if c in sdf.columns] + [LABEL]
+
+    sample_rows = (cfg.cat2vec or {}).get("max_fit_rows", 1_000_000)
+    n_train = int(sum(counts.values()))
+    sample = train_sdf.select(*cols).sample(fraction=min(1.0, sample_rows / max(1, n_train)), seed=cfg.seed).toPandas()
+    union = make_features(cfg.use_window_features, cfg.use_cat2vec, cfg.seed, **cfg.cat2vec).fit(sample)
+
+    def tune_fn():  # tuning on the driver sample's inner split, trials in parallel on Spark
+        from attribution.tune import tune
+
+        t = sample["click_time"].to_numpy()
+        return tune(sample, TimeSplit.of(t, vf, cfg.tune_fraction), cfg, negative_rate, union=union)
+
+    params, trials = resolve_params(cfg, tune_fn)
+    is_tune = F.col("click_time") >= tf
+    first = train_sdf.filter(keep | is_tune).select(*cols).withColumn("is_valid", is_tune)
+    _, rounds = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid")
+    rounds = max(1, int(round(rounds / (1.0 - cfg.tune_fraction))))
+    booster, _ = fit_spark(assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds)
+
+    bundle = ModelBundle(union, booster, DEFAULT_SPEC, negative_rate)
+    holdout = sdf.filter(F.col("click_time") >= vf).select(*cols, *(["true_probability"] if "true_probability" in sdf.columns else []))
+    scored = holdout.mapInPandas(
+        lambda it: (pd.DataFrame({"y": pdf[LABEL].to_numpy(), "p": bundle.predict_proba(pdf),
+                                  "tp": pdf["true_probability"].to_numpy() if "true_probability" in pdf else np.nan})
+                    for pdf in it),
+        "y long, p double, tp double",
+    ).toPandas()
+    info = {
+        "valid_from": str(pd.Timestamp(vf, unit="s")),
+        "rows": {"train": n_train, "holdout": len(scored)},
+        "positives": {"train": int(counts.get(1, 0)), "holdout": int(scored["y"].sum())},
+    }
+    true_p = scored["tp"].to_numpy() if scored["tp"].notna().all() and len(scored) else None
+    return finish_training(model_dir, cfg, union, booster, negative_rate, params, rounds, info,
+                           scored["y"].to_numpy(), scored["p"].to_numpy(), true_p, trials, None, started)

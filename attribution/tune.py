@@ -1,0 +1,77 @@
+"""Hyperopt TPE over the XGBoost parameters, on the inner time split of the training period.
+
+Each trial fits on the earlier part of the training period and early-stops on the later part; the holdout
+is never touched. Trials run in this process, or in parallel on Spark executors (SparkTrials) when the
+trainer is Spark.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt.pyll import scope
+
+from attribution.metrics import binary_metrics
+from attribution.schema import LABEL
+
+log = logging.getLogger(__name__)
+
+SPACE = {
+    "max_depth": scope.int(hp.quniform("max_depth", 3, 10, 1)),
+    "learning_rate": hp.loguniform("learning_rate", math.log(0.01), math.log(0.3)),
+    "min_child_weight": hp.loguniform("min_child_weight", math.log(1.0), math.log(100.0)),
+    "subsample": hp.uniform("subsample", 0.5, 1.0),
+    "colsample_bytree": hp.uniform("colsample_bytree", 0.4, 1.0),
+    "reg_alpha": hp.loguniform("reg_alpha", math.log(1e-4), math.log(10.0)),
+    "reg_lambda": hp.loguniform("reg_lambda", math.log(1e-2), math.log(100.0)),
+    "max_rounds": 1500,
+}
+
+
+def tune(frame: pd.DataFrame, split, cfg, negative_rate: float, union=None) -> tuple[dict, list[dict]]:
+    """Best parameters by tuning-part ROC-AUC, and every trial as a record (params, metrics, rounds)."""
+    from attribution.model import downsample, fit_booster, make_features
+
+    y = frame[LABEL].to_numpy()
+    if union is None:
+        union = make_features(cfg.use_window_features, cfg.use_cat2vec, cfg.seed, **cfg.cat2vec)
+        union.fit(frame[split.train])
+    fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
+    X_fit, y_fit = union.transform(frame[fit_rows]), y[fit_rows]
+    X_tune, y_tune = union.transform(frame[split.tune]), y[split.tune]
+    assert int(frame["click_time"].to_numpy()[fit_rows | split.tune].max()) < split.valid_from
+
+    def objective(params: dict) -> dict:
+        booster, rounds = fit_booster(X_fit, y_fit, X_tune, y_tune, params, cfg.seed, cfg.n_threads)
+        p = booster.predict(__import__("xgboost").DMatrix(X_tune), iteration_range=(0, rounds))
+        m = binary_metrics(y_tune, p)
+        loss = -m["roc_auc"] if not np.isnan(m["roc_auc"]) else 0.0
+        return {"loss": loss, "status": STATUS_OK, "rounds": rounds, "metrics": m}
+
+    if cfg.trainer == "spark":
+        from hyperopt import SparkTrials
+
+        from attribution.spark import get_spark
+
+        get_spark()
+        trials = SparkTrials(parallelism=2)
+    else:
+        trials = Trials()
+    best = fmin(
+        objective, SPACE, algo=tpe.suggest, max_evals=cfg.max_evals, trials=trials,
+        rstate=np.random.default_rng(cfg.seed), show_progressbar=True,
+    )
+    from hyperopt import space_eval
+
+    params = dict(space_eval(SPACE, best))
+    records = [
+        {"trial": i, "params": {k: (v[0] if v else None) for k, v in t["misc"]["vals"].items()},
+         **{k: t["result"].get(k) for k in ("loss", "rounds", "metrics")}}
+        for i, t in enumerate(trials.trials)
+    ]
+    log.info("tune: best tuning ROC-AUC %.4f with %s", -min(r["loss"] for r in records), params)
+    return params, records

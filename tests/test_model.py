@@ -1,0 +1,143 @@
+"""The model: acceptance on the real sample, the time split, the model directory contract, Cat2Vec."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attribution.cat2vec import Cat2Vec
+from attribution.features import compute_features
+from attribution.model import ModelLoadError, TimeSplit, load_model, to_epoch
+from tests.conftest import SAMPLE_VALID_FROM
+
+
+def test_default_pipeline_meets_the_bar_on_the_real_sample(sample_model):
+    _, meta = sample_model
+    m = meta["holdout_metrics"]
+    assert m["rows"] == 28_561 and m["positives"] == 59
+    assert m["roc_auc"] >= 0.975, m
+    assert m["pr_auc"] >= 0.36, m
+
+
+def test_no_holdout_row_reaches_training_or_tuning(sample_clicks):
+    t = sample_clicks["click_time"].to_numpy()
+    vf = to_epoch(SAMPLE_VALID_FROM)
+    split = TimeSplit.of(t, vf, 0.2)
+    assert t[split.fit].max() < split.tune_from <= t[split.tune].min()
+    assert t[split.tune].max() < vf <= t[split.holdout].min()
+    assert not (split.train & split.holdout).any() and (split.train | split.holdout).all()
+    assert not (split.fit & split.tune).any() and ((split.fit | split.tune) == split.train).all()
+
+
+def test_metadata_records_the_split(sample_model):
+    model_dir, meta = sample_model
+    saved = json.loads((model_dir / "metadata.json").read_text())
+    assert saved["valid_from"] == SAMPLE_VALID_FROM
+    assert pd.Timestamp(saved["train_time_range"][1]) < pd.Timestamp(SAMPLE_VALID_FROM)
+    assert pd.Timestamp(saved["tune_time_range"][1]) < pd.Timestamp(SAMPLE_VALID_FROM)
+    assert saved["rows"]["train"] + saved["rows"]["holdout"] == 100_000
+    assert saved["versions"]["xgboost"] and saved["feature_spec_hash"]
+
+
+def test_model_dir_has_no_pickles(sample_model):
+    model_dir, _ = sample_model
+    names = sorted(p.name for p in model_dir.iterdir())
+    assert {"model.json", "feature_spec.json", "metadata.json", "pipeline.json", "cat2vec_vectors.npy",
+            "cat2vec_vocab.json"} <= set(names)
+    for p in model_dir.iterdir():
+        assert p.suffix in {".json", ".npy", ".ubj"}, p
+        assert not p.read_bytes().startswith(b"\x80"), f"{p} looks like a pickle"
+
+
+def test_reload_in_a_fresh_process_scores_the_same(sample_model, sample_clicks, tmp_path):
+    model_dir, _ = sample_model
+    frame = compute_features(sample_clicks, "vectorized")
+    holdout = frame[frame["click_time"] >= to_epoch(SAMPLE_VALID_FROM)]
+    here = load_model(model_dir).predict_proba(holdout)
+    holdout.to_parquet(tmp_path / "holdout.parquet")
+    code = (
+        "import sys, numpy as np, pandas as pd; from attribution.model import load_model;"
+        "f = pd.read_parquet(sys.argv[2]); np.save(sys.argv[3], load_model(sys.argv[1]).predict_proba(f))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(model_dir), str(tmp_path / "holdout.parquet"),
+                    str(tmp_path / "p.npy")], check=True)
+    there = np.load(tmp_path / "p.npy")
+    assert len(there) == 28_561
+    np.testing.assert_allclose(here, there, rtol=0, atol=1e-6)
+
+
+def test_spec_hash_mismatch_names_both_hashes(sample_model, tmp_path):
+    model_dir, _ = sample_model
+    bad = tmp_path / "other_spec"
+    shutil.copytree(model_dir, bad)
+    doc = json.loads((bad / "feature_spec.json").read_text())
+    doc["spec"]["counts"][0]["bands"][0]["end"] = 299  # a different feature definition
+    from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
+
+    other = FeatureSpec.from_dict(doc["spec"])
+    doc["hash"] = other.hash
+    (bad / "feature_spec.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelLoadError) as err:
+        load_model(bad)
+    assert other.hash in str(err.value) and DEFAULT_SPEC.hash in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["missing_booster", "corrupt_booster", "corrupt_vectors", "corrupt_json"])
+def test_damaged_model_dir_gives_a_clear_error(sample_model, tmp_path, damage):
+    model_dir, _ = sample_model
+    bad = tmp_path / damage
+    shutil.copytree(model_dir, bad)
+    if damage == "missing_booster":
+        (bad / "model.json").unlink()
+        expected = "missing model.json"
+    elif damage == "corrupt_booster":
+        (bad / "model.json").write_text('{"learner": tru')
+        expected = "cannot load the model files"
+    elif damage == "corrupt_vectors":
+        np.save(bad / "cat2vec_vectors.npy", np.zeros((3, 2), dtype=np.float32))
+        expected = "cat2vec vectors have shape"
+    else:
+        (bad / "pipeline.json").write_text("{not json")
+        expected = "unreadable"
+    with pytest.raises(ModelLoadError, match=expected):
+        load_model(bad)
+
+
+def test_missing_directory():
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model("/nonexistent/model")
+
+
+# ---- Cat2Vec ------------------------------------------------------------------------------------------
+def _ids(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({f: rng.integers(0, 30, n) for f in ("ip", "app", "device", "os", "channel")})
+
+
+def test_cat2vec_save_load_identical_and_deterministic(tmp_path):
+    X = _ids(3000, 0)
+    a = Cat2Vec(vector_size=4, epochs=2, seed=1).fit(X)
+    a.save(tmp_path)
+    b = Cat2Vec.load(tmp_path)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    c = Cat2Vec(vector_size=4, epochs=2, seed=1).fit(X)
+    np.testing.assert_array_equal(a.transform(X), c.transform(X))
+    assert a.transform(X).shape == (3000, 20)
+    assert np.abs(a.transform(X)).sum() > 0
+
+
+def test_cat2vec_unseen_and_rare_tokens_map_to_zeros():
+    X = _ids(2000, 1)
+    X.loc[0, "app"] = 999  # seen once: below min_count
+    model = Cat2Vec(vector_size=4, epochs=1, min_count=3).fit(X)
+    probe = pd.DataFrame({"ip": [5, 12345], "app": [999, 3], "device": [1, 1], "os": [2, 2], "channel": [4, 4]})
+    out = model.transform(probe)
+    assert (out[0, 4:8] == 0).all(), "rare app -> zeros"
+    assert (out[1, 0:4] == 0).all(), "unseen ip -> zeros"
+    assert (out[0, 0:4] != 0).any() and (out[1, 4:8] != 0).any(), "known tokens get vectors"
