@@ -1,0 +1,47 @@
+"""`python -m serving --model_dir=/mnt/models [--state=redis://host:6379/0] [--max_batch=N]` plus every
+KServe model-server flag (--http_port, --grpc_port, --workers, --model_name, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kserve
+from kserve import logging as kserve_logging
+from prometheus_client import REGISTRY
+
+from attribution.inference import DEFAULT_MAX_BATCH
+from serving import DEFAULT_MODEL_NAME
+from serving.metrics import register_core
+from serving.model import AttributionModel
+
+parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=__doc__)
+parser.add_argument("--model_dir", default="/mnt/models", help="local model directory (KServe mounts it here)")
+parser.add_argument("--state", default="memory", help="online state: memory, or redis://HOST:PORT/DB shared by replicas")
+parser.add_argument("--max_batch", type=int, default=DEFAULT_MAX_BATCH, help="most clicks per request")
+parser.set_defaults(model_name=DEFAULT_MODEL_NAME)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, _ = parser.parse_known_args(argv)
+    if args.configure_logging:
+        kserve_logging.configure_logging(args.log_config_file)
+    log = logging.getLogger("serving")
+    model = AttributionModel(args.model_name, args.model_dir, args.state, args.max_batch)
+    try:
+        model.load()
+    except ValueError as err:  # ModelLoadError (missing/corrupt files, another feature spec), bad --state
+        log.error("cannot serve: %s", err)
+        sys.exit(2)
+    register_core(model.core, REGISTRY)
+    kserve.ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=args.workers,
+        enable_grpc=args.enable_grpc,
+    ).start([model])
+
+
+if __name__ == "__main__":
+    main()
