@@ -58,8 +58,9 @@ def spark_params(params: dict, seed: int) -> dict:
 
 def fit_spark(
     sdf: SparkFrame, params: dict, seed: int, rounds: int | None = None, valid_col: str | None = None
-) -> tuple[xgb.Booster, int]:
-    """Early-stopped on the rows flagged by `valid_col` when rounds is None."""
+) -> tuple[xgb.Booster, int, object]:
+    """Early-stopped on the rows flagged by `valid_col` when rounds is None. Returns the booster, its rounds
+    and the fitted Spark model."""
     from xgboost.spark import SparkXGBClassifier
 
     spark = sdf.sparkSession
@@ -77,7 +78,7 @@ def fit_spark(
     )
     if rounds is None:
         booster = booster[: used]  # keep the early-stopped trees only, as the single-node path does
-    return booster, used
+    return booster, used, model
 
 
 def train_variant_spark(frame: pd.DataFrame, split, cfg, params: dict, negative_rate: float):
@@ -93,11 +94,11 @@ def train_variant_spark(frame: pd.DataFrame, split, cfg, params: dict, negative_
     first = frame.loc[fit_rows | split.tune, cols].assign(is_valid=split.tune[fit_rows | split.tune])
     sdf = assemble(spark.createDataFrame(first), union, (LABEL, "is_valid"))
     t0 = time.perf_counter()
-    _, rounds = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
+    _, rounds, _ = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
     rounds = max(1, int(round(rounds / (1.0 - cfg.tune_fraction))))
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     full = assemble(spark.createDataFrame(frame.loc[train_rows, cols]), union, (LABEL,))
-    booster, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
+    booster, _, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
     log.info("spark trainer: %d rounds on %d workers in %.1fs", rounds, num_workers(spark), time.perf_counter() - t0)
     return union, booster, rounds
 
@@ -137,9 +138,11 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
     params, trials = resolve_params(cfg, tune_fn)
     is_tune = F.col("click_time") >= tf
     first = train_sdf.filter(keep | is_tune).select(*cols).withColumn("is_valid", is_tune)
-    _, rounds = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid")
+    _, rounds, _ = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid")
     rounds = max(1, int(round(rounds / (1.0 - cfg.tune_fraction))))
-    booster, _ = fit_spark(assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds)
+    booster, _, _ = fit_spark(
+        assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds
+    )
 
     bundle = ModelBundle(union, booster, DEFAULT_SPEC, negative_rate)
     holdout = sdf.filter(F.col("click_time") >= vf).select(*cols, *(["true_probability"] if "true_probability" in sdf.columns else []))
