@@ -1,0 +1,188 @@
+"""Feature extraction on BigQuery: one query job that writes the features into a destination table, one
+extract job that exports that table as Parquet to GCS (where the next pipeline step reads it).
+
+    jobs = build_feature_jobs("proj.ds.clicks", "proj.staging.features_20171109", "gs://b/features/*.parquet")
+    run_feature_jobs(bigquery.Client(project="proj"), jobs)
+
+The SQL is sql/features.sql (rendered from the feature spec, tested to be current) with its placeholder
+source table replaced through sqlglot's `exp.replace_tables`, optionally restricted to a time range with
+query parameters. Building the jobs needs no network, so tests inspect `QueryJob(...).to_api_repr()`;
+`run_on_duckdb` runs the same BigQuery SQL, transpiled by sqlglot, on DuckDB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+from attribution.features.sql import BIGQUERY_SOURCE, bigquery_file_text
+
+log = logging.getLogger(__name__)
+SQL_FILE = Path(__file__).resolve().parents[1] / "sql" / "features.sql"
+PLACEHOLDER_TABLE = BIGQUERY_SOURCE.strip("`")  # "attribution.clicks"
+START_PARAM, END_PARAM = "start_time", "end_time"
+
+
+def feature_sql_text() -> str:
+    """sql/features.sql when the source tree is at hand, else the same text rendered from the spec (the
+    pipeline image installs the package without sql/; tests/test_sql.py keeps the two identical)."""
+    return SQL_FILE.read_text() if SQL_FILE.is_file() else bigquery_file_text()
+
+
+def _clicks_cte(tree: exp.Expression) -> exp.Select:
+    for cte in tree.find_all(exp.CTE):
+        if cte.alias == "clicks":
+            return cte.this
+    raise ValueError("feature SQL has no `clicks` CTE to restrict")
+
+
+def feature_query(source_table: str, time_range: bool = False, sql: str | None = None) -> str:
+    """The feature SQL reading `source_table` (project.dataset.table); with time_range, only clicks with
+    @start_time <= click_time < @end_time (TIMESTAMP query parameters)."""
+    if source_table.count(".") not in (1, 2) or "`" in source_table:
+        raise ValueError(f"BigQuery table must be [project.]dataset.table, got {source_table!r}")
+    tree = sqlglot.parse_one(sql or feature_sql_text(), read="bigquery", error_level=sqlglot.ErrorLevel.RAISE)
+    tree = exp.replace_tables(tree, {PLACEHOLDER_TABLE: f"`{source_table}`"}, dialect="bigquery")
+    if time_range:
+        _clicks_cte(tree).where(f"click_time >= @{START_PARAM} AND click_time < @{END_PARAM}", dialect="bigquery",
+                                copy=False)
+    return tree.sql(dialect="bigquery", pretty=True)
+
+
+@dataclass
+class FeatureJobs:
+    """What the extraction submits: the query (with its config) and the export of its destination."""
+
+    query: str
+    query_config: object  # google.cloud.bigquery.QueryJobConfig
+    destination: object  # google.cloud.bigquery.TableReference
+    export_uri: str
+    extract_config: object  # google.cloud.bigquery.ExtractJobConfig
+    location: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _timestamp(value: str | dt.datetime) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    stamp = dt.datetime.fromisoformat(str(value))
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+
+
+def build_feature_jobs(
+    source_table: str,
+    destination_table: str,
+    export_uri: str,
+    start: str | dt.datetime | None = None,
+    end: str | dt.datetime | None = None,
+    location: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> FeatureJobs:
+    """Job configurations for the query (destination table, truncate on rerun so retries are idempotent,
+    standard SQL, time-range parameters) and the Parquet export (`export_uri` must be a gs:// wildcard)."""
+    from google.cloud import bigquery
+
+    if not export_uri.startswith("gs://") or "*" not in export_uri:
+        raise ValueError(f"export URI must be a gs:// path with one '*' wildcard, got {export_uri!r}")
+    if (start is None) != (end is None):
+        raise ValueError("give both start and end of the time range, or neither")
+    labels = {"app": "attribution", "step": "features", **(labels or {})}
+    params = []
+    if start is not None:
+        params = [
+            bigquery.ScalarQueryParameter(START_PARAM, "TIMESTAMP", _timestamp(start)),
+            bigquery.ScalarQueryParameter(END_PARAM, "TIMESTAMP", _timestamp(end)),
+        ]
+    destination = bigquery.TableReference.from_string(destination_table)
+    query_config = bigquery.QueryJobConfig(
+        destination=destination,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        use_legacy_sql=False,
+        query_parameters=params,
+        labels=labels,
+        priority=bigquery.QueryPriority.BATCH,
+    )
+    extract_config = bigquery.ExtractJobConfig(
+        destination_format=bigquery.DestinationFormat.PARQUET,
+        compression=bigquery.Compression.SNAPPY,
+        labels=labels,
+    )
+    return FeatureJobs(feature_query(source_table, time_range=start is not None), query_config, destination,
+                       export_uri, extract_config, location, labels)
+
+
+def job_resources(jobs: FeatureJobs, client, job_prefix: str = "attribution-features") -> dict:
+    """The REST bodies of both jobs as they would be sent (built with the real job classes, not sent)."""
+    from google.cloud import bigquery
+
+    query = bigquery.QueryJob(f"{job_prefix}-query", jobs.query, client=client, job_config=jobs.query_config)
+    extract = bigquery.ExtractJob(f"{job_prefix}-extract", jobs.destination, [jobs.export_uri], client=client,
+                                  job_config=jobs.extract_config)
+    return {"query": query.to_api_repr(), "extract": extract.to_api_repr()}
+
+
+def run_feature_jobs(client, jobs: FeatureJobs, timeout_s: float = 6 * 3600) -> dict:
+    """Run the query, then the export; returns what happened (rows, bytes billed, job ids)."""
+    qjob = client.query(jobs.query, job_config=jobs.query_config, location=jobs.location)
+    log.info("bigquery: query job %s -> %s", qjob.job_id, jobs.destination)
+    qjob.result(timeout=timeout_s)
+    table = client.get_table(jobs.destination)
+    ejob = client.extract_table(jobs.destination, jobs.export_uri, job_config=jobs.extract_config,
+                                location=jobs.location)
+    log.info("bigquery: extract job %s -> %s", ejob.job_id, jobs.export_uri)
+    ejob.result(timeout=timeout_s)
+    return {
+        "query_job": qjob.job_id, "extract_job": ejob.job_id, "rows": int(table.num_rows or 0),
+        "bytes_billed": int(qjob.total_bytes_billed or 0), "destination": str(jobs.destination),
+        "export_uri": jobs.export_uri,
+    }
+
+
+def window_end(snapshot_date: str = "", now: dt.datetime | None = None) -> str:
+    """The exclusive end (a UTC date) of the training range: the day after snapshot_date when one pins
+    the input, else today (the day the run starts, so a daily recurring run slides by a day)."""
+    if snapshot_date:
+        return (dt.date.fromisoformat(snapshot_date) + dt.timedelta(days=1)).isoformat()
+    return (now or dt.datetime.now(dt.timezone.utc)).date().isoformat()
+
+
+def time_range(end_date: str, days_back: int) -> tuple[dt.datetime, dt.datetime] | None:
+    """[start, end) of `days_back` whole days ending at end_date (exclusive); None = the whole table."""
+    if days_back <= 0:
+        return None
+    end = dt.datetime.fromisoformat(end_date).replace(tzinfo=dt.timezone.utc)
+    return end - dt.timedelta(days=days_back), end
+
+
+# ---- the same SQL on DuckDB (tests, and a dry run of the BigQuery path without a project) -------------
+def transpile_to_duckdb(sql: str, tables: dict[str, str] | None = None) -> str:
+    tree = sqlglot.parse_one(sql, read="bigquery")
+    if tables:
+        tree = exp.replace_tables(tree, tables, dialect="bigquery")
+    return tree.sql(dialect="duckdb")
+
+
+def run_on_duckdb(sql: str, clicks, table: str, params: dict | None = None):
+    """Run BigQuery feature SQL on DuckDB over a click frame (epoch-second click_time), with the BigQuery
+    table `table` mapped to it and @parameters bound. Returns a DataFrame."""
+    import duckdb
+    import pandas as pd
+
+    frame = clicks[["row_id", "ip", "app", "device", "os", "channel"]].copy()
+    frame["is_attributed"] = clicks["is_attributed"] if "is_attributed" in clicks else 0
+    frame["click_time"] = pd.to_datetime(clicks["click_time"], unit="s", utc=True)
+    text = transpile_to_duckdb(sql, {table: "bq_clicks"})
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("bq_clicks", frame)
+        # sqlglot writes BigQuery's @name as DuckDB's $name; bind by name.
+        return con.execute(text, {k: _timestamp(v) for k, v in (params or {}).items()}).df()
+    finally:
+        con.close()

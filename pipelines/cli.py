@@ -1,0 +1,131 @@
+"""`attribution pipeline compile|submit|schedule`: the pipeline on a Kubeflow Pipelines cluster.
+
+    attribution pipeline compile [--output pipelines/attribution_pipeline.yaml]
+    attribution pipeline submit   --host URL [--experiment NAME] [--param k=v ...]
+    attribution pipeline schedule --host URL --cron "0 0 3 * * *" [--param days_back=3 ...]
+
+submit and schedule compile the current code into a temporary package first (the checked-in YAML is
+for review and diffing; a test keeps it current), and run as the `attribution-pipeline` service account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+DEFAULT_EXPERIMENT = "attribution"
+DEFAULT_SERVICE_ACCOUNT = "attribution-pipeline"
+
+
+def parse_params(items: list[str] | None) -> dict:
+    """k=v pairs; values that read as JSON numbers/booleans become those (KFP checks the types)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param wants KEY=VALUE, got {item!r}")
+        try:
+            parsed = json.loads(value)
+            out[key] = parsed if isinstance(parsed, (int, float, bool)) else value
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def check_params(params: dict) -> None:
+    from pipelines.attribution_pipeline import attribution_pipeline
+
+    known = set(attribution_pipeline.component_spec.inputs or {})
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"unknown pipeline parameter(s) {unknown}; the pipeline takes {sorted(known)}")
+
+
+def client(host: str, namespace: str | None = None):
+    import kfp
+
+    return kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
+
+
+def _package(tmp: str) -> str:
+    from pipelines.attribution_pipeline import compile_pipeline
+
+    return str(compile_pipeline(Path(tmp) / "attribution_pipeline.yaml"))
+
+
+def compile_cmd(a: argparse.Namespace) -> None:
+    from pipelines.attribution_pipeline import compile_pipeline
+
+    path = compile_pipeline(a.output)
+    log.info("compiled the pipeline to %s", path)
+    print(path)
+
+
+def submit_cmd(a: argparse.Namespace, kfp_client=None) -> str:
+    params = parse_params(a.param)
+    check_params(params)
+    c = kfp_client or client(a.host, a.namespace)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = c.create_run_from_pipeline_package(
+            _package(tmp), arguments=params, run_name=a.run_name, experiment_name=a.experiment,
+            namespace=a.namespace, pipeline_root=a.pipeline_root, service_account=a.service_account,
+        )
+    log.info("submitted run %s to %s (experiment %s)", run.run_id, a.host, a.experiment)
+    print(run.run_id)
+    return run.run_id
+
+
+def schedule_cmd(a: argparse.Namespace, kfp_client=None) -> str:
+    params = parse_params(a.param)
+    params.setdefault("days_back", a.days_back)
+    check_params(params)
+    c = kfp_client or client(a.host, a.namespace)
+    experiment = c.create_experiment(a.experiment, namespace=a.namespace)
+    with tempfile.TemporaryDirectory() as tmp:
+        job = c.create_recurring_run(
+            experiment_id=experiment.experiment_id, job_name=a.name, cron_expression=a.cron,
+            max_concurrency=1, no_catchup=True, params=params, pipeline_package_path=_package(tmp),
+            pipeline_root=a.pipeline_root, service_account=a.service_account,
+            description=f"retrain daily on the last {params['days_back']} days",
+        )
+    log.info("scheduled recurring run %s (%s) on %s", job.recurring_run_id, a.cron, a.host)
+    print(job.recurring_run_id)
+    return job.recurring_run_id
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    c = sub.add_parser("compile", help="write the pipeline's IR YAML", formatter_class=fmt)
+    c.add_argument("--output", default=str(Path(__file__).resolve().with_name("attribution_pipeline.yaml")))
+    c.set_defaults(pipeline_func=compile_cmd)
+
+    def cluster(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+        p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+        p.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+        p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="pipeline parameter, repeatable (data=..., feature_engine=bigquery, trainer=spark, ...)")
+        p.add_argument("--pipeline-root", default=None, help="gs://... for the artifacts (default: the cluster's)")
+        p.add_argument("--service-account", default=DEFAULT_SERVICE_ACCOUNT)
+
+    s = sub.add_parser("submit", help="one run on a KFP cluster", formatter_class=fmt)
+    cluster(s)
+    s.add_argument("--run-name", default=None)
+    s.set_defaults(pipeline_func=submit_cmd)
+
+    r = sub.add_parser("schedule", help="a recurring run retraining on a sliding range of days", formatter_class=fmt)
+    cluster(r)
+    r.add_argument("--cron", required=True, help='KFP cron with seconds, e.g. "0 0 3 * * *" (03:00 UTC daily)')
+    r.add_argument("--name", default="attribution-daily", help="recurring run name")
+    r.add_argument("--days-back", type=int, default=3, help="train on this many whole days before the run's day")
+    r.set_defaults(pipeline_func=schedule_cmd)
+
+
+def dispatch(a: argparse.Namespace) -> None:
+    a.pipeline_func(a)

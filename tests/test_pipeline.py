@@ -1,0 +1,174 @@
+"""The pipeline: the checked-in IR YAML is current and loads back as a PipelineSpec; every task is sized,
+retried and cached as intended; the cluster commands call kfp.Client correctly; and `attribution run`
+executes the real pipeline through kfp.local with each step's artifacts where the next step read them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.components import load_component_from_file
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines import cli as pcli
+from pipelines.attribution_pipeline import YAML_PATH, compile_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    return yaml.safe_load(YAML_PATH.read_text())
+
+
+def test_checked_in_yaml_is_current(tmp_path):
+    fresh = compile_pipeline(tmp_path / "p.yaml").read_text()
+    assert fresh == YAML_PATH.read_text(), "stale: run `attribution pipeline compile` and commit the YAML"
+
+
+def test_yaml_loads_back_with_kfp(spec):
+    component = load_component_from_file(str(YAML_PATH))
+    assert component.name == "attribution-train"
+    assert {"data", "feature_engine", "trainer", "valid_from", "max_evals", "min_roc_auc", "min_pr_auc",
+            "deployed_model_uri", "snapshot_date", "days_back"} <= set(component.component_spec.inputs)
+    parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    assert parsed.pipeline_info.name == "attribution-train"
+    assert set(parsed.root.dag.tasks) == {"resolve-input", "extract-features", "fit-cat2vec", "tune-params",
+                                          "train-model", "evaluate-model", "deploy-model"}
+
+
+def test_tasks_are_sized_retried_and_cached_as_intended(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    executors = spec["deploymentSpec"]["executors"]
+    for name, task in tasks.items():
+        res = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]["resources"]
+        for key in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+            assert key in res, (name, key)
+        assert res["cpuRequest"] <= res["cpuLimit"] and res["memoryRequest"] <= res["memoryLimit"], name
+    for name in ("extract-features", "train-model", "deploy-model"):
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] >= 1, name
+    assert tasks["deploy-model"]["cachingOptions"] == {} and tasks["resolve-input"]["cachingOptions"] == {}
+    # Extraction is cached only through its inputs: the token is the run id unless a snapshot pins it.
+    extract = tasks["extract-features"]
+    assert extract["cachingOptions"].get("enableCache") is True
+    token = extract["inputs"]["parameters"]["cache_token"]["taskOutputParameter"]
+    assert token == {"outputParameterKey": "cache_token", "producerTask": "resolve-input"}
+    run_id = tasks["resolve-input"]["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"]
+    assert run_id == "{{$.pipeline_job_uuid}}"
+
+
+def test_components_are_offline_and_on_the_pipeline_image(spec):
+    from attribution.images import PIPELINE_IMAGE
+
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        c = ex["container"]
+        assert c["image"] == PIPELINE_IMAGE, name
+        assert "pip install" not in " ".join(c["command"]), name
+
+
+def test_resolve_input_pins_the_cache_token():
+    from components.resolve_input import resolve_input
+
+    fn = resolve_input.python_func
+    assert fn("2017-11-08", "abc") == ("snapshot:2017-11-08", "2017-11-09")
+    assert fn("", "abc").cache_token == "run:abc"
+
+
+class FakeClient:
+    def __init__(self):
+        self.calls = []
+
+    def create_run_from_pipeline_package(self, pipeline_file, **kw):
+        self.calls.append(("run", yaml.safe_load(Path(pipeline_file).read_text())["pipelineInfo"]["name"], kw))
+        return type("R", (), {"run_id": "run-1"})()
+
+    def create_experiment(self, name, namespace=None):
+        self.calls.append(("experiment", name))
+        return type("E", (), {"experiment_id": "exp-1"})()
+
+    def create_recurring_run(self, **kw):
+        self.calls.append(("recurring", kw["pipeline_package_path"] and "package", kw))
+        return type("J", (), {"recurring_run_id": "job-1"})()
+
+
+def parse(argv):
+    from attribution.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_submit_and_schedule_through_kfp_client():
+    c = FakeClient()
+    a = parse(["pipeline", "submit", "--host", "http://kfp", "--param", "data=proj.ds.clicks",
+               "--param", "feature_engine=bigquery", "--param", "max_evals=30", "--param", "min_roc_auc=0.95"])
+    assert pcli.submit_cmd(a, c) == "run-1"
+    _, name, kw = c.calls[0]
+    assert name == "attribution-train" and kw["experiment_name"] == "attribution"
+    assert kw["arguments"] == {"data": "proj.ds.clicks", "feature_engine": "bigquery", "max_evals": 30,
+                               "min_roc_auc": 0.95}
+    assert kw["service_account"] == "attribution-pipeline"
+    a = parse(["pipeline", "schedule", "--host", "http://kfp", "--cron", "0 0 3 * * *", "--param",
+               "data=proj.ds.clicks", "--param", "feature_engine=bigquery"])
+    assert pcli.schedule_cmd(a, c) == "job-1"
+    kw = c.calls[-1][2]
+    assert kw["cron_expression"] == "0 0 3 * * *" and kw["experiment_id"] == "exp-1"
+    assert kw["params"]["days_back"] == 3 and kw["max_concurrency"] == 1 and kw["no_catchup"] is True
+    with pytest.raises(ValueError, match="unknown pipeline parameter"):
+        pcli.submit_cmd(parse(["pipeline", "submit", "--host", "h", "--param", "dat=x"]), c)
+
+
+def test_compile_command(tmp_path):
+    from attribution.cli import main
+
+    main(["pipeline", "compile", "--output", str(tmp_path / "p.yaml")])
+    assert (tmp_path / "p.yaml").read_text() == YAML_PATH.read_text()
+
+
+@pytest.mark.slow
+def test_attribution_run_through_kfp_local(tmp_path, capsys):
+    from attribution.cli import main
+
+    out = tmp_path / "run"
+    main(["run", "--rows", "300000", "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert str(out / "model") in printed and str(out / "report.html") in printed
+    run = json.loads((out / "run.json").read_text())
+    steps = {k: Path(v) for k, v in run["steps"].items()}
+    # Each step's outputs exist where kfp.local put them, and the next step read them from there.
+    expect = {
+        "extract-features": ["features/features.parquet"],
+        "fit-cat2vec": ["cat2vec/cat2vec_vectors.npy", "cat2vec/cat2vec_vocab.json"],
+        "tune-params": ["params"],
+        "train-model": ["model/model.json", "model/metadata.json", "model/feature_spec.json",
+                        "model/cat2vec_vectors.npy"],
+        "evaluate-model": ["metrics", "report"],
+        "deploy-model": ["decision/decision.json"],
+    }
+    for step, files in expect.items():
+        for f in files:
+            assert (steps[step] / f).is_file(), f"{step}: {f} missing"
+        assert (steps[step] / "executor_output.json").is_file()
+    consumed = {
+        "fit-cat2vec": {"features": steps["extract-features"] / "features"},
+        "tune-params": {"features": steps["extract-features"] / "features", "cat2vec": steps["fit-cat2vec"] / "cat2vec"},
+        "train-model": {"features": steps["extract-features"] / "features", "cat2vec": steps["fit-cat2vec"] / "cat2vec",
+                        "params": steps["tune-params"] / "params"},
+        "evaluate-model": {"model": steps["train-model"] / "model", "features": steps["extract-features"] / "features"},
+        "deploy-model": {"model": steps["train-model"] / "model", "metrics": steps["evaluate-model"] / "metrics"},
+    }
+    produced = {"fit-cat2vec": "cat2vec", "tune-params": "params", "train-model": "model",
+                "evaluate-model": "report", "deploy-model": "decision"}
+    for step, inputs in consumed.items():
+        executor_output = json.loads((steps[step] / "executor_output.json").read_text())
+        read_from = executor_output["artifacts"][produced[step]]["artifacts"][0]["metadata"]["read_from"]
+        assert read_from == {k: str(v) for k, v in inputs.items()}, step
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rows"] > 0 and 0.5 < metrics["roc_auc"] <= 1.0
+    assert (out / "model" / "model.json").is_file() and (out / "report.html").stat().st_size > 1000
+    decision = json.loads((out / "deploy" / "decision.json").read_text())
+    assert isinstance(decision["deployed"], bool) and decision["reasons"]
+    train_meta = json.loads((steps["train-model"] / "executor_output.json").read_text())
+    assert train_meta["artifacts"]["model"]["artifacts"][0]["metadata"]["cat2vec_matches_step"] is True
