@@ -1,0 +1,151 @@
+"""The synthetic click generator: shape, calibration, fraud, labels and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from attribution import synth
+from attribution.synth import generate
+
+START = pd.Timestamp("2017-11-06 16:00:00", tz="UTC")
+DTYPES = {
+    "ip": np.dtype("uint32"), "app": np.dtype("uint16"), "device": np.dtype("uint16"),
+    "os": np.dtype("uint16"), "channel": np.dtype("uint16"), "click_time": np.dtype("int64"),
+    "attributed_time": pd.Int64Dtype(), "is_attributed": np.dtype("int8"), "true_probability": np.dtype("float64"),
+}
+
+
+@pytest.fixture(scope="module")
+def clicks() -> pd.DataFrame:
+    return generate(200_000, seed=11)
+
+
+def test_columns_and_dtypes(clicks):
+    assert list(clicks.columns) == list(DTYPES)
+    assert {c: clicks[c].dtype for c in clicks.columns} == DTYPES
+    assert len(clicks) == 200_000
+
+
+def test_same_seed_same_frame_other_seed_differs():
+    a, b, c = generate(20_000, seed=3), generate(20_000, seed=3), generate(20_000, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a[["ip", "app", "click_time"]].equals(c[["ip", "app", "click_time"]])
+    assert not np.array_equal(a["true_probability"].to_numpy(), c["true_probability"].to_numpy())
+
+
+def test_small_and_empty():
+    assert len(generate(0)) == 0 and list(generate(0).columns) == list(DTYPES)
+    assert len(generate(1, seed=1)) == 1
+    assert len(generate(37, seed=2)) == 37
+
+
+def test_time_range_sorted_and_daily_cycle(clicks):
+    t = clicks["click_time"].to_numpy()
+    assert np.all(np.diff(t) >= 0), "rows must be sorted by click_time"
+    t0 = int(START.timestamp())
+    assert t.min() >= t0 and t.max() < t0 + 4 * 86400
+    assert t.max() - t.min() > 3.9 * 86400                       # spans the four days
+    hour = (t // 3600) % 24
+    busy, quiet = np.mean(hour < 16), np.mean(hour >= 16)        # 16 of 24 hours vs 8 of 24
+    assert busy / 16 > 1.5 * quiet / 8                           # China daytime is busier per hour
+    per_hour = np.bincount(hour, minlength=24) / len(t) * 24
+    assert per_hour[19] < 0.5 < 1.0 < per_hour[4]
+
+
+def test_custom_start_and_days():
+    df = generate(5_000, seed=1, start="2020-01-01 00:00:00", days=1.0)
+    t0 = int(pd.Timestamp("2020-01-01", tz="UTC").timestamp())
+    assert df["click_time"].min() >= t0 and df["click_time"].max() < t0 + 86400
+
+
+def test_id_marginals_like_the_sample(clicks):
+    share = {c: clicks[c].value_counts(normalize=True) for c in ("app", "device", "os", "channel")}
+    assert set(share["app"].index[:5]) <= {3, 12, 2, 9, 15, 18}
+    assert 0.88 < share["device"][1] < 0.97 and 0.02 < share["device"][2] < 0.07
+    assert set(share["os"].index[:2]) == {19, 13}
+    assert share["channel"].index[0] == 280 and {245, 107, 477} <= set(share["channel"].index[:8])
+    assert clicks["app"].nunique() > 100 and clicks["os"].nunique() > 80   # Zipf tails, not just the top ids
+
+
+def test_per_ip_activity_heavy_tailed(clicks):
+    per_ip = clicks["ip"].value_counts()
+    assert 150 < len(per_ip) < 600                               # ~one ip per 650 clicks, like the full data
+    assert per_ip.median() < 0.5 * per_ip.mean()                 # most ips click little ...
+    assert per_ip.iloc[0] > 10 * per_ip.mean()                   # ... a few NAT / bot ips click a lot
+
+
+def test_positive_rate_and_labels(clicks):
+    y = clicks["is_attributed"].to_numpy()
+    assert set(np.unique(y)) <= {0, 1}
+    assert 0.002 <= y.mean() <= 0.003
+    p = clicks["true_probability"].to_numpy()
+    assert np.all((p >= 0) & (p <= 1)) and np.isfinite(p).all()
+    assert abs(p.mean() - y.mean()) < 0.0006                     # labels are Bernoulli(p)
+
+
+def test_attributed_time_exactly_for_positives(clicks):
+    at = clicks["attributed_time"]
+    pos = clicks["is_attributed"].to_numpy() == 1
+    assert np.array_equal(at.notna().to_numpy(), pos)
+    delay = at[pos].to_numpy(dtype=np.int64) - clicks["click_time"].to_numpy()[pos]
+    assert delay.min() >= 0
+    assert 30 < np.median(delay) < 3600 and np.quantile(delay, 0.9) > 3600   # minutes typically, hours often
+
+
+def test_bots_burst_and_do_not_convert(clicks):
+    t = clicks["click_time"].to_numpy()
+    ip = clicks["ip"].to_numpy().astype(np.int64)
+    y = clicks["is_attributed"].to_numpy()
+    p = clicks["true_probability"].to_numpy()
+    # clicks of the same ip in the 5 minutes up to each click (inclusive), via sort + searchsorted
+    order = np.lexsort((t, ip))
+    key = ip[order] * 10**7 + (t[order] - t.min())
+    in_5min = np.arange(len(key)) - np.searchsorted(key, key - 299, side="left") + 1
+    bursting = np.zeros(len(t), dtype=bool)
+    bursting[order] = in_5min > 100
+    assert bursting.sum() > 2_000                                # bursts of hundreds of clicks exist
+    assert len(np.unique(ip[bursting])) <= 12                    # ... on a few ips
+    assert y[bursting].sum() <= 1 and p[bursting].mean() < 2e-5  # ... and (almost) never convert
+    assert y[~bursting].mean() > 0.002
+
+
+def test_duplicates_are_kept(clicks):
+    dup = clicks.duplicated(subset=["ip", "app", "device", "os", "channel", "click_time"])
+    assert dup.sum() > 100
+
+
+def test_bayes_auc_in_range(clicks):
+    auc = roc_auc_score(clicks["is_attributed"], clicks["true_probability"])
+    assert 0.96 <= auc <= 0.99
+
+
+def test_conversion_structure(clicks):
+    rate = clicks.groupby("app")["true_probability"].mean()
+    assert min(rate[[19, 35, 29, 10, 5]]) > 20 * max(rate[[3, 12, 2, 9, 15]])
+
+
+def test_history_counts_strictly_earlier_seconds():
+    group = np.array([1, 1, 1, 1, 2, 1], dtype=np.int64)
+    t = np.array([100, 100, 101, 400, 401, 402], dtype=np.int64)
+    h = synth.history(group, t, bands=((1, 300), (301, 3600)))
+    assert h[(1, 300)].tolist() == [0, 0, 2, 3, 0, 1]            # same-second clicks never see each other
+    assert h[(301, 3600)].tolist() == [0, 0, 0, 0, 0, 3]
+    assert np.isnan(h["since"][[0, 1, 4]]).all() and h["since"][[2, 3, 5]].tolist() == [1, 299, 2]
+
+
+def test_true_probability_uses_only_observable_inputs(clicks):
+    """Recomputing p from the ids and from history recomputed on the output frame gives p exactly."""
+    df = clicks.iloc[:50_000]
+    t = df["click_time"].to_numpy()
+    ip = df["ip"].to_numpy().astype(np.int64)
+    app, dev, os_ = (df[c].to_numpy().astype(np.int64) for c in ("app", "device", "os"))
+    h_ip = synth.history(ip, t, bands=((1, 300), (3601, synth.MAX_WINDOW)), since=False)
+    h_ipapp = synth.history(ip * 1024 + app, t, bands=((1, 300), (301, 3600)), since=False)
+    h_user = synth.history(((ip * 1024 + app) * 8192 + dev) * 1024 + os_, t, bands=())
+    p = synth.true_probability(app, dev, os_, df["channel"].to_numpy(), h_user["since"], h_ip[(1, 300)],
+                               h_ipapp[(1, 300)], h_ipapp[(301, 3600)], h_ip[(3601, synth.MAX_WINDOW)])
+    # the first 50k clicks' history lies within those rows (windows look back only)
+    np.testing.assert_allclose(p, df["true_probability"].to_numpy(), rtol=1e-12, atol=0)
