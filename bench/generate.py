@@ -55,8 +55,8 @@ def main() -> None:
     lines = [
         "# Synthetic generator benchmark",
         "",
-        f"`attribution.synth.generate(rows, seed={args.seed})` on {os.cpu_count()} CPUs "
-        f"(Python {platform.python_version()}, numpy {np.__version__}). Target: {result['target']}.",
+        (f"`attribution.synth.generate(rows, seed={args.seed})` on {os.cpu_count()} CPUs "
+         f"(Python {platform.python_version()}, numpy {np.__version__}). Target: {result['target']}."),
         "",
         "| rows | seconds | rows/s | positive rate | Bayes AUC | distinct ips |",
         "|---:|---:|---:|---:|---:|---:|",

@@ -52,7 +52,7 @@ def test_time_range_sorted_and_daily_cycle(clicks):
     busy, quiet = np.mean(hour < 16), np.mean(hour >= 16)        # 16 of 24 hours vs 8 of 24
     assert busy / 16 > 1.5 * quiet / 8                           # China daytime is busier per hour
     per_hour = np.bincount(hour, minlength=24) / len(t) * 24
-    assert per_hour[19] < 0.5 < 1.0 < per_hour[4]
+    assert per_hour[19] < 0.5 and per_hour[4] > 1.0
 
 
 def test_custom_start_and_days():
