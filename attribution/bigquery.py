@@ -69,9 +69,9 @@ class FeatureJobs:
 
 def _timestamp(value: str | dt.datetime) -> dt.datetime:
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     stamp = dt.datetime.fromisoformat(str(value))
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
 def build_feature_jobs(
@@ -149,14 +149,14 @@ def window_end(snapshot_date: str = "", now: dt.datetime | None = None) -> str:
     the input, else today (the day the run starts, so a daily recurring run slides by a day)."""
     if snapshot_date:
         return (dt.date.fromisoformat(snapshot_date) + dt.timedelta(days=1)).isoformat()
-    return (now or dt.datetime.now(dt.timezone.utc)).date().isoformat()
+    return (now or dt.datetime.now(dt.UTC)).date().isoformat()
 
 
 def time_range(end_date: str, days_back: int) -> tuple[dt.datetime, dt.datetime] | None:
     """[start, end) of `days_back` whole days ending at end_date (exclusive); None = the whole table."""
     if days_back <= 0:
         return None
-    end = dt.datetime.fromisoformat(end_date).replace(tzinfo=dt.timezone.utc)
+    end = dt.datetime.fromisoformat(end_date).replace(tzinfo=dt.UTC)
     return end - dt.timedelta(days=days_back), end
 
 
@@ -175,7 +175,7 @@ def run_on_duckdb(sql: str, clicks, table: str, params: dict | None = None):
     import pandas as pd
 
     frame = clicks[["row_id", "ip", "app", "device", "os", "channel"]].copy()
-    frame["is_attributed"] = clicks["is_attributed"] if "is_attributed" in clicks else 0
+    frame["is_attributed"] = clicks.get("is_attributed", 0)
     frame["click_time"] = pd.to_datetime(clicks["click_time"], unit="s", utc=True)
     text = transpile_to_duckdb(sql, {table: "bq_clicks"})
     con = duckdb.connect()

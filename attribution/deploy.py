@@ -44,7 +44,7 @@ class Decision:
     target: str
     action: str | None = None  # created / patched / wrote manifest
     manifest_path: str | None = None
-    decided_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    decided_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict:
         return asdict(self)

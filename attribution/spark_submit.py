@@ -64,7 +64,7 @@ def _gib(jvm_size: str) -> float:
 
 def _limit(memory: str, overhead: str) -> str:
     total = _gib(memory) + _gib(overhead)
-    return f"{int(total)}Gi" if total == int(total) else f"{int(round(total * 1024))}Mi"
+    return f"{int(total)}Gi" if total == int(total) else f"{round(total * 1024)}Mi"
 
 
 def unique_name(prefix: str = "attribution-train", suffix: str | None = None) -> str:
@@ -142,7 +142,7 @@ def driver_log(core, pod: str | None, namespace: str, tail_lines: int = 300) -> 
         return ""
     try:
         return core.read_namespaced_pod_log(name=pod, namespace=namespace, tail_lines=tail_lines)
-    except Exception as err:  # the pod may be gone (TTL) or not yet scheduled
+    except Exception as err:  # noqa: BLE001 - the pod may be gone (TTL) or never scheduled; keep the result
         return f"<driver log of {pod} unavailable: {err}>"
 
 

@@ -105,7 +105,7 @@ def run_direct(data: str, out: Path) -> dict:
 
 
 def markdown(doc: dict) -> str:
-    lines = [f"# `attribution run` through kfp.local\n", f"Machine: {doc['machine']}.\n"]
+    lines = ["# `attribution run` through kfp.local\n", f"Machine: {doc['machine']}.\n"]
     for r in doc["runs"]:
         lines.append(f"## {r['rows']:,} rows\n")
         lines.append(f"Data generation (before the pipeline): {r['generate_seconds']} s. Whole kfp.local run: "

@@ -10,4 +10,4 @@ from components.resolve_input import resolve_input
 from components.train import train_model
 from components.tune import tune_params
 
-__all__ = ["resolve_input", "extract_features", "fit_cat2vec", "tune_params", "train_model", "evaluate_model", "deploy_model"]
+__all__ = ["deploy_model", "evaluate_model", "extract_features", "fit_cat2vec", "resolve_input", "train_model", "tune_params"]

@@ -21,11 +21,12 @@ def deploy_model(
 ) -> bool:
     import json
     import logging
+    from pathlib import Path
 
     from attribution.deploy import deploy_gate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    candidate = json.loads(open(metrics.path).read())
+    candidate = json.loads(Path(metrics.path).read_text())
     record = deploy_gate(
         candidate, model.uri, deployed_model_uri=deployed_model_uri, min_roc_auc=min_roc_auc,
         min_pr_auc=min_pr_auc, target="kubernetes" if runtime == "kubernetes" else "manifest",

@@ -12,7 +12,7 @@ def fit_cat2vec(features: Input[Dataset], cat2vec: Output[Model], valid_from: st
     import logging
 
     from attribution.cat2vec import Cat2Vec
-    from attribution.model import TrainConfig, TimeSplit, load_training_frame, to_epoch
+    from attribution.model import TimeSplit, TrainConfig, load_training_frame, to_epoch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     frame = load_training_frame(features.path)

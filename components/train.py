@@ -28,13 +28,15 @@ def train_model(
 ) -> None:
     import json
     import logging
+    import math
     import os
+    from pathlib import Path
 
     import numpy as np
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("train_model")
-    tuned = json.loads(open(params.path).read())
+    tuned = json.loads(Path(params.path).read_text())
     if trainer == "spark":
         from attribution import spark_submit
 
@@ -59,7 +61,7 @@ def train_model(
     # Spark on Kubernetes writes the model straight to model.uri (gs://); otherwise it is at model.path.
     local_dir = os.path.isfile(os.path.join(model.path, "metadata.json"))
     if local_dir:
-        metadata = json.loads(open(os.path.join(model.path, "metadata.json")).read())
+        metadata = json.loads(Path(model.path, "metadata.json").read_text())
     else:
         from attribution.deploy import read_text
 
@@ -77,5 +79,5 @@ def train_model(
     model.metadata["feature_spec_hash"] = metadata.get("feature_spec_hash")
     model.metadata["valid_from"] = metadata.get("valid_from")
     for key, value in (metadata.get("holdout_metrics") or {}).items():
-        if isinstance(value, (int, float)) and value == value:
+        if isinstance(value, (int, float)) and not math.isnan(value):
             model.metadata[f"holdout_{key}"] = value

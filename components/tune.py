@@ -19,8 +19,15 @@ def tune_params(
 
     from attribution.cat2vec import Cat2Vec
     from attribution.features.spec import DEFAULT_SPEC
-    from attribution.model import (DEFAULT_PARAMS, FeatureAssembler, TimeSplit, TrainConfig, choose_negative_rate,
-                                   load_training_frame, to_epoch)
+    from attribution.model import (
+        DEFAULT_PARAMS,
+        FeatureAssembler,
+        TimeSplit,
+        TrainConfig,
+        choose_negative_rate,
+        load_training_frame,
+        to_epoch,
+    )
     from attribution.schema import LABEL
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

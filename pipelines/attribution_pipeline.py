@@ -14,8 +14,15 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
-from components import (deploy_model, evaluate_model, extract_features, fit_cat2vec, resolve_input, train_model,
-                        tune_params)
+from components import (
+    deploy_model,
+    evaluate_model,
+    extract_features,
+    fit_cat2vec,
+    resolve_input,
+    train_model,
+    tune_params,
+)
 
 PIPELINE_NAME = "attribution-train"
 YAML_PATH = Path(__file__).resolve().with_name("attribution_pipeline.yaml")

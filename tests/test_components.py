@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from manifest_checks import container_policy_problems, crd_problems
 
 from attribution import spark_submit
 from attribution.images import SPARK_IMAGE
-from manifest_checks import container_policy_problems, crd_problems
 
 
 def rendered(**kw):

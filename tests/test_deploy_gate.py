@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
+from manifest_checks import container_policy_problems, crd_problems
 
 from attribution import deploy
-from manifest_checks import container_policy_problems, crd_problems
 
 DEPLOYED = {"roc_auc": 0.95, "pr_auc": 0.30}
 
@@ -84,7 +84,7 @@ def test_cluster_create_when_missing_and_patch_when_live(tmp_path):
     d = deploy.deploy_gate({"roc_auc": 0.97, "pr_auc": 0.31}, "gs://m/run-9", "", 0.9, 0.1, target="kubernetes",
                            api=api)
     assert d.deployed and d.action == "created"
-    created = [c for c in api.calls if c[0] == "create"][0][2]
+    created = next(c for c in api.calls if c[0] == "create")[2]
     assert crd_problems([created]) == []
 
     live = deploy.render_inference_service("gs://m/run-9")
@@ -96,7 +96,7 @@ def test_cluster_create_when_missing_and_patch_when_live(tmp_path):
     d = deploy.deploy_gate({"roc_auc": 0.98, "pr_auc": 0.35}, "gs://m/run-10", "", 0.9, 0.1, target="kubernetes",
                            api=api)
     assert d.deployed and d.action == "patched" and d.deployed_model_uri == str(old)
-    _, ns, name, body = [c for c in api.calls if c[0] == "patch"][0]
+    _, ns, name, body = next(c for c in api.calls if c[0] == "patch")
     assert (ns, name) == ("attribution", "attribution")
     assert body["metadata"]["resourceVersion"] == "42"
     container = body["spec"]["predictor"]["containers"][0]
