@@ -205,6 +205,7 @@ class InferenceCore:
         state: str = "memory",
         max_batch: int = DEFAULT_MAX_BATCH,
         store: StateStore | None = None,
+        nthread: int = 1,
     ) -> None:
         from attribution.model import ModelLoadError, load_model
 
@@ -218,6 +219,9 @@ class InferenceCore:
                 f"model directory {model_dir} has feature spec hash {self.bundle.spec.hash}, this code "
                 f"computes {DEFAULT_SPEC.hash}"
             )
+        # One request is small: a single booster thread avoids OpenMP start/spin costs that dominate a click's
+        # latency (and contend with other replicas); scale out with replicas, not threads.
+        self.bundle.booster.set_param({"nthread": nthread})
         self.spec = self.bundle.spec
         self.state = "memory" if store is None and state == "memory" else state
         self.store = store if store is not None else make_store(state, self.spec)

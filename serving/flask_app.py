@@ -90,7 +90,7 @@ def create_app(
         try:
             core.ping()
         except StateUnavailable as err:
-            return _error(503, str(err), status="state unavailable")
+            return _error(503, str(err), ready=False)
         return jsonify({"status": "ready", "spec_hash": core.spec.hash, "state": type(core.store).__name__})
 
     @app.get("/openapi.json")

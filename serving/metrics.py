@@ -20,9 +20,12 @@ from attribution.inference import InferenceCore
 
 
 class CoreCollector(Collector):
-    def __init__(self, core: InferenceCore, stats_ttl: float = 5.0) -> None:
+    def __init__(self, core: InferenceCore, stats_ttl: float | None = None) -> None:
+        from attribution.features.online import MemoryStore
+
         self.core = core
-        self.stats_ttl = stats_ttl
+        # In-process stats are a walk over the dicts; Redis stats are a SCAN, worth caching between scrapes.
+        self.stats_ttl = stats_ttl if stats_ttl is not None else (0.0 if isinstance(core.store, MemoryStore) else 5.0)
         self._stats: tuple[float, StoreStats | None] = (0.0, None)
 
     def _store_stats(self) -> StoreStats | None:

@@ -49,14 +49,17 @@ def v1_instances(payload: Any) -> list:
     return payload["instances"]
 
 
-def _flatten(data: Any, depth: int = 0) -> list:
+def _elements(data: Any, shape: list[int], name: str) -> list:
+    """Row-major elements: a flat list, or (for shape [n, 1]) a list of one-element lists; nothing ragged."""
     if not isinstance(data, (list, tuple)):
-        return [data]
-    if depth > 2:
-        raise BadRequest("tensor data nested too deeply (shape [n] or [n, 1] expected)")
-    if all(not isinstance(v, (list, tuple)) for v in data):
+        raise BadRequest(f"tensor data must be a list, got {type(data).__name__}", field=name)
+    if all(not isinstance(v, (list, tuple, dict)) for v in data):
         return list(data)
-    return [x for v in data for x in _flatten(v, depth + 1)]
+    if len(shape) == 2 and all(
+        isinstance(v, (list, tuple)) and len(v) == 1 and not isinstance(v[0], (list, tuple, dict)) for v in data
+    ):
+        return [v[0] for v in data]
+    raise BadRequest(f"tensor data must be flat or nested as shape {shape}", field=name)
 
 
 def _input_values(inp: InferInput, max_batch: int) -> list:
@@ -76,7 +79,7 @@ def _input_values(inp: InferInput, max_batch: int) -> list:
         except Exception as err:  # a malformed binary tensor is the client's
             raise BadRequest(f"cannot decode binary tensor data: {err}", field=name) from None
     else:
-        values = _flatten(inp.data)
+        values = _elements(inp.data, shape, name)
     if len(values) != math.prod(shape):
         raise BadRequest(f"shape {shape} does not match {len(values)} data elements", field=name)
     if dtype == "BYTES":

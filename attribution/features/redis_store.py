@@ -3,6 +3,8 @@
 Layout (prefix `attr:<spec hash>:`, so a model with another spec never reads this state):
 
     <prefix>meta               hash: wm (largest second recorded), seq (event counter), late, dup
+    <prefix>idx                sorted set: each key's latest second, so keys gone quiet are dropped by
+                               event time (as MemoryStore's expiry queue does), not only by their TTL
     <prefix>id:<click_id>      SET NX with a TTL: a retried click is recorded once, whichever replica gets it
     <prefix>g<j>:<k1>:<k2>..   sorted set per key group j and key: score = second, member =
                                "<seq>[:<v1>:<v2>..]" (a unique event id, then the values the group's
@@ -11,7 +13,7 @@ Layout (prefix `attr:<spec hash>:`, so a model with another spec never reads thi
 One Lua script (EVALSHA; redis-py's Script reloads it on NOSCRIPT, e.g. after Redis restarts) records the
 batch with the same rules as MemoryStore (retries skipped, clicks older than the watermark minus the
 horizon counted as late and not kept), trims each touched key by event time past the horizon, refreshes
-its TTL, and returns every key's members in [earliest click - horizon, latest click - 1]. The histories
+its TTL, deletes keys whose latest click is past the horizon (needs Redis >= 6.2 for ZADD GT), and returns every key's members in [earliest click - horizon, latest click - 1]. The histories
 come back as `History` objects, so the same FeaturePlan computes the features as for MemoryStore: parity
 is by construction. Scripts run atomically, so concurrent replicas see each batch whole.
 
@@ -73,17 +75,25 @@ for i = 1, n do
     for j = 1, g do
       local key = P .. clicks[base + 1 + 2 * j]
       redis.call('ZADD', key, t, member .. clicks[base + 2 + 2 * j])
-      touched[key] = true
+      local last = touched[key]
+      if last == nil or t > last then touched[key] = t end
     end
   end
 end
 if lo ~= nil then
   -- evict no further than this batch's earliest click still needs (as MemoryStore does)
   local cut = '(' .. string.format('%d', math.min(wm, lo) - horizon)
-  for key, _ in pairs(touched) do
+  local idx = P .. 'idx'
+  for key, last in pairs(touched) do
     redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
     redis.call('EXPIRE', key, ttl)
+    redis.call('ZADD', idx, 'GT', last, key)
   end
+  -- keys whose latest click fell behind the horizon leave, by event time (a bounded sweep per batch)
+  local stale = redis.call('ZRANGEBYSCORE', idx, '-inf', cut, 'LIMIT', 0, 1000)
+  for _, key in ipairs(stale) do redis.call('DEL', key) end
+  if #stale > 0 then redis.call('ZREM', idx, unpack(stale)) end
+  redis.call('EXPIRE', idx, ttl)
   redis.call('HSET', meta, 'wm', string.format('%d', wm))
 end
 if late > 0 then redis.call('HINCRBY', meta, 'late', late) end

@@ -1,0 +1,348 @@
+"""Real servers on loopback (in-process state): the KServe predictor (V1 and V2) and the Flask app under
+gunicorn replay the real sample in time order and answer exactly what batch scoring gives; malformed
+requests (hand-picked and >= 2,000 fuzzed) get 4xx with a reason, never change the state, never a 5xx."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from attribution.schema import ID_FIELDS
+from tests.redis_fixture import (
+    DAY,
+    ServerProcess,
+    click_dicts,
+    expected_probabilities,
+    metric,
+    replay_order,
+    trained_model,
+)
+
+BATCH = 500
+MAX_BATCH = 1000
+GOOD = {"ip": 1, "app": 2, "device": 3, "os": 4, "channel": 5, "click_time": "2017-11-20 10:00:00"}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, sample_path):
+    return trained_model(tmp_path_factory, sample_path)
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory, model_dir, sample_path):
+    return expected_probabilities(tmp_path_factory, model_dir, sample_path)
+
+
+@pytest.fixture(scope="module")
+def ordered(sample_clicks):
+    return replay_order(sample_clicks)
+
+
+@pytest.fixture(scope="module")
+def kserve(model_dir, tmp_path_factory):
+    srv = ServerProcess("kserve", model_dir, "memory", tmp_path_factory.mktemp("kserve"), max_batch=MAX_BATCH)
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def flask_server(model_dir, tmp_path_factory):
+    srv = ServerProcess("flask", model_dir, "memory", tmp_path_factory.mktemp("flask"), max_batch=MAX_BATCH)
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
+
+
+def v2_body(clicks: list[dict], text_time: bool) -> dict:
+    n = len(clicks)
+    inputs = [{"name": f, "shape": [n], "datatype": "INT64", "data": [c[f] for c in clicks]} for f in ID_FIELDS]
+    inputs.append({"name": "click_time", "shape": [n], "datatype": "BYTES" if text_time else "INT64",
+                   "data": [c["click_time"] for c in clicks]})
+    return {"inputs": inputs}  # no "id": the server makes one
+
+
+def replay(post, clicks: list[dict]) -> np.ndarray:
+    out = []
+    for i in range(0, len(clicks), BATCH):
+        out.extend(post(clicks[i : i + BATCH]))
+    return np.asarray(out, dtype=np.float64)
+
+
+# ---- parity ------------------------------------------------------------------------------------------------
+def test_kserve_v1_replay_matches_batch_scoring(kserve, ordered, expected):
+    s = requests.Session()
+
+    def post(batch):
+        r = s.post(f"{kserve.base}/v1/models/attribution:predict", json={"instances": batch}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["predictions"]
+
+    got = replay(post, click_dicts(ordered))
+    np.testing.assert_allclose(got, expected[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
+
+
+def test_kserve_v2_replay_matches_batch_scoring(kserve, ordered, expected):
+    """A week later (whole days keep the hour features; the V1 replay is beyond the 8 h horizon), with
+    click_time as epoch INT64 and as BYTES text on alternate batches."""
+    s = requests.Session()
+    n_batches = [0]
+
+    def post(batch):
+        text = n_batches[0] % 2 == 1
+        n_batches[0] += 1
+        if text:
+            batch = [{**c, "click_time": _fmt(c["click_time"])} for c in batch]
+        r = s.post(f"{kserve.base}/v2/models/attribution/infer", json=v2_body(batch, text), timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["id"] and body["model_name"] == "attribution"
+        (out,) = body["outputs"]
+        assert out["name"] == "probability" and out["datatype"] == "FP64" and out["shape"] == [len(batch)]
+        return out["data"]
+
+    got = replay(post, click_dicts(ordered, shift=7 * DAY, text_time=False))
+    np.testing.assert_allclose(got, expected[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
+
+
+def _fmt(epoch: int) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
+
+
+def test_flask_replay_matches_batch_scoring(flask_server, ordered, expected):
+    """/predict and the seed's /talkingdata-api route on alternate batches."""
+    s = requests.Session()
+    n_batches = [0]
+
+    def post(batch):
+        route, field = ("/predict", "clicks") if n_batches[0] % 2 == 0 else ("/talkingdata-api", "attrPredictRequest")
+        n_batches[0] += 1
+        r = s.post(flask_server.base + route, json={field: batch}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["probabilities"]
+
+    got = replay(post, click_dicts(ordered))
+    np.testing.assert_allclose(got, expected[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
+
+
+# ---- hand-picked bad requests ------------------------------------------------------------------------------
+def _with(**changes):
+    c = {**GOOD, **changes}
+    return {k: v for k, v in c.items() if v is not _DROP}
+
+
+_DROP = object()
+BAD_CLICKS = [
+    (_with(app=_DROP), "'app': missing required field"),
+    (_with(referrer="x"), "'referrer': unknown field"),
+    (_with(ip=-3), "'ip': negative id"),
+    (_with(ip=2**40), "'ip': id larger than"),
+    (_with(os=2**70), "'os': "),  # orjson (KServe) reads it as a float: 'got number'; json: not an integer
+    (_with(channel=1.5), "'channel': expected a non-negative integer, got number"),
+    (_with(device=True), "'device': expected a non-negative integer, got boolean"),
+    (_with(app=None), "'app': expected a non-negative integer, got null"),
+    (_with(app="abc"), "'app': not a non-negative integer"),
+    (_with(click_time="2017-11-32 10:00:00"), "'click_time': unparseable time"),
+    (_with(click_time="yesterday"), "'click_time': unparseable time"),
+    (_with(click_time=-5), "'click_time': epoch seconds out of range"),
+    (_with(click_time="2999-01-01 00:00:00"), "more than a day in the future"),
+    (_with(click_id="retry-7"), "'click_id': not a non-negative integer"),
+]
+
+
+def _kserve_cases():
+    url = "/v1/models/attribution:predict"
+    cases = [(url, json.dumps({"instances": [GOOD, GOOD, bad]}), JSON, 400, why) for bad, why in BAD_CLICKS]
+    cases += [
+        (url, '{"instances": [', JSON, 400, "Unrecognized request format"),
+        (url, json.dumps({"instances": []}), JSON, 400, "empty batch"),
+        (url, json.dumps({"instances": [GOOD] * (MAX_BATCH + 1)}), JSON, 400, f"exceeds the limit of {MAX_BATCH}"),
+        (url, json.dumps({"instances": GOOD}), JSON, 400, "instances"),
+        (url, json.dumps({"clicks": [GOOD]}), JSON, 400, "unknown top-level field 'clicks'"),
+        (url, json.dumps([GOOD]), JSON, 400, "expected a JSON object"),
+        (url, json.dumps({"instances": [GOOD]}), {"Content-Type": "text/plain"}, 400, "application/json"),
+        ("/v2/models/attribution/infer", json.dumps({"inputs": v2_body([GOOD], True)["inputs"][:5]}), JSON, 400,
+         "'click_time': missing input tensor"),
+        ("/v2/models/attribution/infer",
+         json.dumps({"inputs": [{**i, "datatype": "FP32"} if i["name"] == "ip" else i for i in v2_body([GOOD], True)["inputs"]]}),
+         JSON, 400, "datatype FP32 not accepted"),
+        ("/v2/models/attribution/infer", json.dumps({"inputs": v2_body([GOOD, GOOD], True)["inputs"][:5]
+                                                     + [{"name": "click_time", "shape": [1], "datatype": "BYTES", "data": ["2017-11-20 10:00:00"]}]}),
+         JSON, 400, "differ in length"),
+        ("/v2/models/attribution/infer", '{"inputs": [}', JSON, 422, ""),
+    ]
+    return cases
+
+
+def _flask_cases():
+    cases = [("/predict", json.dumps({"clicks": [GOOD, bad]}), JSON, 400, why) for bad, why in BAD_CLICKS]
+    cases += [
+        ("/predict", '{"clicks": [', JSON, 400, "malformed JSON"),
+        ("/predict", "[" * 100_000, JSON, 400, "malformed JSON"),
+        ("/predict", json.dumps({"clicks": []}), JSON, 400, "empty batch"),
+        ("/predict", json.dumps({"clicks": [GOOD] * (MAX_BATCH + 1)}), JSON, 400, f"exceeds the limit of {MAX_BATCH}"),
+        ("/predict", json.dumps({"instances": [GOOD]}), JSON, 400, "single field \"clicks\""),
+        ("/talkingdata-api", json.dumps({"clicks": [GOOD]}), JSON, 400, "attrPredictRequest"),
+        ("/predict", json.dumps({"clicks": [GOOD]}), {"Content-Type": "text/plain"}, 415, "application/json"),
+        ("/predict", "x" * (MAX_BATCH * 1024 + 70_000), JSON, 413, "Too Large"),
+    ]
+    return cases
+
+
+def _state(srv) -> tuple[float, float]:
+    text = requests.get(srv.base + "/metrics", timeout=10).text
+    return metric(text, "attribution_clicks_scored_total"), metric(text, "attribution_state_events")
+
+
+@pytest.mark.parametrize("server", ["kserve", "flask_server"])
+def test_bad_requests_get_4xx_naming_the_problem_and_leave_state_alone(server, request):
+    srv = request.getfixturevalue(server)
+    before = _state(srv)
+    s = requests.Session()
+    for path, body, headers, status, why in _kserve_cases() if server == "kserve" else _flask_cases():
+        r = s.post(srv.base + path, data=body.encode(), headers=headers, timeout=30)
+        assert r.status_code == status, (path, body[:200], r.status_code, r.text[:300])
+        err = r.json()  # every refusal is a JSON body saying why
+        assert why in (err.get("error") or json.dumps(err)), (path, body[:200], r.text[:300])
+    assert _state(srv) == before, "a rejected request changed the state"
+    text = requests.get(srv.base + "/metrics", timeout=10).text
+    assert metric(text, "attribution_bad_requests_total") >= len(BAD_CLICKS)
+
+
+# ---- fuzz --------------------------------------------------------------------------------------------------
+NO_DIGITS = st.text(st.characters(blacklist_categories=("Nd",), blacklist_characters="\x00"), max_size=12)
+NOT_JSON_SCALAR = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none(),
+                            st.lists(st.integers(0, 9), max_size=3), st.dictionaries(NO_DIGITS, st.integers(), max_size=2))
+
+
+def bad_id(limit: int):
+    return st.one_of(st.integers(max_value=-1), st.integers(min_value=limit + 1, max_value=2**80), NO_DIGITS,
+                     NOT_JSON_SCALAR)
+
+
+BAD_TIME = st.one_of(
+    NO_DIGITS, st.integers(max_value=-1), st.integers(min_value=4_102_444_800, max_value=2**70), NOT_JSON_SCALAR,
+    st.sampled_from(["2017-11-06", "2017-11-06T16:00:00Z", "2017-11-06 25:00:00",
+                     "06/11/2017 16:00:00", "2017-11-06 16:00", "3017-11-06 16:00:00"]),
+)
+BAD_VALUE = {f: bad_id(limit) for f, limit in ID_FIELDS.items()}
+BAD_VALUE["click_time"] = BAD_TIME
+BAD_VALUE["click_id"] = st.one_of(st.integers(max_value=-1), st.integers(min_value=2**64), NO_DIGITS.filter(bool),
+                                  st.floats(allow_nan=False), st.booleans(), st.lists(st.integers(), max_size=2))
+
+
+@st.composite
+def bad_click(draw) -> dict:
+    c = dict(GOOD)
+    kind = draw(st.sampled_from(["value", "value", "value", "missing", "extra"]))
+    if kind == "value":
+        f = draw(st.sampled_from(sorted(BAD_VALUE)))
+        c[f] = draw(BAD_VALUE[f])
+    elif kind == "missing":
+        del c[draw(st.sampled_from(sorted(GOOD)))]
+    else:
+        c[draw(st.text(min_size=1, max_size=10).filter(lambda k: k not in BAD_VALUE))] = draw(st.integers())
+    return c
+
+
+@st.composite
+def bad_request(draw, field: str) -> tuple[bytes, str]:
+    """(body, content type); every one is wrong somewhere, so none may be scored."""
+    kind = draw(st.sampled_from(["click"] * 6 + ["envelope", "bytes", "truncated", "ctype", "notlist"]))
+    if kind == "click":
+        n_before, n_after = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+        clicks = [GOOD] * n_before + [draw(bad_click())] + [GOOD] * n_after
+        return json.dumps({field: clicks}).encode(), "application/json"
+    if kind == "envelope":
+        body = draw(st.one_of(st.just({}), st.just({field: []}), st.just({field: [GOOD], "extra": 1}),
+                              st.dictionaries(NO_DIGITS.filter(lambda k: k != field), st.integers(), min_size=1, max_size=3)))
+        return json.dumps(body).encode(), "application/json"
+    if kind == "notlist":
+        return json.dumps({field: draw(st.one_of(st.integers(), NO_DIGITS, st.just(GOOD)))}).encode(), "application/json"
+    if kind == "bytes":
+        return draw(st.binary(max_size=64)), "application/json"
+    if kind == "truncated":
+        body = json.dumps({field: [GOOD, GOOD]})
+        return body[: draw(st.integers(0, len(body) - 1))].encode(), "application/json"
+    return json.dumps({field: [GOOD]}).encode(), draw(st.sampled_from(["text/plain", "application/xml"]))
+
+
+@st.composite
+def bad_v2(draw) -> tuple[bytes, str]:
+    inputs = v2_body([GOOD, GOOD], True)["inputs"]
+    kind = draw(st.sampled_from(["datatype", "drop", "unknown", "shape", "value", "bytes"]))
+    i = draw(st.integers(0, len(inputs) - 1))
+    if kind == "datatype":
+        inputs[i]["datatype"] = draw(st.sampled_from(["FP32", "FP64", "BOOL"] + (["BYTES"] if i < 5 else [])))
+    elif kind == "drop":
+        del inputs[i]
+    elif kind == "unknown":
+        inputs.append({"name": draw(NO_DIGITS.filter(lambda k: k not in BAD_VALUE)), "shape": [2], "datatype": "INT64", "data": [1, 2]})
+    elif kind == "shape":
+        inputs[i]["shape"] = draw(st.sampled_from([[3], [1], [2, 2], [1, 2], [-2]]))
+    elif kind == "value":
+        f = inputs[i]["name"]
+        inputs[i]["data"][draw(st.integers(0, 1))] = draw(BAD_VALUE[f] if f != "click_time" else st.one_of(NO_DIGITS, st.booleans()))
+    else:
+        return draw(st.binary(max_size=48)), "application/json"
+    return json.dumps({"inputs": inputs}).encode(), "application/json"
+
+
+def _fuzz(srv, routes: list[tuple[str, object]], examples: int) -> None:
+    before = _state(srv)
+    s = requests.Session()
+    sent = {"n": 0}
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def check(data):
+        path, strategy = data.draw(st.sampled_from(routes))
+        body, ctype = data.draw(strategy)
+        r = s.post(srv.base + path, data=body, headers={"Content-Type": ctype}, timeout=30)
+        sent["n"] += 1
+        assert 400 <= r.status_code < 500, (path, body[:300], r.status_code, r.text[:300])
+
+    check()
+    assert sent["n"] >= examples
+    assert _state(srv) == before, "a malformed request changed the state"
+    assert requests.get(srv.base + srv.ready_path, timeout=10).status_code == 200
+
+
+def test_kserve_fuzz_never_5xx(kserve):
+    _fuzz(kserve, [("/v1/models/attribution:predict", bad_request("instances")),
+                   ("/v2/models/attribution/infer", bad_v2())], 2000)
+    r = requests.post(f"{kserve.base}/v1/models/attribution:predict", json={"instances": [GOOD]}, timeout=30)
+    assert r.status_code == 200 and 0 <= r.json()["predictions"][0] <= 1
+
+
+def test_flask_fuzz_never_5xx(flask_server):
+    _fuzz(flask_server, [("/predict", bad_request("clicks")), ("/talkingdata-api", bad_request("attrPredictRequest"))], 1000)
+    r = requests.post(f"{flask_server.base}/predict", json={"clicks": [GOOD]}, timeout=30)
+    assert r.status_code == 200 and 0 <= r.json()["probabilities"][0] <= 1
+
+
+def test_flask_openapi_and_metrics(flask_server):
+    doc = requests.get(flask_server.base + "/openapi.json", timeout=10).json()
+    assert doc["openapi"].startswith("3.") and {"/predict", "/talkingdata-api", "/healthz"} <= set(doc["paths"])
+    assert doc["components"]["schemas"]["Click"]["properties"]["ip"]["oneOf"][0]["maximum"] == ID_FIELDS["ip"]
+    text = requests.get(flask_server.base + "/metrics", timeout=10).text
+    assert metric(text, "attribution_clicks_scored_total") > 0
+    assert "attribution_http_request_seconds_bucket" in text
+
+
+def test_kserve_metrics(kserve):
+    text = requests.get(kserve.base + "/metrics", timeout=10).text
+    assert metric(text, "attribution_clicks_scored_total") > 0
+    assert metric(text, "attribution_state_events") > 0
+    assert "request_predict_seconds" in text  # KServe's own latency histogram
