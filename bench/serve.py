@@ -1,0 +1,225 @@
+"""Serving benchmark: the inference core alone, then real servers on loopback.
+
+    python bench/serve.py [--model-dir DIR] [--requests 2000] [--concurrency 16]
+
+- core only (no HTTP): per-click µs for single clicks, rows/s for 1,000-click batches
+- single-click latency p50/p99 over N sequential V1 requests (KServe) / /predict (Flask), memory and Redis
+- throughput, clicks/s, with `concurrency` client threads sending single clicks
+- batch scoring rows/s with 1,000-click requests
+Clicks are the real sample's, in time order (each server starts with empty state). Without --model-dir a
+small model is trained on the sample (fast settings, cached under the bench cache).
+Writes bench/results/serve.json and serve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import CACHE, machine, write_results  # noqa: E402
+
+SAMPLE = ROOT.parent / "shared" / "data" / "talkingdata" / "train_sample.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def model_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    d = CACHE / "serve_model"
+    if not (d / "model.json").exists():
+        from attribution.model import TrainConfig, train
+
+        train(SAMPLE, d, TrainConfig(params={"max_rounds": 30}, ablation=False, cat2vec={"epochs": 1, "vector_size": 4}))
+    return d
+
+
+def sample_clicks() -> list[dict]:
+    import pandas as pd
+
+    from attribution.data import read_clicks
+
+    df = read_clicks(SAMPLE).sort_values(["click_time", "row_id"], kind="stable")
+    times = pd.to_datetime(df["click_time"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S").tolist()
+    cols = [df[c].tolist() for c in ("ip", "app", "device", "os", "channel")]
+    return [dict(ip=a, app=b, device=c, os=d, channel=e, click_time=t) for a, b, c, d, e, t in zip(*cols, times)]
+
+
+class Redis:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = CACHE / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.dir)], stdout=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Server:
+    def __init__(self, kind: str, mdir: Path, state: str, workers: int = 1) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        if kind == "kserve":
+            cmd = [sys.executable, "-m", "serving", f"--model_dir={mdir}", f"--http_port={self.port}", f"--state={state}",
+                   "--enable_grpc=false", "--enable_latency_logging=false", "--configure_logging=false"]
+            self.ready, self.predict_path, self.field = "/v2/health/ready", "/v1/models/attribution:predict", "instances"
+        else:
+            code = (f"from serving.flask_app import run_gunicorn; run_gunicorn({str(mdir)!r}, {self.port}, {state!r}, "
+                    f"{workers}, host='127.0.0.1')")
+            cmd = [sys.executable, "-c", code]
+            self.ready, self.predict_path, self.field = "/healthz", "/predict", "clicks"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.base + self.ready, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.3)
+        raise RuntimeError(f"{kind} did not start")
+
+    def post(self, session: requests.Session, clicks: list[dict]) -> None:
+        r = session.post(self.base + self.predict_path, json={self.field: clicks}, timeout=60)
+        r.raise_for_status()
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def latency(server: Server, clicks: list[dict]) -> dict:
+    s = requests.Session()
+    server.post(s, clicks[:20])  # warm up
+    times = []
+    for c in clicks:
+        t0 = time.perf_counter()
+        server.post(s, [c])
+        times.append(time.perf_counter() - t0)
+    ms = np.asarray(times) * 1e3
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "mean_ms": round(float(ms.mean()), 2)}
+
+
+def throughput(server: Server, clicks: list[dict], concurrency: int) -> dict:
+    chunks = [clicks[i::concurrency] for i in range(concurrency)]
+
+    def worker(part: list[dict]) -> int:
+        s = requests.Session()
+        for c in part:
+            server.post(s, [c])
+        return len(part)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        n = sum(pool.map(worker, chunks))
+    return {"clicks_per_s": round(n / (time.perf_counter() - t0), 1), "concurrency": concurrency, "requests": n}
+
+
+def batches(server: Server, clicks: list[dict], size: int = 1000) -> dict:
+    s = requests.Session()
+    t0 = time.perf_counter()
+    for i in range(0, len(clicks), size):
+        server.post(s, clicks[i : i + size])
+    return {"rows_per_s": round(len(clicks) / (time.perf_counter() - t0), 1), "batch": size}
+
+
+def core_only(mdir: Path, clicks: list[dict], n: int) -> dict:
+    from attribution.inference import InferenceCore
+
+    core = InferenceCore(mdir)
+    for c in clicks[:50]:
+        core.predict([c])
+    times = []
+    for c in clicks[50 : 50 + n]:
+        t0 = time.perf_counter()
+        core.predict([c])
+        times.append(time.perf_counter() - t0)
+    us = np.asarray(times) * 1e6
+    rest = clicks[50 + n : 50 + n + 20_000]
+    t0 = time.perf_counter()
+    for i in range(0, len(rest), 1000):
+        core.predict(rest[i : i + 1000])
+    return {"single_p50_us": round(float(np.percentile(us, 50))), "single_p99_us": round(float(np.percentile(us, 99))),
+            "batch1000_rows_per_s": round(len(rest) / (time.perf_counter() - t0), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", default=None)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--throughput-requests", type=int, default=3200)
+    ap.add_argument("--batch-rows", type=int, default=30_000)
+    a = ap.parse_args()
+    mdir = model_dir(a.model_dir)
+    clicks = sample_clicks()
+    result: dict = {"title": "Serving benchmark (loopback)", "machine": machine(), "model_dir": str(mdir),
+                    "load_avg_at_start": os.getloadavg()}
+    result["core"] = core_only(mdir, clicks, a.requests)
+    print("core", result["core"], flush=True)
+    n1, n2 = a.requests, a.throughput_requests
+    configs = [("kserve", "memory", 1), ("flask", "memory", 1), ("kserve", "redis", 1), ("flask", "redis", 2)]
+    result["servers"] = {}
+    for kind, state, workers in configs:
+        redis = Redis() if state == "redis" else None
+        server = Server(kind, mdir, redis.url if redis else "memory", workers)
+        try:
+            name = f"{kind}/{state}" + (f" ({workers} workers)" if workers > 1 else "")
+            r = {"latency": latency(server, clicks[:n1])}
+            r["throughput"] = throughput(server, clicks[n1 : n1 + n2], a.concurrency)
+            r["batch"] = batches(server, clicks[n1 + n2 : n1 + n2 + a.batch_rows])
+            result["servers"][name] = r
+            print(name, r, flush=True)
+        finally:
+            server.stop()
+            if redis:
+                redis.stop()
+    result["load_avg_at_end"] = os.getloadavg()
+    rows = [["core only (no HTTP)", f"{result['core']['single_p50_us'] / 1e3:.2f}", f"{result['core']['single_p99_us'] / 1e3:.2f}",
+             "", result["core"]["batch1000_rows_per_s"]]]
+    for name, r in result["servers"].items():
+        rows.append([name, r["latency"]["p50_ms"], r["latency"]["p99_ms"], r["throughput"]["clicks_per_s"], r["batch"]["rows_per_s"]])
+    notes = [
+        f"Machine: {machine()['cpus']} CPUs, shared with other jobs (load average {result['load_avg_at_start'][0]:.1f} at "
+        f"start, {result['load_avg_at_end'][0]:.1f} at end): figures are lower bounds; client and server share the cores.",
+        f"Latency: {n1} sequential single-click requests; throughput: {n2} single-click requests from "
+        f"{a.concurrency} client threads; batch: {a.batch_rows} clicks in 1,000-click requests. Real sample clicks "
+        "in time order; booster nthread=1. KServe: one uvicorn process; Flask: gunicorn sync workers.",
+    ]
+    write_results("serve", result, ["server / state", "p50 ms", "p99 ms", f"clicks/s @{a.concurrency}", "batch rows/s"], rows, notes)
+
+
+if __name__ == "__main__":
+    main()
