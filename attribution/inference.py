@@ -67,7 +67,10 @@ class BadRequest(ValueError):
         if field is not None:
             where.append(f"field '{field}'")
         shown = f" (value {_short(value)})" if value is not None else ""
-        super().__init__(f"{', '.join(where)}: {reason}{shown}" if where else f"{reason}{shown}")
+        message = f"{', '.join(where)}: {reason}{shown}" if where else f"{reason}{shown}"
+        # Client text (field names, values) may hold lone surrogates from JSON escapes: keep the message
+        # encodable, or the error response itself fails to render (a 5xx for a client mistake).
+        super().__init__(message.encode("utf-8", "backslashreplace").decode("utf-8"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": str(self), "instance": self.index, "field": self.field, "reason": self.reason}

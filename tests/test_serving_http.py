@@ -157,6 +157,7 @@ BAD_CLICKS = [
     (_with(click_time=-5), "'click_time': epoch seconds out of range"),
     (_with(click_time="2999-01-01 00:00:00"), "more than a day in the future"),
     (_with(click_id="retry-7"), "'click_id': not a non-negative integer"),
+    ({**GOOD, "\udc6a": 1}, ""),  # a lone surrogate (found by the fuzz): orjson refuses it, json reads it
 ]
 
 
@@ -180,6 +181,9 @@ def _kserve_cases():
                                                      + [{"name": "click_time", "shape": [1], "datatype": "BYTES", "data": ["2017-11-20 10:00:00"]}]}),
          JSON, 400, "differ in length"),
         ("/v2/models/attribution/infer", '{"inputs": [}', JSON, 422, ""),
+        ("/v2/models/attribution/infer",  # pydantic reads lone surrogates; the message must still render
+         json.dumps({"inputs": v2_body([GOOD], True)["inputs"] + [{"name": "\udc6a", "shape": [1], "datatype": "INT64", "data": [1]}]}),
+         JSON, 400, "unknown input"),
     ]
     return cases
 
