@@ -46,9 +46,9 @@ MAX_CLICK_ID_DIGITS = 19
 _INT64 = (-(2**63), 2**63 - 1)
 
 __all__ = [
-    "BadRequest",
     "DEFAULT_MAX_BATCH",
     "FIELDS",
+    "BadRequest",
     "InferenceCore",
     "StateUnavailable",
     "make_store",

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import CACHE, machine, synthetic_clicks_path, write_results  # noqa: E402
+from common import CACHE, machine, synthetic_clicks_path, write_results
 
-from attribution.features.spec import DEFAULT_SPEC  # noqa: E402
+from attribution.features.spec import DEFAULT_SPEC
 
 DAY = 86_400
 
@@ -124,9 +124,9 @@ def main() -> None:
     m = result["memory"]
     rows = [[d["day"], d["clicks"], d["events"], d["keys"], d["rss_mb"]] for d in m["days"]]
     notes = [
-        f"{a.rows:,} synthetic clicks ({span_days:.1f} days, attribution.synth.generate) replayed in time order through "
-        f"OnlineFeatures + MemoryStore, {a.batch} click(s) per call: **{m['clicks_per_s']:,.0f} clicks/s** "
-        f"({m['us_per_click']} µs per click: record + read all {len(DEFAULT_SPEC.feature_names)} features).",
+        (f"{a.rows:,} synthetic clicks ({span_days:.1f} days, attribution.synth.generate) replayed in time order through "
+         f"OnlineFeatures + MemoryStore, {a.batch} click(s) per call: **{m['clicks_per_s']:,.0f} clicks/s** "
+         f"({m['us_per_click']} µs per click: record + read all {len(DEFAULT_SPEC.feature_names)} features)."),
         f"Machine: {machine()['cpus']} CPUs shared with other jobs (load average {result['load_avg_at_start'][0]:.1f} at start).",
         "State size after each day (it plateaus: only the last 8 h of clicks are kept, keys gone quiet are evicted):",
     ]

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import CACHE, machine, write_results  # noqa: E402
+from common import CACHE, machine, write_results
 
 SAMPLE = ROOT.parent / "shared" / "data" / "talkingdata" / "train_sample.csv"
 
@@ -61,7 +61,7 @@ def sample_clicks() -> list[dict]:
     df = read_clicks(SAMPLE).sort_values(["click_time", "row_id"], kind="stable")
     times = pd.to_datetime(df["click_time"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S").tolist()
     cols = [df[c].tolist() for c in ("ip", "app", "device", "os", "channel")]
-    return [dict(ip=a, app=b, device=c, os=d, channel=e, click_time=t) for a, b, c, d, e, t in zip(*cols, times)]
+    return [{"ip": a, "app": b, "device": c, "os": d, "channel": e, "click_time": t} for a, b, c, d, e, t in zip(*cols, times)]
 
 
 class Redis:
@@ -212,11 +212,11 @@ def main() -> None:
     for name, r in result["servers"].items():
         rows.append([name, r["latency"]["p50_ms"], r["latency"]["p99_ms"], r["throughput"]["clicks_per_s"], r["batch"]["rows_per_s"]])
     notes = [
-        f"Machine: {machine()['cpus']} CPUs, shared with other jobs (load average {result['load_avg_at_start'][0]:.1f} at "
-        f"start, {result['load_avg_at_end'][0]:.1f} at end): figures are lower bounds; client and server share the cores.",
-        f"Latency: {n1} sequential single-click requests; throughput: {n2} single-click requests from "
-        f"{a.concurrency} client threads; batch: {a.batch_rows} clicks in 1,000-click requests. Real sample clicks "
-        "in time order; booster nthread=1. KServe: one uvicorn process; Flask: gunicorn sync workers.",
+        (f"Machine: {machine()['cpus']} CPUs, shared with other jobs (load average {result['load_avg_at_start'][0]:.1f} at "
+         f"start, {result['load_avg_at_end'][0]:.1f} at end): figures are lower bounds; client and server share the cores."),
+        (f"Latency: {n1} sequential single-click requests; throughput: {n2} single-click requests from "
+         f"{a.concurrency} client threads; batch: {a.batch_rows} clicks in 1,000-click requests. Real sample clicks "
+         "in time order; booster nthread=1. KServe: one uvicorn process; Flask: gunicorn sync workers."),
     ]
     write_results("serve", result, ["server / state", "p50 ms", "p99 ms", f"clicks/s @{a.concurrency}", "batch rows/s"], rows, notes)
 

@@ -76,7 +76,7 @@ def _input_values(inp: InferInput, max_batch: int) -> list:
     if getattr(inp, "_raw_data", None) is not None:  # binary tensor extension / gRPC raw contents
         try:
             values = inp.as_numpy().ravel().tolist()
-        except Exception as err:  # a malformed binary tensor is the client's
+        except Exception as err:  # noqa: BLE001 - any malformed binary tensor is the client's
             raise BadRequest(f"cannot decode binary tensor data: {err}", field=name) from None
     else:
         values = _elements(inp.data, shape, name)

@@ -35,7 +35,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--loglevel", "warning"],
@@ -69,12 +69,12 @@ def redis_server(tmp_path):
 
 
 # ---- serving test helpers: a model trained once, expected batch predictions, real server processes --------
-import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
+import os
+import signal
+import sys
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 _CACHE: dict[str, object] = {}
@@ -144,7 +144,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
-    def wait_ready(self, timeout: float = 120.0) -> "ServerProcess":
+    def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
         import requests
 
         deadline = time.monotonic() + timeout
@@ -171,6 +171,6 @@ class ServerProcess:
 
 def metric(text: str, name: str) -> float:
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise KeyError(name)

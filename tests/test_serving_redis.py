@@ -11,7 +11,14 @@ import requests
 
 from attribution.features.online import Click, MemoryStore, OnlineFeatures, StateUnavailable
 from attribution.features.redis_store import RedisStore
-from attribution.features.spec import DEFAULT_SPEC, Band, ClickCount, DistinctCount, FeatureSpec, SincePrevious
+from attribution.features.spec import (
+    DEFAULT_SPEC,
+    Band,
+    ClickCount,
+    DistinctCount,
+    FeatureSpec,
+    SincePrevious,
+)
 from tests.conftest import tricky_stream
 from tests.redis_fixture import (
     RedisServer,
@@ -19,7 +26,6 @@ from tests.redis_fixture import (
     click_dicts,
     expected_probabilities,
     metric,
-    redis_server,  # noqa: F401  (fixture)
     replay_order,
     trained_model,
 )
@@ -37,6 +43,13 @@ def model_dir(tmp_path_factory, sample_path):
 @pytest.fixture(scope="module")
 def expected(tmp_path_factory, model_dir, sample_path):
     return expected_probabilities(tmp_path_factory, model_dir, sample_path)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,10 @@ A Redis that cannot be reached raises StateUnavailable; redis-py reconnects on t
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 
-import json
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -187,10 +187,8 @@ class RedisStore(StateStore):
                 if r is None:
                     reads[key] = [t, t, fields]
                 else:
-                    if t < r[0]:
-                        r[0] = t
-                    if t > r[1]:
-                        r[1] = t
+                    r[0] = min(r[0], t)
+                    r[1] = max(r[1], t)
             per_click.append(keys)
         wanted: list = []
         for key, (lo, hi, _) in reads.items():
