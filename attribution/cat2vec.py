@@ -56,7 +56,7 @@ class Cat2Vec(BaseEstimator, TransformerMixin):
         vector_size: int = 8,
         min_count: int = 3,
         epochs: int = 5,
-        max_fit_rows: int | None = 1_000_000,
+        max_fit_rows: int | None = 300_000,
         seed: int = 0,
         workers: int = 1,
     ) -> None:

@@ -216,6 +216,7 @@ class TrainConfig:
     ablation: bool | None = None  # None = only when the training set is small (< 3M rows)
     params: dict | None = None  # explicit parameters (skip tuning)
     cat2vec: dict = field(default_factory=dict)
+    cat2vec_dir: str | None = None  # use these fitted vectors instead of fitting Cat2Vec again
     n_threads: int | None = None
 
 
@@ -276,6 +277,19 @@ def load_training_frame(input_path: str | Path, engine: str = "vectorized") -> p
     return compute_features(read_clicks(p), engine)
 
 
+LARGE_ROWS = 5_000_000  # above this, a features Parquet is streamed rather than loaded whole
+
+
+def is_large_features_file(path: str | Path) -> bool:
+    p = Path(path)
+    if not (p.suffix == ".parquet" or p.is_dir()):
+        return False
+    import pyarrow.dataset as ds
+
+    data = ds.dataset(p, format="parquet")
+    return set(DEFAULT_SPEC.feature_names) <= set(data.schema.names) and data.count_rows() > LARGE_ROWS
+
+
 def downsample(mask: np.ndarray, y: np.ndarray, rate: float, seed: int) -> np.ndarray:
     if rate >= 1.0:
         return mask
@@ -327,20 +341,46 @@ def train_variant(
 ) -> tuple[FeatureUnion, xgb.Booster, int]:
     """Fit Cat2Vec on the training window, early-stop on the tuning part, refit on all training rows."""
     y = frame[LABEL].to_numpy()
-    union = make_features(use_window_features, use_cat2vec, cfg.seed, **cfg.cat2vec)
-    union.fit(frame[split.train])
+    t0 = time.perf_counter()
+    union = fitted_features(frame[split.train], cfg, use_window_features, use_cat2vec)
+    t1 = time.perf_counter()
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
     _, rounds = fit_booster(
         union.transform(frame[fit_rows]), y[fit_rows], union.transform(frame[split.tune]), y[split.tune],
         params, cfg.seed, cfg.n_threads,
     )
+    t2 = time.perf_counter()
     # Refit on the whole training period, with rounds grown for the extra data the tuning part adds.
     rounds = max(1, int(round(rounds / (1.0 - cfg.tune_fraction))))
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     booster, _ = fit_booster(
         union.transform(frame[train_rows]), y[train_rows], None, None, params, cfg.seed, cfg.n_threads, rounds=rounds
     )
+    log.info(
+        "fit: features %.1fs, early-stopped fit %.1fs, refit %d rounds on %d rows %.1fs",
+        t1 - t0, t2 - t1, rounds, int(train_rows.sum()), time.perf_counter() - t2,
+    )
     return union, booster, rounds
+
+
+def fitted_features(train_rows: pd.DataFrame, cfg: TrainConfig, use_window_features: bool, use_cat2vec: bool):
+    """The feature union fitted on the training window, reusing Cat2Vec vectors fitted earlier (the
+    pipeline's own step) when cfg.cat2vec_dir names them."""
+    union = make_features(use_window_features, use_cat2vec, cfg.seed, **cfg.cat2vec)
+    if use_cat2vec and cfg.cat2vec_dir:
+        union.transformer_list[-1] = ("cat2vec", Cat2Vec.load(cfg.cat2vec_dir))
+        return union  # the assembler has nothing to fit
+    return union.fit(train_rows)
+
+
+def fit_cat2vec(features_path: str | Path, output_dir: str | Path, valid_from: str | None = None, seed: int = 0) -> dict:
+    """Cat2Vec on the training window of a features file, saved as arrays (the pipeline's own step)."""
+    frame = load_training_frame(features_path)
+    cfg = TrainConfig(seed=seed)
+    split = TimeSplit.of(frame["click_time"].to_numpy(), to_epoch(valid_from), cfg.tune_fraction)
+    model = Cat2Vec(seed=seed, **cfg.cat2vec).fit(frame[split.train])
+    model.save(output_dir)
+    return {"vocabulary": len(model.vocabulary_), "training_rows": int(split.train.sum())}
 
 
 def resolve_params(cfg: TrainConfig, tune_fn) -> tuple[dict, list[dict] | None]:
@@ -402,6 +442,10 @@ def split_info(split: TimeSplit, t: np.ndarray, y: np.ndarray) -> dict:
 def train(input_path: str | Path, model_dir: str | Path, cfg: TrainConfig | None = None) -> dict:
     """Train on clicks before cfg.valid_from and write the model directory; returns its metadata."""
     cfg = cfg or TrainConfig()
+    if cfg.trainer == "xgboost" and is_large_features_file(input_path):
+        from attribution.train_large import train_large
+
+        return train_large(input_path, model_dir, cfg)
     started = time.perf_counter()
     frame = load_training_frame(input_path)
     if LABEL not in frame:

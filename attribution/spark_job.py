@@ -26,10 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-evals", type=int, default=0, help="Hyperopt trials (SparkTrials)")
     p.add_argument("--negative-rate", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--params", default=None,
+                   help="XGBoost parameters as JSON, or a path to the tuning step's params.json (skips tuning)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    params = None
+    if a.params:
+        import json
+
+        text = Path(a.params).read_text() if Path(a.params).is_file() else a.params
+        doc = json.loads(text)
+        params = doc.get("params", doc)  # the tuning step's document, or bare parameters
     cfg = TrainConfig(trainer="spark", valid_from=a.valid_from, max_evals=a.max_evals,
-                      negative_rate=a.negative_rate, seed=a.seed)
+                      negative_rate=a.negative_rate, seed=a.seed, params=params)
     meta = train_from_parquet(a.input, a.model_dir, cfg)
     logging.getLogger("attribution.spark_job").info("holdout metrics: %s", meta["holdout_metrics"])
     return 0

@@ -83,12 +83,11 @@ def fit_spark(
 
 def train_variant_spark(frame: pd.DataFrame, split, cfg, params: dict, negative_rate: float):
     """The Spark counterpart of attribution.model.train_variant on an in-memory frame."""
-    from attribution.model import downsample, make_features
+    from attribution.model import downsample, fitted_features
 
     spark = get_spark()
     y = frame[LABEL].to_numpy()
-    union = make_features(cfg.use_window_features, cfg.use_cat2vec, cfg.seed, **cfg.cat2vec)
-    union.fit(frame[split.train])
+    union = fitted_features(frame[split.train], cfg, cfg.use_window_features, cfg.use_cat2vec)
     cols = [c for c in MODEL_COLUMNS if c in frame] + [LABEL]
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
     first = frame.loc[fit_rows | split.tune, cols].assign(is_valid=split.tune[fit_rows | split.tune])
@@ -107,7 +106,7 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
     """The cluster path: features Parquet read by Spark (any size), split by time in Spark, Cat2Vec fitted
     on a driver-side sample of the training window, everything else on the executors."""
     from attribution.model import (
-        ModelBundle, TimeSplit, choose_negative_rate, finish_training, make_features, resolve_params, to_epoch,
+        ModelBundle, TimeSplit, choose_negative_rate, finish_training, fitted_features, resolve_params, to_epoch,
     )
 
     started = time.perf_counter()
@@ -127,7 +126,7 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
     sample_rows = (cfg.cat2vec or {}).get("max_fit_rows", 1_000_000)
     n_train = int(sum(counts.values()))
     sample = train_sdf.select(*cols).sample(fraction=min(1.0, sample_rows / max(1, n_train)), seed=cfg.seed).toPandas()
-    union = make_features(cfg.use_window_features, cfg.use_cat2vec, cfg.seed, **cfg.cat2vec).fit(sample)
+    union = fitted_features(sample, cfg, cfg.use_window_features, cfg.use_cat2vec)
 
     def tune_fn():  # tuning on the driver sample's inner split, trials in parallel on Spark
         from attribution.tune import tune

@@ -34,12 +34,11 @@ SPACE = {
 
 def tune(frame: pd.DataFrame, split, cfg, negative_rate: float, union=None) -> tuple[dict, list[dict]]:
     """Best parameters by tuning-part ROC-AUC, and every trial as a record (params, metrics, rounds)."""
-    from attribution.model import downsample, fit_booster, make_features
+    from attribution.model import downsample, fit_booster, fitted_features
 
     y = frame[LABEL].to_numpy()
     if union is None:
-        union = make_features(cfg.use_window_features, cfg.use_cat2vec, cfg.seed, **cfg.cat2vec)
-        union.fit(frame[split.train])
+        union = fitted_features(frame[split.train], cfg, cfg.use_window_features, cfg.use_cat2vec)
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
     X_fit, y_fit = union.transform(frame[fit_rows]), y[fit_rows]
     X_tune, y_tune = union.transform(frame[split.tune]), y[split.tune]
@@ -75,3 +74,24 @@ def tune(frame: pd.DataFrame, split, cfg, negative_rate: float, union=None) -> t
     ]
     log.info("tune: best tuning ROC-AUC %.4f with %s", -min(r["loss"] for r in records), params)
     return params, records
+
+
+def tune_file(
+    features_path: str, valid_from: str | None, max_evals: int, seed: int = 0, cat2vec_dir: str | None = None
+) -> dict:
+    """The pipeline's tuning step: {"params", "trials", "max_evals"[, "negative_rate"]} for a features file,
+    with the Cat2Vec vectors of the pipeline's own step. max_evals=0 returns the defaults."""
+    from attribution.model import (
+        DEFAULT_PARAMS, TimeSplit, TrainConfig, choose_negative_rate, load_training_frame, to_epoch,
+    )
+
+    doc: dict = {"params": dict(DEFAULT_PARAMS), "trials": [], "max_evals": max_evals}
+    if max_evals <= 0:
+        return doc
+    cfg = TrainConfig(valid_from=valid_from, max_evals=max_evals, seed=seed, cat2vec_dir=cat2vec_dir)
+    frame = load_training_frame(features_path)
+    split = TimeSplit.of(frame["click_time"].to_numpy(), to_epoch(cfg.valid_from), cfg.tune_fraction)
+    negative_rate = choose_negative_rate(int((frame[LABEL].to_numpy()[split.train] == 0).sum()))
+    best, trials = tune(frame, split, cfg, negative_rate)
+    doc.update(params=best, trials=trials, negative_rate=negative_rate)
+    return doc

@@ -32,10 +32,8 @@ def train_model(
     import os
     from pathlib import Path
 
-    import numpy as np
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("train_model")
     tuned = json.loads(Path(params.path).read_text())
     if trainer == "spark":
         from attribution import spark_submit
@@ -54,7 +52,7 @@ def train_model(
         from attribution.model import TrainConfig, train
 
         cfg = TrainConfig(trainer="xgboost", valid_from=valid_from or None, seed=seed, params=tuned["params"],
-                          ablation=False)
+                          ablation=False, cat2vec_dir=cat2vec.path)
         train(features.path, model.path, cfg)
     else:
         raise ValueError(f"trainer must be 'xgboost' or 'spark', got {trainer!r}")
@@ -66,13 +64,6 @@ def train_model(
         from attribution.deploy import read_text
 
         metadata = json.loads(read_text(model.uri.rstrip("/") + "/metadata.json"))
-    # The model directory's Cat2Vec is fitted on the same rows with the same seed as step 2's: check it.
-    model_file = os.path.join(model.path, "cat2vec_vectors.npy")
-    if os.path.exists(model_file):
-        same = bool(np.array_equal(np.load(os.path.join(cat2vec.path, "cat2vec_vectors.npy")), np.load(model_file)))
-        model.metadata["cat2vec_matches_step"] = same
-        if not same:
-            log.warning("the model's Cat2Vec vectors differ from the fit_cat2vec step's")
     model.metadata["framework"] = "xgboost"
     model.metadata["read_from"] = {"features": features.uri, "cat2vec": cat2vec.uri, "params": params.uri}
     model.metadata["trainer"] = trainer

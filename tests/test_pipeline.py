@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 import yaml
 from google.protobuf import json_format
@@ -170,5 +172,6 @@ def test_attribution_run_through_kfp_local(tmp_path, capsys):
     assert (out / "model" / "model.json").is_file() and (out / "report.html").stat().st_size > 1000
     decision = json.loads((out / "deploy" / "decision.json").read_text())
     assert isinstance(decision["deployed"], bool) and decision["reasons"]
-    train_meta = json.loads((steps["train-model"] / "executor_output.json").read_text())
-    assert train_meta["artifacts"]["model"]["artifacts"][0]["metadata"]["cat2vec_matches_step"] is True
+    # the model carries the fit_cat2vec step's vectors, not a refit of its own
+    step_vectors = np.load(steps["fit-cat2vec"] / "cat2vec" / "cat2vec_vectors.npy")
+    np.testing.assert_array_equal(np.load(out / "model" / "cat2vec_vectors.npy"), step_vectors)

@@ -1,0 +1,40 @@
+"""Training from a features file too large to load: down-sampling while reading, holdout scored in batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attribution.features import compute_features
+from attribution.model import TrainConfig, load_model
+from attribution.train_large import _uniform, train_large
+from tests.conftest import SAMPLE_VALID_FROM
+
+
+@pytest.fixture(scope="module")
+def features_file(tmp_path_factory, sample_clicks):
+    path = tmp_path_factory.mktemp("large") / "features.parquet"
+    compute_features(sample_clicks, "vectorized").to_parquet(path, row_group_size=10_000)
+    return path
+
+
+def test_streaming_trainer_downsamples_and_recalibrates(features_file, tmp_path):
+    cfg = TrainConfig(valid_from=SAMPLE_VALID_FROM, negative_rate=0.3, cat2vec={"epochs": 2})
+    meta = train_large(features_file, tmp_path / "m", cfg, progress=False)
+    rows = meta["rows"]
+    assert rows["train"] == 71_439 and rows["holdout"] == 28_561
+    # every positive kept, ~30% of negatives
+    assert 0.27 < (rows["train_sampled"] - meta["positives"]["train"]) / (rows["train"] - meta["positives"]["train"]) < 0.33
+    m = meta["holdout_metrics"]
+    assert m["rows"] == 28_561 and m["positives"] == 59 and m["roc_auc"] > 0.95
+    # re-calibrated: the mean prediction tracks the base rate, not the down-sampled one (~3x higher)
+    assert 0.5 * 59 / 28_561 < m["mean_prediction"] < 2.0 * 59 / 28_561
+    assert load_model(tmp_path / "m").negative_rate == pytest.approx(0.3)
+
+
+def test_row_sampling_is_a_function_of_row_id():
+    ids = np.arange(200_000)
+    u = _uniform(ids, seed=3)
+    assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.01
+    np.testing.assert_array_equal(u[1000:2000], _uniform(ids[1000:2000], seed=3))
+    assert not np.array_equal(u, _uniform(ids, seed=4))
