@@ -69,7 +69,7 @@ class Cat2Vec(BaseEstimator, TransformerMixin):
         self.workers = workers
 
     # ---- fit ----------------------------------------------------------------------------------
-    def fit(self, X: pd.DataFrame, y: object = None) -> "Cat2Vec":
+    def fit(self, X: pd.DataFrame, y: object = None) -> Cat2Vec:
         from gensim.models import Word2Vec
 
         ids = {f: X[f].to_numpy() for f in self.fields}
@@ -129,7 +129,7 @@ class Cat2Vec(BaseEstimator, TransformerMixin):
     def feature_names(self) -> list[str]:
         return [f"c2v_{f}_{k}" for f in self.fields for k in range(self.vector_size)]
 
-    get_feature_names_out = lambda self, input_features=None: np.array(self.feature_names())  # noqa: E731
+    get_feature_names_out = lambda self, input_features=None: np.array(self.feature_names())
 
     # ---- persistence: arrays + JSON, no pickle ---------------------------------------------------
     def save(self, directory: str | Path) -> None:
@@ -141,7 +141,7 @@ class Cat2Vec(BaseEstimator, TransformerMixin):
         )
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Cat2Vec":
+    def load(cls, directory: str | Path) -> Cat2Vec:
         d = Path(directory)
         meta = json.loads((d / "cat2vec_vocab.json").read_text())
         params = meta["params"]

@@ -30,7 +30,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict:
         "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
         "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
         "ece": expected_calibration_error(y, p),
-        "rows": int(len(y)),
+        "rows": len(y),
         "positives": int(y.sum()),
         "mean_prediction": float(p.mean()) if len(p) else float("nan"),
     }

@@ -59,11 +59,16 @@ class FeatureAssembler(BaseEstimator, TransformerMixin):
         self.spec_json = spec_json
         self.use_window_features = use_window_features
 
-    def fit(self, X: pd.DataFrame, y: object = None) -> "FeatureAssembler":
+    def fit(self, X: pd.DataFrame, y: object = None) -> FeatureAssembler:
         return self
 
     def _spec(self) -> FeatureSpec:
-        return FeatureSpec.from_dict(json.loads(self.spec_json))
+        # Parsed once per instance: the predictor calls transform for every request.
+        cached = self.__dict__.get("_parsed")
+        if cached is None or cached[0] != self.spec_json:
+            cached = (self.spec_json, FeatureSpec.from_dict(json.loads(self.spec_json)))
+            self.__dict__["_parsed"] = cached
+        return cached[1]
 
     def feature_names(self) -> list[str]:
         spec = self._spec()
@@ -125,7 +130,10 @@ class ModelBundle:
     metadata: dict = field(default_factory=dict)
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.union.transform(frame)
+        # The union's own transform goes through joblib, which costs milliseconds per call; the predictor
+        # scores one request at a time, so the fitted parts are applied directly (same columns, same order).
+        parts = [step.transform(frame) for _, step in self.union.transformer_list]
+        return np.hstack(parts) if len(parts) > 1 else parts[0]
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated P(attributed) for clicks with their window features; one booster call."""
@@ -249,7 +257,7 @@ class TimeSplit:
     holdout: np.ndarray
 
     @classmethod
-    def of(cls, t: np.ndarray, valid_from: int | None, tune_fraction: float) -> "TimeSplit":
+    def of(cls, t: np.ndarray, valid_from: int | None, tune_fraction: float) -> TimeSplit:
         vf = valid_from if valid_from is not None else int(np.quantile(t, 0.75))
         train = t < vf
         if not train.any() or train.all():
@@ -317,7 +325,7 @@ def fit_booster(
 def git_commit() -> str | None:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
         ).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -351,7 +359,7 @@ def train_variant(
     )
     t2 = time.perf_counter()
     # Refit on the whole training period, with rounds grown for the extra data the tuning part adds.
-    rounds = max(1, int(round(rounds / (1.0 - cfg.tune_fraction))))
+    rounds = max(1, round(rounds / (1.0 - cfg.tune_fraction)))
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     booster, _ = fit_booster(
         union.transform(frame[train_rows]), y[train_rows], None, None, params, cfg.seed, cfg.n_threads, rounds=rounds

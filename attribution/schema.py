@@ -175,5 +175,5 @@ def _cell(df: pd.DataFrame, i: int, field: str) -> object:
     try:
         v = df[field].iloc[i]
         return v.item() if hasattr(v, "item") else v
-    except Exception:  # the value is only decoration for the message
+    except (KeyError, IndexError, ValueError):  # the value is only decoration for the message
         return None

@@ -31,3 +31,27 @@ def get_spark(app_name: str = "attribution", master: str | None = None, shuffle_
         .config("spark.sql.adaptive.enabled", "true")
         .getOrCreate()
     )
+
+
+ROWS_PER_SHUFFLE_PARTITION = 250_000  # keeps a window partition's sort well inside one task's memory
+ROWS_PER_XGB_WORKER = 1_000_000  # below this per worker, xgboost.spark spends more on sync than on trees
+
+
+def shuffle_partitions_for(rows: int, minimum: int = 8) -> int:
+    """Shuffle partitions for the feature SQL over `rows` clicks."""
+    return max(minimum, -(-rows // ROWS_PER_SHUFFLE_PARTITION))
+
+
+def xgb_workers_for(rows: int, available: int) -> int:
+    """xgboost.spark workers for `rows` training rows, at most the cluster's task slots."""
+    return max(1, min(available, -(-rows // ROWS_PER_XGB_WORKER)))
+
+
+def executor_plan(rows: int, cores_per_executor: int = 4, memory_per_core_gib: int = 4) -> dict:
+    """A Spark-on-Kubernetes sizing for the feature job over `rows` clicks: enough cores to run the shuffle
+    partitions in ~4 waves, memory per core for the window sorts (docs/scale.md tabulates it)."""
+    partitions = shuffle_partitions_for(rows)
+    cores = max(cores_per_executor, min(256, -(-partitions // 4)))
+    executors = -(-cores // cores_per_executor)
+    return {"rows": rows, "shuffle_partitions": partitions, "executors": executors,
+            "executor_cores": cores_per_executor, "executor_memory_gib": cores_per_executor * memory_per_core_gib}

@@ -43,8 +43,12 @@ def assemble(sdf: SparkFrame, union: FeatureUnion, extra: tuple[str, ...] = ()) 
     return sdf.mapInPandas(transform, schema)
 
 
-def num_workers(spark) -> int:
-    return max(1, int(spark.sparkContext.defaultParallelism))
+def num_workers(spark, rows: int | None = None) -> int:
+    """Task slots of the cluster, fewer when the training set is small (attribution.spark.xgb_workers_for)."""
+    from attribution.spark import xgb_workers_for
+
+    slots = max(1, int(spark.sparkContext.defaultParallelism))
+    return slots if rows is None else xgb_workers_for(rows, slots)
 
 
 def spark_params(params: dict, seed: int) -> dict:
@@ -57,7 +61,8 @@ def spark_params(params: dict, seed: int) -> dict:
 
 
 def fit_spark(
-    sdf: SparkFrame, params: dict, seed: int, rounds: int | None = None, valid_col: str | None = None
+    sdf: SparkFrame, params: dict, seed: int, rounds: int | None = None, valid_col: str | None = None,
+    rows: int | None = None,
 ) -> tuple[xgb.Booster, int, object]:
     """Early-stopped on the rows flagged by `valid_col` when rounds is None. Returns the booster, its rounds
     and the fitted Spark model."""
@@ -70,7 +75,7 @@ def fit_spark(
                       validation_indicator_col=valid_col)
     else:
         kwargs.update(n_estimators=int(rounds))
-    clf = SparkXGBClassifier(features_col="features", label_col=LABEL, num_workers=num_workers(spark), **kwargs)
+    clf = SparkXGBClassifier(features_col="features", label_col=LABEL, num_workers=num_workers(spark, rows), **kwargs)
     model = clf.fit(sdf)
     booster = model.get_booster()
     used = booster.best_iteration + 1 if rounds is None and booster.attr("best_iteration") is not None else (
@@ -94,7 +99,7 @@ def train_variant_spark(frame: pd.DataFrame, split, cfg, params: dict, negative_
     sdf = assemble(spark.createDataFrame(first), union, (LABEL, "is_valid"))
     t0 = time.perf_counter()
     _, rounds, _ = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
-    rounds = max(1, int(round(rounds / (1.0 - cfg.tune_fraction))))
+    rounds = max(1, round(rounds / (1.0 - cfg.tune_fraction)))
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     full = assemble(spark.createDataFrame(frame.loc[train_rows, cols]), union, (LABEL,))
     booster, _, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
@@ -106,7 +111,13 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
     """The cluster path: features Parquet read by Spark (any size), split by time in Spark, Cat2Vec fitted
     on a driver-side sample of the training window, everything else on the executors."""
     from attribution.model import (
-        ModelBundle, TimeSplit, choose_negative_rate, finish_training, fitted_features, resolve_params, to_epoch,
+        ModelBundle,
+        TimeSplit,
+        choose_negative_rate,
+        finish_training,
+        fitted_features,
+        resolve_params,
+        to_epoch,
     )
 
     started = time.perf_counter()
@@ -137,10 +148,13 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
     params, trials = resolve_params(cfg, tune_fn)
     is_tune = F.col("click_time") >= tf
     first = train_sdf.filter(keep | is_tune).select(*cols).withColumn("is_valid", is_tune)
-    _, rounds, _ = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid")
-    rounds = max(1, int(round(rounds / (1.0 - cfg.tune_fraction))))
+    expected_rows = int(counts.get(1, 0) + counts.get(0, 0) * negative_rate)
+    _, rounds, _ = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid",
+                             rows=expected_rows)
+    rounds = max(1, round(rounds / (1.0 - cfg.tune_fraction)))
     booster, _, _ = fit_spark(
-        assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds
+        assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds,
+        rows=expected_rows,
     )
 
     bundle = ModelBundle(union, booster, DEFAULT_SPEC, negative_rate)

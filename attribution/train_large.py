@@ -81,7 +81,13 @@ def score_holdout(data: ds.Dataset, bundle, valid_from: int, progress: bool) -> 
 
 def train_large(features_path: str | Path, model_dir: str | Path, cfg, progress: bool = True) -> dict:
     from attribution.model import (
-        DEFAULT_PARAMS, ModelBundle, TimeSplit, choose_negative_rate, finish_training, resolve_params, to_epoch,
+        DEFAULT_PARAMS,
+        ModelBundle,
+        TimeSplit,
+        choose_negative_rate,
+        finish_training,
+        resolve_params,
+        to_epoch,
         train_variant,
     )
 
@@ -107,7 +113,7 @@ def train_large(features_path: str | Path, model_dir: str | Path, cfg, progress:
     split = TimeSplit.of(np.r_[t, vf], vf, cfg.tune_fraction)
     split = TimeSplit(split.valid_from, split.tune_from, split.train[:-1], split.fit[:-1], split.tune[:-1], split.holdout[:-1])
 
-    def tune_fn():
+    def tune_fn(frame: pd.DataFrame = frame):
         from attribution.tune import tune
 
         return tune(frame, split, cfg, 1.0)

@@ -82,7 +82,12 @@ def tune_file(
     """The pipeline's tuning step: {"params", "trials", "max_evals"[, "negative_rate"]} for a features file,
     with the Cat2Vec vectors of the pipeline's own step. max_evals=0 returns the defaults."""
     from attribution.model import (
-        DEFAULT_PARAMS, TimeSplit, TrainConfig, choose_negative_rate, load_training_frame, to_epoch,
+        DEFAULT_PARAMS,
+        TimeSplit,
+        TrainConfig,
+        choose_negative_rate,
+        load_training_frame,
+        to_epoch,
     )
 
     doc: dict = {"params": dict(DEFAULT_PARAMS), "trials": [], "max_evals": max_evals}

@@ -33,7 +33,7 @@ def peak_rss_mb() -> float:
 
 def run_child(script: Path, args: list[str], timeout: float) -> dict:
     """Run one measurement in a fresh interpreter, so each engine's peak memory is its own."""
-    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run([sys.executable, str(script), *args], check=False, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     return json.loads(out.stdout.strip().splitlines()[-1])

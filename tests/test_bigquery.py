@@ -86,3 +86,26 @@ def test_time_range_query_on_duckdb(sample_clicks):
 
 def test_sql_comes_from_the_checked_in_file():
     assert bq.feature_sql_text() == bq.SQL_FILE.read_text()
+
+
+def test_click_table_is_partitioned_by_day_and_clustered_by_ip(client):
+    table, uris, config = bq.build_click_table_load(["gs://attribution-data/clicks/*.parquet"], SOURCE)
+    job = bigquery.LoadJob("load-1", uris, table, client, job_config=config)
+    load = job.to_api_repr()["configuration"]["load"]
+    assert load["timePartitioning"] == {"type": "DAY", "field": "click_time"}
+    assert load["clustering"] == {"fields": ["ip"]}
+    assert load["sourceFormat"] == "PARQUET" and load["destinationTable"]["tableId"] == "clicks_2017"
+    names = [f["name"] for f in load["schema"]["fields"]]
+    assert {"row_id", "ip", "app", "device", "os", "channel", "click_time", "is_attributed"} <= set(names)
+
+
+def test_scanned_bytes_follow_the_columns_the_query_reads():
+    import sqlglot
+
+    tree = sqlglot.parse_one(bq.feature_sql_text(), read="bigquery")
+    clicks_cte = next(c for c in tree.find_all(sqlglot.exp.CTE) if c.alias == "clicks")
+    read = {col.name for col in clicks_cte.this.find_all(sqlglot.exp.Column)}
+    types = {n: t for n, t, _ in bq.CLICK_TABLE_SCHEMA}
+    assert read <= set(types) and len(read) == 8
+    assert all(types[c] in ("INT64", "TIMESTAMP") for c in read)  # 8 bytes each
+    assert bq.scanned_bytes(184_903_890) == 184_903_890 * 8 * len(read)

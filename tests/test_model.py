@@ -18,8 +18,7 @@ from tests.conftest import SAMPLE_VALID_FROM
 
 
 def test_default_pipeline_meets_the_bar_on_the_real_sample(sample_model):
-    _, meta = sample_model
-    m = meta["holdout_metrics"]
+    m = sample_model[1]["holdout_metrics"]
     assert m["rows"] == 28_561 and m["positives"] == 59
     assert m["roc_auc"] >= 0.975, m
     assert m["pr_auc"] >= 0.36, m
@@ -38,6 +37,7 @@ def test_no_holdout_row_reaches_training_or_tuning(sample_clicks):
 def test_metadata_records_the_split(sample_model):
     model_dir, meta = sample_model
     saved = json.loads((model_dir / "metadata.json").read_text())
+    assert saved["holdout_metrics"] == meta["holdout_metrics"], "what train() returns is what it saved"
     assert saved["valid_from"] == SAMPLE_VALID_FROM
     assert pd.Timestamp(saved["train_time_range"][1]) < pd.Timestamp(SAMPLE_VALID_FROM)
     assert pd.Timestamp(saved["tune_time_range"][1]) < pd.Timestamp(SAMPLE_VALID_FROM)

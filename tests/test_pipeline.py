@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import yaml
 from google.protobuf import json_format

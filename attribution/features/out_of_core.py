@@ -11,6 +11,7 @@ Peak memory is bounded by the chunk size, which follows from --memory-limit.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import shutil
@@ -98,7 +99,7 @@ def time_chunks(t_sorted: pa.ChunkedArray | np.ndarray, chunk_rows: int) -> list
             bounds.append(cut)
         i += chunk_rows
     bounds.append(int(t[-1]) + 1)
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 def features_by_chunks(

@@ -6,7 +6,7 @@ import pandas as pd
 
 from attribution.features.spec import FeatureSpec
 from attribution.features.sql import render
-from attribution.spark import get_spark
+from attribution.spark import get_spark, shuffle_partitions_for
 
 INPUT_VIEW = "clicks_input"
 
@@ -22,4 +22,5 @@ def compute(clicks: pd.DataFrame, spec: FeatureSpec, spark=None) -> pd.DataFrame
         {"ip": "int64", "app": "int32", "device": "int32", "os": "int32", "channel": "int32"}
     )
     spark.createDataFrame(cols).createOrReplaceTempView(INPUT_VIEW)
+    spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions_for(len(cols), minimum=2)))
     return compute_sdf(spark, INPUT_VIEW, spec).toPandas()

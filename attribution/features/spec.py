@@ -148,7 +148,7 @@ class FeatureSpec:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureSpec":
+    def from_dict(cls, d: dict) -> FeatureSpec:
         return cls(
             counts=tuple(
                 ClickCount(tuple(c["keys"]), tuple(Band(**b) for b in c["bands"])) for c in d["counts"]

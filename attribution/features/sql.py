@@ -59,8 +59,10 @@ def render(
     bigint = "INT64" if dialect == "bigquery" else "BIGINT"
     extra = "".join(f", {c}" for c in passthrough)
     ctes = [
-        f"clicks AS (\n  SELECT row_id, ip, app, device, os, channel, {_time_expr(dialect)} AS t{extra}\n"
-        f"  FROM {source}\n)"
+        (
+            f"clicks AS (\n  SELECT row_id, ip, app, device, os, channel, {_time_expr(dialect)} AS t{extra}\n"
+            f"  FROM {source}\n)"
+        )
     ]
     selects = ["c.row_id", "c.ip", "c.app", "c.device", "c.os", "c.channel", "c.t AS click_time"]
     selects += [f"c.{p}" for p in passthrough]

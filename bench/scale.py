@@ -1,0 +1,116 @@
+"""The whole single-machine job at growing sizes, per stage: wall time and peak memory, and the projection
+to the full 184.9M-row file.
+
+    python bench/scale.py --rows 5000000 10000000 20000000 [--memory-limit 16GB]
+
+Stages (each in its own process, so its peak RSS is its own):
+  generate  synthetic clicks -> Parquet (stands in for the user's file)
+  features  attribution.features.out_of_core: validated ingest, DuckDB time sort under the memory limit,
+            vectorized kernel on time chunks with carried history
+  train     attribution.train_large: negatives down-sampled while reading, Cat2Vec on a sample,
+            QuantileDMatrix XGBoost, holdout scored in batches
+The growth exponent per stage is fitted on log(time) ~ log(rows) across the sizes; the projection to
+184.9M rows uses it. Writes bench/results/scale.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import CACHE, machine, peak_rss_mb, run_child, write_results
+
+FULL_ROWS = 184_903_890
+TARGET_MINUTES = 60
+TARGET_PEAK_GIB = 16
+
+
+def stage(name: str, rows: int, memory_limit: str) -> dict:
+    work = CACHE / f"scale_{rows}"
+    work.mkdir(parents=True, exist_ok=True)
+    clicks, feats, model = work / "clicks.parquet", work / "features.parquet", work / "model"
+    t0 = time.perf_counter()
+    if name == "generate":
+        from attribution.data import write_clicks
+        from attribution.synth import generate
+
+        write_clicks(generate(rows, seed=0), clicks)
+        extra = {}
+    elif name == "features":
+        from attribution.features.out_of_core import build_out_of_core
+
+        summary = build_out_of_core(clicks, feats, memory_limit=memory_limit, progress=False)
+        extra = {"rows_out": summary.rows}
+    elif name == "train":
+        from attribution.model import TrainConfig
+        from attribution.train_large import train_large
+
+        meta = train_large(feats, model, TrainConfig(ablation=False), progress=False)
+        m = meta["holdout_metrics"]
+        extra = {"negative_rate": meta["negative_rate"], "rows_trained": meta["rows"]["train_sampled"],
+                 "holdout_roc_auc": round(m["roc_auc"], 4), "bayes_roc_auc": round(m.get("bayes_roc_auc", float("nan")), 4),
+                 "rounds": meta["rounds"]}
+    else:
+        raise ValueError(name)
+    return {"stage": name, "rows": rows, "seconds": round(time.perf_counter() - t0, 1),
+            "peak_rss_gib": round(peak_rss_mb() / 1024, 2), **extra}
+
+
+def growth(points: list[tuple[int, float]]) -> float:
+    """Least-squares slope of log(seconds) on log(rows)."""
+    xs = [math.log(r) for r, _ in points]
+    ys = [math.log(max(s, 1e-3)) for _, s in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 1.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, nargs="+", default=[5_000_000, 10_000_000, 20_000_000])
+    ap.add_argument("--memory-limit", default="16GB")
+    ap.add_argument("--one", nargs=3, metavar=("STAGE", "ROWS", "LIMIT"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(stage(a.one[0], int(a.one[1]), a.one[2])))
+        return
+    runs = []
+    for rows in a.rows:
+        for name in ("generate", "features", "train"):
+            r = run_child(Path(__file__), ["--one", name, str(rows), a.memory_limit], timeout=4 * 3600)
+            r.setdefault("stage", name)
+            r.setdefault("rows", rows)
+            runs.append(r)
+            print(json.dumps(r), flush=True)
+    table, projection = [], {}
+    for name in ("features", "train"):
+        pts = [(r["rows"], r["seconds"]) for r in runs if r["stage"] == name and "seconds" in r]
+        if len(pts) >= 2:
+            k = growth(pts)
+            big_rows, big_s = max(pts)
+            projected = big_s * (FULL_ROWS / big_rows) ** k
+            peak = max(r["peak_rss_gib"] for r in runs if r["stage"] == name and "peak_rss_gib" in r)
+            projection[name] = {"exponent": round(k, 2), "projected_minutes": round(projected / 60, 1),
+                                "largest_measured_peak_gib": peak}
+    for r in runs:
+        table.append([r["stage"], f"{r['rows']:,}", r.get("seconds", r.get("error")), r.get("peak_rss_gib", ""),
+                      r.get("holdout_roc_auc", ""), r.get("bayes_roc_auc", "")])
+    total = sum(p["projected_minutes"] for p in projection.values())
+    result = {"title": "Scale: the single-machine job per stage", "machine": machine(), "memory_limit": a.memory_limit,
+              "runs": runs, "projection_184_9M": projection, "projected_total_minutes": round(total, 1),
+              "target": f"< {TARGET_MINUTES} min and < {TARGET_PEAK_GIB} GiB peak for 184.9M rows"}
+    notes = [f"Machine: {machine()['cpus']} CPUs. Memory limit {a.memory_limit}. Target: {result['target']}.", ""]
+    for name, p in projection.items():
+        notes.append(f"- {name}: time grows as rows^{p['exponent']}; projected {p['projected_minutes']} min at 184.9M rows")
+    notes.append(f"- projected total (features + train; generation is the user's file): {result['projected_total_minutes']} min")
+    write_results("scale", result, ["stage", "rows", "seconds", "peak RSS GiB", "holdout AUC", "Bayes AUC"], table, notes)
+
+
+if __name__ == "__main__":
+    main()
