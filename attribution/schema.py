@@ -67,7 +67,11 @@ def _parse_time(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         secs = pc.cast(arr, pa.int64())
     else:
         s = pc.utf8_trim_whitespace(_as_string(arr))
-        secs = pc.cast(pc.strptime(s, format=TIME_FORMAT, unit="s", error_is_null=True), pa.int64())
+        stamps = pc.strptime(s, format=TIME_FORMAT, unit="s", error_is_null=True)
+        # strptime rolls impossible dates over (02-30 -> 03-02, :60 -> next minute): a time is valid only if
+        # it prints back as the text it was parsed from.
+        exact = pc.equal(pc.strftime(stamps, format=TIME_FORMAT), s)
+        secs = pc.if_else(pc.fill_null(exact, False), pc.cast(stamps, pa.int64()), pa.scalar(None, pa.int64()))
     valid = pc.is_valid(secs).to_numpy(zero_copy_only=False)
     return pc.fill_null(secs, 0).to_numpy(zero_copy_only=False).astype(np.int64), valid
 

@@ -87,8 +87,6 @@ def test_ids_as_strings_and_times_as_epochs_are_the_same_click():
     assert a.equals(b)
 
 
-@pytest.mark.xfail(strict=True, reason="attribution.schema._parse_time: Arrow's strptime rolls impossible dates "
-                                       "over (2017-02-30 -> 2017-03-02); reported to the schema's owner")
 def test_impossible_dates_are_refused():
     with pytest.raises(BadRequest):
         parse_clicks([{**GOOD, "click_time": "2017-02-30 10:00:00"}])

@@ -21,6 +21,8 @@ BAD_CASES = [
     ("87540,12,1,13,70000,2017-11-07 09:30:38,,0\n", "channel", "larger than"),
     ("87540,12,1,13,497,2017-13-07 09:30:38,,0\n", "click_time", "unparseable time"),
     ("87540,12,1,13,497,yesterday,,0\n", "click_time", "unparseable time"),
+    ("87540,12,1,13,497,2017-02-30 09:30:38,,0\n", "click_time", "unparseable time"),
+    ("87540,12,1,13,497,2017-11-07 09:30:60,,0\n", "click_time", "unparseable time"),
     ("87540,12,1,13,497,2017-11-07 09:30:38,2017-11-07 09:00:00,1\n", "attributed_time", "earlier than click_time"),
     ("87540,12,1,13,497,2017-11-07 09:30:38,,2\n", "is_attributed", "label must be 0 or 1"),
     ("87540,12,1,,497,2017-11-07 09:30:38,,0\n", "os", "not a non-negative integer"),
