@@ -74,3 +74,19 @@ def sample_model(tmp_path_factory, sample_path):
     model_dir = tmp_path_factory.mktemp("model") / "sample"
     metadata = train(sample_path, model_dir, TrainConfig(valid_from=SAMPLE_VALID_FROM, ablation=False))
     return model_dir, metadata
+
+
+@pytest.fixture(scope="session")
+def serving_model_dir(tmp_path_factory, sample_path):
+    """A small, fast model on the real sample, shared by the inference and serving tests."""
+    from tests.redis_fixture import trained_model
+
+    return trained_model(tmp_path_factory, sample_path)
+
+
+@pytest.fixture(scope="session")
+def expected_sample_probabilities(tmp_path_factory, serving_model_dir, sample_path):
+    """attribution.model.predict_file over the whole sample, indexed by row_id."""
+    from tests.redis_fixture import expected_probabilities
+
+    return expected_probabilities(tmp_path_factory, serving_model_dir, sample_path)

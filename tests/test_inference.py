@@ -16,14 +16,14 @@ from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 from attribution.inference import BadRequest, InferenceCore, parse_clicks
 from attribution.model import ModelLoadError
 from serving.model import AttributionModel
-from tests.redis_fixture import click_dicts, expected_probabilities, free_port, replay_order, trained_model
+from tests.redis_fixture import click_dicts, expected_probabilities, free_port, replay_order
 
 GOOD = {"ip": 5348, "app": 19, "device": 1, "os": 13, "channel": 213, "click_time": "2017-11-09 04:00:00"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, sample_path):
-    return trained_model(tmp_path_factory, sample_path)
+def model_dir(serving_model_dir):
+    return serving_model_dir
 
 
 @pytest.fixture

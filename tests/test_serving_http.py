@@ -17,10 +17,8 @@ from tests.redis_fixture import (
     DAY,
     ServerProcess,
     click_dicts,
-    expected_probabilities,
     metric,
     replay_order,
-    trained_model,
 )
 
 BATCH = 500
@@ -30,13 +28,13 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, sample_path):
-    return trained_model(tmp_path_factory, sample_path)
+def model_dir(serving_model_dir):
+    return serving_model_dir
 
 
 @pytest.fixture(scope="module")
-def expected(tmp_path_factory, model_dir, sample_path):
-    return expected_probabilities(tmp_path_factory, model_dir, sample_path)
+def expected(expected_sample_probabilities):
+    return expected_sample_probabilities
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,8 @@ from tests.redis_fixture import (
     RedisServer,
     ServerProcess,
     click_dicts,
-    expected_probabilities,
     metric,
     replay_order,
-    trained_model,
 )
 
 pytestmark = pytest.mark.redis
@@ -36,13 +34,13 @@ V1 = "/v1/models/attribution:predict"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, sample_path):
-    return trained_model(tmp_path_factory, sample_path)
+def model_dir(serving_model_dir):
+    return serving_model_dir
 
 
 @pytest.fixture(scope="module")
-def expected(tmp_path_factory, model_dir, sample_path):
-    return expected_probabilities(tmp_path_factory, model_dir, sample_path)
+def expected(expected_sample_probabilities):
+    return expected_sample_probabilities
 
 
 @pytest.fixture

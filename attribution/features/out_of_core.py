@@ -46,26 +46,39 @@ def chunk_rows_for(memory_limit: str) -> int:
     return max(10_000, parse_memory(memory_limit) // BYTES_PER_ROW)
 
 
+class ParquetSink:
+    """Appends frames to one Parquet file, opened with the first frame's schema."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer, self.rows = path, None, 0
+
+    def write(self, frame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def ingest(input_path: str | Path, staged: Path, on_bad_rows: OnBadRows, progress: bool) -> tuple[int, int, bool]:
     """Validated compact Parquet; returns (rows, bad rows, already in time order)."""
     reader = ClickReader(input_path, on_bad_rows=on_bad_rows)
-    writer = None
-    rows, ordered, last = 0, True, None
+    sink = ParquetSink(staged)
+    ordered, last = True, None
     with tqdm(desc="ingest", unit=" rows", unit_scale=True, disable=not progress) as bar:
         for frame in reader:
             t = frame["click_time"].to_numpy()
             if len(t):
                 ordered &= bool(np.all(t[1:] >= t[:-1])) and (last is None or t[0] >= last)
                 last = int(t[-1])
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(staged, table.schema)
-            writer.write_table(table)
-            rows += len(frame)
+            sink.write(frame)
             bar.update(len(frame))
-    if writer is not None:
-        writer.close()
-    return rows, reader.bad_rows, ordered
+    sink.close()
+    return sink.rows, reader.bad_rows, ordered
 
 
 DUCKDB_MIN_MEMORY = 128 * 1024**2  # DuckDB's external sort needs a few buffers per thread to make progress
@@ -110,8 +123,7 @@ def features_by_chunks(
     # History is at most max_window seconds; leave room for it inside the row budget.
     chunks = time_chunks(times, max(1, chunk_rows // 2))
     del times
-    writer = None
-    written = 0
+    sink = ParquetSink(output)
     with tqdm(total=dataset.count_rows(), desc="features", unit=" rows", unit_scale=True, disable=not progress) as bar:
         for c0, c1 in chunks:
             window = dataset.to_table(
@@ -119,15 +131,10 @@ def features_by_chunks(
             ).to_pandas()
             feats = compute_features(window, "vectorized", spec)
             own = feats[feats["click_time"].to_numpy() >= c0]
-            table = pa.Table.from_pandas(own, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(output, table.schema)
-            writer.write_table(table)
-            written += len(own)
+            sink.write(own)
             bar.update(len(own))
-    if writer is not None:
-        writer.close()
-    return written
+    sink.close()
+    return sink.rows
 
 
 def build_out_of_core(
