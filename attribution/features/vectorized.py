@@ -45,8 +45,10 @@ class _Codes:
         """(codes, exclusive upper bound of the codes)."""
         if keys not in self.cache:
             if len(keys) == 1:
-                codes, uniques = pd.factorize(self.cols[keys[0]])
-                self.cache[keys] = (codes.astype(np.int64), len(uniques))
+                col = self.cols[keys[0]].astype(np.int64)
+                bound = int(col.max()) + 1 if len(col) else 1
+                # raw ids pack as they are when small enough (saves a hash pass); else densify
+                self.cache[keys] = (col, bound) if bound < self.limit else _densify(col)
             else:
                 head, bound = self.of(keys[:-1])
                 col = self.cols[keys[-1]].astype(np.int64)
@@ -68,7 +70,7 @@ def _group_features(
 ) -> dict[str, np.ndarray]:
     """Every feature of one key group from a single sort of that group's packed keys."""
     key = packer.pack(codes, t)
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)  # ties (same group and second) may come in any order: no feature reads it
     sk = key[order]
     sorted_out: dict[str, np.ndarray] = {}
     bounds: dict[int, np.ndarray] = {}
