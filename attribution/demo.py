@@ -15,15 +15,16 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 log = logging.getLogger("attribution.demo")
 
 DEMO_CLICKS = [
-    {"ip": 5348, "app": 19, "device": 0, "os": 24, "channel": 213, "click_time": "2017-11-09 10:00:00", "click_id": "demo-1"},
-    {"ip": 87540, "app": 12, "device": 1, "os": 13, "channel": 497, "click_time": "2017-11-09 10:00:01", "click_id": "demo-2"},
-    {"ip": 87540, "app": 12, "device": 1, "os": 13, "channel": 497, "click_time": "2017-11-09 10:00:02", "click_id": "demo-3"},
+    {"ip": 5348, "app": 19, "device": 0, "os": 24, "channel": 213, "click_time": "2017-11-09 10:00:00", "click_id": 1},
+    {"ip": 87540, "app": 12, "device": 1, "os": 13, "channel": 497, "click_time": "2017-11-09 10:00:01", "click_id": 2},
+    {"ip": 87540, "app": 12, "device": 1, "os": 13, "channel": 497, "click_time": "2017-11-09 10:00:02", "click_id": 3},
 ]
 
 
@@ -35,8 +36,11 @@ def free_port() -> int:
 
 def post(url: str, body: dict) -> dict:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as err:  # show the server's reason, not only the status
+        raise RuntimeError(f"{url}: HTTP {err.code}: {err.read().decode(errors='replace')}") from err
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
