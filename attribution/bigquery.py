@@ -20,6 +20,7 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
+from attribution.features.spec import DEFAULT_SPEC
 from attribution.features.sql import BIGQUERY_SOURCE, bigquery_file_text
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,16 @@ def feature_query(source_table: str, time_range: bool = False, sql: str | None =
     tree = sqlglot.parse_one(sql or feature_sql_text(), read="bigquery", error_level=sqlglot.ErrorLevel.RAISE)
     tree = exp.replace_tables(tree, {PLACEHOLDER_TABLE: f"`{source_table}`"}, dialect="bigquery")
     if time_range:
-        _clicks_cte(tree).where(f"click_time >= @{START_PARAM} AND click_time < @{END_PARAM}", dialect="bigquery",
+        # Read the window's worth of history before the range, so its first clicks get full features
+        # (partition pruning still limits the scan to the range's days plus one), then keep the range's rows.
+        history = f"TIMESTAMP_SUB(@{START_PARAM}, INTERVAL {DEFAULT_SPEC.max_window} SECOND)"
+        _clicks_cte(tree).where(f"click_time >= {history} AND click_time < @{END_PARAM}", dialect="bigquery",
                                 copy=False)
+        tree = (
+            exp.select("*")
+            .from_(tree.subquery("features"))
+            .where(f"features.click_time >= UNIX_SECONDS(@{START_PARAM})", dialect="bigquery")
+        )
     return tree.sql(dialect="bigquery", pretty=True)
 
 

@@ -78,10 +78,15 @@ def test_time_range_query_on_duckdb(sample_clicks):
     jobs = bq.build_feature_jobs(SOURCE, DEST, EXPORT, start=start, end=end)
     out = bq.run_on_duckdb(jobs.query, sample_clicks, SOURCE, {"start_time": start, "end_time": end})
     t = sample_clicks["click_time"]
-    inside = sample_clicks[(t >= pd.Timestamp(start, tz="UTC").timestamp()) & (t < pd.Timestamp(end, tz="UTC").timestamp())]
+    in_range = (t >= pd.Timestamp(start, tz="UTC").timestamp()) & (t < pd.Timestamp(end, tz="UTC").timestamp())
+    inside = sample_clicks[in_range]
     assert 0 < len(inside) < len(sample_clicks)
     got = conform_output(out, inside, DEFAULT_SPEC)
-    pd.testing.assert_frame_equal(compute_features(inside, "duckdb"), got, check_exact=True)
+    # the range's rows get the features of the whole stream: the 8 h before the range are read as history
+    whole = compute_features(sample_clicks, "duckdb")
+    want = whole[in_range.to_numpy()[whole["row_id"].to_numpy()]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(want, got, check_exact=True)
+    assert (want["clicks_ip_3601s_28800s"] != compute_features(inside, "duckdb")["clicks_ip_3601s_28800s"]).any()
 
 
 def test_sql_comes_from_the_checked_in_file():
