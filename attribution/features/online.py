@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sortedcontainers import SortedList
 
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 
@@ -32,6 +34,53 @@ class History:
 
     times: list[int] = field(default_factory=list)
     values: dict[str, list[int]] = field(default_factory=dict)
+    # For keys with many clicks, MemoryStore also keeps a ValueIndex per distinct field, so a distinct
+    # count is a few bisects rather than a set over every click in the window (NAT and bot IPs).
+    by_value: dict[str, "ValueIndex"] | None = None
+
+
+class ValueIndex:
+    """One key's field values: value -> its seconds (sorted), and the values ordered by latest second.
+    Distinct values in [since, t - 1] = values whose latest second lies there, plus the few whose latest
+    second is t or later but have an earlier one in range. Seconds before `cutoff` are dropped when their
+    value is seen again; a value not seen again stays, which only costs memory bounded by the id space."""
+
+    __slots__ = ("latest", "secs")
+
+    def __init__(self) -> None:
+        self.secs: dict[int, list[int]] = {}
+        self.latest = SortedList()
+
+    def add(self, value: int, t: int, cutoff: int) -> None:
+        secs = self.secs.get(value)
+        if secs is None:
+            self.secs[value] = [t]
+            self.latest.add((t, value))
+            return
+        old = secs[-1]
+        if secs[0] < cutoff:
+            del secs[: bisect.bisect_left(secs, cutoff)]
+        if not secs or secs[-1] <= t:
+            secs.append(t)
+        else:
+            bisect.insort_right(secs, t)
+        if secs[-1] != old:
+            self.latest.remove((old, value))
+            self.latest.add((secs[-1], value))
+
+    def count(self, since: int, t: int) -> int:
+        latest = self.latest
+        hi = latest.bisect_left((t, -1))
+        n = hi - latest.bisect_left((since, -1))
+        for _, value in latest.islice(hi):
+            secs = self.secs[value]
+            j = bisect.bisect_left(secs, t)
+            if j and secs[j - 1] >= since:
+                n += 1
+        return n
+
+
+INDEX_FROM = 64  # clicks of one key before its distinct counts get a ValueIndex
 
 
 @dataclass(frozen=True)
@@ -102,7 +151,7 @@ class MemoryStore(StateStore):
         self.retention = self.horizon + allowed_lateness
         self.state: dict[tuple[str, ...], dict[tuple[int, ...], History]] = {g: {} for g in self.groups}
         self._plan = [
-            (g, self.state[g], tuple(FIELD_INDEX[k] for k in g), tuple(FIELD_INDEX[f] for f in self.fields[g]))
+            (g, self.state[g], _key_getter(tuple(FIELD_INDEX[k] for k in g)), tuple(FIELD_INDEX[f] for f in self.fields[g]))
             for g in self.groups
         ]
         self.watermark = -(2**62)  # largest second seen
@@ -119,7 +168,7 @@ class MemoryStore(StateStore):
         out = []
         for c in clicks:
             ids = (c.ip, c.app, c.device, c.os, c.channel)
-            out.append({g: table.get(tuple(ids[i] for i in kidx)) or _EMPTY for g, table, kidx, _ in self._plan})
+            out.append({g: table.get(key_of(ids)) or _EMPTY for g, table, key_of, _ in self._plan})
         return out
 
     def _record(self, c: Click, floor: int | None = None) -> None:
@@ -138,11 +187,11 @@ class MemoryStore(StateStore):
             self._stats.late_events += 1
             return
         ids = (c.ip, c.app, c.device, c.os, c.channel)
-        for _, table, kidx, fidx in self._plan:
-            key = tuple(ids[i] for i in kidx)
+        for g, table, key_of, fidx in self._plan:
+            key = key_of(ids)
             h = table.get(key)
             if h is None:
-                h = table[key] = History(values={f: [] for f in self.fields[_]})
+                h = table[key] = History(values={f: [] for f in self.fields[g]})
             times = h.times
             if not times or times[-1] <= t:
                 times.append(t)
@@ -153,6 +202,16 @@ class MemoryStore(StateStore):
                 times.insert(at, t)
                 for vals, i in zip(h.values.values(), fidx):
                     vals.insert(at, ids[i])
+            if h.by_value is not None:
+                cutoff = self.watermark - self.retention
+                for index, i in zip(h.by_value.values(), fidx):
+                    index.add(ids[i], t, cutoff)
+            elif fidx and len(times) >= INDEX_FROM:
+                h.by_value = {}
+                for f, vals in h.values.items():
+                    index = h.by_value[f] = ValueIndex()
+                    for ti, v in zip(times, vals):
+                        index.add(v, ti, times[0])
             self.expiry.append((t, table, key, h))
 
     def _evict(self, cutoff: int) -> None:
@@ -177,6 +236,14 @@ class MemoryStore(StateStore):
 _EMPTY = History()
 
 
+def _key_getter(positions: tuple[int, ...]):
+    """ids -> the group's key tuple (itemgetter returns a bare value for one position)."""
+    if len(positions) == 1:
+        (p,) = positions
+        return lambda ids: (ids[p],)
+    return operator.itemgetter(*positions)
+
+
 def _trim(h: History, cutoff: int) -> None:
     i = bisect.bisect_left(h.times, cutoff)
     if i:
@@ -192,32 +259,51 @@ class FeaturePlan:
         self.spec = spec
         self.names = spec.feature_names
         index = {n: i for i, n in enumerate(self.names)}
-        self.per_group: list[tuple[tuple[str, ...], list, list, list]] = []
+        self.per_group: list[tuple[tuple[str, ...], list, list, list, list]] = []
+        self.windows: dict[int, int] = {}
         for g in spec.key_groups:
-            bands = [(index[n], b.start, b.end) for c in spec.counts if c.keys == g for b, n in zip(c.bands, c.names())]
+            # Every bound a group needs is "first click at or after second t - offset"; bands share them
+            # ([t-300, t-1] and [t-3600, t-301] both cut at t-300), so each is one bisect per click.
+            offsets = sorted(
+                {0}
+                | {b.start - 1 for c in spec.counts if c.keys == g for b in c.bands}
+                | {b.end for c in spec.counts if c.keys == g for b in c.bands}
+                | {d.window for d in spec.distincts if d.keys == g}
+            )
+            at = {o: k for k, o in enumerate(offsets)}
+            bands = [(index[n], at[b.start - 1], at[b.end]) for c in spec.counts if c.keys == g
+                     for b, n in zip(c.bands, c.names())]
             prevs = [(index[p.name], p.window) for p in spec.since_previous if p.keys == g]
-            dists = [(index[d.name], d.of, d.window) for d in spec.distincts if d.keys == g]
-            self.per_group.append((g, bands, prevs, dists))
+            dists = [(index[d.name], d.of, at[d.window]) for d in spec.distincts if d.keys == g]
+            for d in spec.distincts:
+                self.windows[index[d.name]] = d.window
+            self.per_group.append((g, offsets, bands, prevs, dists))
         self.hour = (index["hour_sin"], index["hour_cos"]) if spec.hour_of_day else None
         self.hour_table = FeatureSpec.hour_table()
 
     def row(self, t: int, histories: dict[tuple[str, ...], History]) -> list[float]:
         out = [0.0] * len(self.names)
-        for g, bands, prevs, dists in self.per_group:
+        nan = np.nan
+        left = bisect.bisect_left
+        windows = self.windows
+        for g, offsets, bands, prevs, dists in self.per_group:
             h = histories[g]
             times = h.times
             if not times:
                 for i, _ in prevs:
-                    out[i] = np.nan
+                    out[i] = nan
                 continue
-            end = bisect.bisect_left(times, t)  # clicks before this second
-            for i, start, stop in bands:
-                out[i] = bisect.bisect_left(times, t - start + 1, 0, end) - bisect.bisect_left(times, t - stop, 0, end)
+            end = left(times, t)  # clicks before this second
+            cut = [end] + [left(times, t - o, 0, end) for o in offsets[1:]]
+            for i, hi, lo in bands:
+                out[i] = cut[hi] - cut[lo]
             for i, window in prevs:
-                out[i] = t - times[end - 1] if end and times[end - 1] >= t - window else np.nan
-            for i, of, window in dists:
-                lo = bisect.bisect_left(times, t - window, 0, end)
-                out[i] = len(set(h.values[of][lo:end]))
+                out[i] = t - times[end - 1] if end and times[end - 1] >= t - window else nan
+            for i, of, lo in dists:
+                if h.by_value is None:
+                    out[i] = len(set(h.values[of][cut[lo]:end]))
+                else:
+                    out[i] = h.by_value[of].count(t - windows[i], t)
         if self.hour:
             s, c = self.hour_table[(t // 3600) % 24]
             out[self.hour[0]], out[self.hour[1]] = s, c
