@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import operator
 import logging
+import operator
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
@@ -36,7 +36,7 @@ class History:
     values: dict[str, list[int]] = field(default_factory=dict)
     # For keys with many clicks, MemoryStore also keeps a ValueIndex per distinct field, so a distinct
     # count is a few bisects rather than a set over every click in the window (NAT and bot IPs).
-    by_value: dict[str, "ValueIndex"] | None = None
+    by_value: dict[str, ValueIndex] | None = None
 
 
 class ValueIndex:
