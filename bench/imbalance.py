@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, write_results  # noqa: E402
+from bench.common import machine, write_results
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / "train_sample.csv"
 
