@@ -55,3 +55,11 @@ def executor_plan(rows: int, cores_per_executor: int = 4, memory_per_core_gib: i
     executors = -(-cores // cores_per_executor)
     return {"rows": rows, "shuffle_partitions": partitions, "executors": executors,
             "executor_cores": cores_per_executor, "executor_memory_gib": cores_per_executor * memory_per_core_gib}
+
+
+def arrow_safe(frame):
+    """Unsigned id columns widened to signed ones: Spark's Arrow transfer has no unsigned types and would
+    silently fall back to row-by-row pickling."""
+    unsigned = {c: ("int64" if frame[c].dtype.itemsize >= 4 else "int32") for c in frame.columns
+                if frame[c].dtype.kind == "u"}
+    return frame.astype(unsigned) if unsigned else frame

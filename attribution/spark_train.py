@@ -19,7 +19,7 @@ from sklearn.pipeline import FeatureUnion
 
 from attribution.features.spec import DEFAULT_SPEC
 from attribution.schema import LABEL
-from attribution.spark import get_spark
+from attribution.spark import arrow_safe, get_spark
 
 log = logging.getLogger(__name__)
 MODEL_COLUMNS = ["ip", "app", "device", "os", "channel", "click_time", *DEFAULT_SPEC.feature_names]
@@ -96,12 +96,12 @@ def train_variant_spark(frame: pd.DataFrame, split, cfg, params: dict, negative_
     cols = [c for c in MODEL_COLUMNS if c in frame] + [LABEL]
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
     first = frame.loc[fit_rows | split.tune, cols].assign(is_valid=split.tune[fit_rows | split.tune])
-    sdf = assemble(spark.createDataFrame(first), union, (LABEL, "is_valid"))
+    sdf = assemble(spark.createDataFrame(arrow_safe(first)), union, (LABEL, "is_valid"))
     t0 = time.perf_counter()
     _, rounds, _ = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
     rounds = max(1, round(rounds / (1.0 - cfg.tune_fraction)))
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
-    full = assemble(spark.createDataFrame(frame.loc[train_rows, cols]), union, (LABEL,))
+    full = assemble(spark.createDataFrame(arrow_safe(frame.loc[train_rows, cols])), union, (LABEL,))
     booster, _, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
     log.info("spark trainer: %d rounds on %d workers in %.1fs", rounds, num_workers(spark), time.perf_counter() - t0)
     return union, booster, rounds

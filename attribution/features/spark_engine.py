@@ -6,7 +6,7 @@ import pandas as pd
 
 from attribution.features.spec import FeatureSpec
 from attribution.features.sql import render
-from attribution.spark import get_spark, shuffle_partitions_for
+from attribution.spark import arrow_safe, get_spark, shuffle_partitions_for
 
 INPUT_VIEW = "clicks_input"
 
@@ -18,9 +18,7 @@ def compute_sdf(spark, clicks_view: str, spec: FeatureSpec, passthrough: tuple[s
 
 def compute(clicks: pd.DataFrame, spec: FeatureSpec, spark=None) -> pd.DataFrame:
     spark = spark or get_spark()
-    cols = clicks[["row_id", "ip", "app", "device", "os", "channel", "click_time"]].astype(
-        {"ip": "int64", "app": "int32", "device": "int32", "os": "int32", "channel": "int32"}
-    )
+    cols = arrow_safe(clicks[["row_id", "ip", "app", "device", "os", "channel", "click_time"]])
     spark.createDataFrame(cols).createOrReplaceTempView(INPUT_VIEW)
     spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions_for(len(cols), minimum=2)))
     return compute_sdf(spark, INPUT_VIEW, spec).toPandas()
