@@ -27,6 +27,7 @@ def get_spark(app_name: str = "attribution", master: str | None = None, shuffle_
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.shuffle.partitions", str(partitions))
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", os.environ.get("ATTRIBUTION_SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.sql.adaptive.enabled", "true")
         .getOrCreate()
