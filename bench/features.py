@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--engines", nargs="+", default=["vectorized", "duckdb", "pandas", "spark"])
     ap.add_argument("--spark-max-rows", type=int, default=1_000_000)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other engines' runs from bench/results/features.json, replace these")
     ap.add_argument("--one", nargs=2, metavar=("ENGINE", "ROWS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -96,6 +98,11 @@ def main() -> None:
             r.setdefault("rows", rows)
             runs.append(r)
             print(json.dumps(r), flush=True)
+    if a.merge and (RESULTS / "features.json").exists():
+        fresh = {(r["engine"], r["rows"]) for r in runs}
+        old = json.loads((RESULTS / "features.json").read_text())["runs"]
+        runs = [r for r in old if (r["engine"], r["rows"]) not in fresh] + runs
+        runs.sort(key=lambda r: (r["rows"], ["vectorized", "duckdb", "pandas", "spark"].index(r["engine"])))
     by = {(r["engine"], r["rows"]): r for r in runs}
     rows_table = []
     for r in runs:
