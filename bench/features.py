@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, peak_rss_mb, run_child, synthetic_clicks_path, write_results
+from bench.common import RESULTS, machine, peak_rss_mb, run_child, synthetic_clicks_path, write_results
 
 FULL_ROWS = 184_903_890
 TARGET_ROWS_PER_S = 1_000_000
