@@ -39,9 +39,17 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check attribution serving components pipelines tests bench
 
+# Benchmarks (not in CI; an hour or more on 2 cores): figures land in bench/results/.
 bench: setup
-	$(BIN)/python bench/features.py --rows 1000000
-	$(BIN)/python bench/online.py --rows 1000000
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/features.py --rows 1000000 10000000
+	$(BIN)/python bench/online.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/bayes_gap.py
+	$(BIN)/python bench/imbalance.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/scale.py --rows 5000000 10000000 20000000
 
 # Regenerate checked-in artifacts from the spec / pipeline code.
 sql: setup
