@@ -32,22 +32,22 @@ def train_model(
     import os
     from pathlib import Path
 
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tuned = json.loads(Path(params.path).read_text())
     if trainer == "spark":
         from attribution import spark_submit
 
+        tuned_args = ["--params", json.dumps(tuned["params"])]  # the tuning step's choice reaches Spark too
         if runtime == "kubernetes":
             doc = spark_submit.render_spark_application(
                 features.uri, model.uri, valid_from or None, executor_instances=spark_executors,
-                executor_memory=spark_executor_memory, namespace=namespace,
+                executor_memory=spark_executor_memory, namespace=namespace, extra_arguments=tuned_args,
             )
             result = spark_submit.submit_and_wait(doc)
             model.metadata["spark_application"] = result.name
             model.metadata["spark_state"] = result.state
         else:
-            spark_submit.run_local(features.path, model.path, valid_from or None)
+            spark_submit.run_local(features.path, model.path, valid_from or None, extra_arguments=tuned_args)
     elif trainer == "xgboost":
         from attribution.model import TrainConfig, train
 
