@@ -91,6 +91,8 @@ def test_local_mode_trains_through_the_entry_point(tmp_path):
     (tmp_path / "features").mkdir()
     build_features_file(tmp_path / "clicks.parquet", tmp_path / "features" / "features.parquet", "vectorized",
                         progress=False)
-    spark_submit.run_local(str(tmp_path / "features"), str(tmp_path / "model"), timeout_s=600)
+    tuned = ["--params", json.dumps({"max_depth": 3, "learning_rate": 0.2})]  # as the train step passes them
+    spark_submit.run_local(str(tmp_path / "features"), str(tmp_path / "model"), extra_arguments=tuned, timeout_s=600)
     meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert meta["trainer"] == "spark" and meta["holdout_metrics"]["rows"] > 0
+    assert meta["params"]["max_depth"] == 3 and meta["params"]["learning_rate"] == 0.2
