@@ -36,6 +36,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY manifests/base /app/manifests/base
 COPY sql /app/sql
 ENV PATH=/opt/venv/bin:$PATH \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     ATTRIBUTION_MANIFESTS=/app/manifests \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -46,6 +46,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY attribution/ /app/attribution/
 COPY --chmod=0755 images/spark-entrypoint.sh /opt/entrypoint.sh
 ENV PATH=/opt/venv/bin:$PATH \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     SPARK_HOME=/opt/venv/lib/python3.11/site-packages/pyspark \
     PYSPARK_PYTHON=/opt/venv/bin/python \
     PYSPARK_DRIVER_PYTHON=/opt/venv/bin/python \

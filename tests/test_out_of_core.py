@@ -3,6 +3,7 @@ in-memory features."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -40,8 +41,23 @@ def test_chunks_with_same_second_bursts_and_duplicates(tmp_path):
 def test_time_chunks_cut_at_whole_seconds():
     t = [0, 0, 0, 1, 1, 2, 5, 5, 5, 5, 9]
     chunks = time_chunks(t, 2)
+    assert len(chunks) > 2
     assert chunks[0][0] == 0 and chunks[-1][1] == 10
     assert all(a < b for a, b in chunks) and all(chunks[i][1] == chunks[i + 1][0] for i in range(len(chunks) - 1))
+
+
+def test_time_chunks_keep_own_plus_history_rows_within_budget():
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.integers(0, 20_000, 50_000))
+    budget, history = 6_000, 900
+    chunks = time_chunks(t, budget, history)
+    assert chunks[0][0] == t[0] and chunks[-1][1] == t[-1] + 1
+    assert all(chunks[i][1] == chunks[i + 1][0] for i in range(len(chunks) - 1))
+    for c0, c1 in chunks:
+        read = int(np.searchsorted(t, c1) - np.searchsorted(t, c0 - history))
+        own = int(np.searchsorted(t, c1) - np.searchsorted(t, c0))
+        assert read <= budget and own > 0
+    assert len(chunks) > 50_000 // budget
 
 
 def test_memory_limit_parsing():

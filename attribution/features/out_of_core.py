@@ -4,9 +4,10 @@
 2. order: DuckDB sorts it by (click_time, row_id) under a memory limit, spilling to disk (skipped when the
    input is already in time order, as Kaggle's train.csv is);
 3. features: the vectorized kernel runs on time chunks [c0, c1) read together with the window of history
-   before them, [c0 - max_window, c0); only the chunk's own rows are written. Every feature looks back at
-   most max_window seconds, so each chunk's rows get exactly the one-shot result (tested).
-Peak memory is bounded by the chunk size, which follows from --memory-limit.
+   before them, [c0 - max_window, c0); the history rows only feed the windows, features are computed and
+   written for the chunk's own rows. Every feature looks back at most max_window seconds, so each chunk's
+   rows get exactly the one-shot result (tested).
+Peak memory is bounded by the rows read per chunk (own + history), which follow from --memory-limit.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from attribution.data import ClickReader, OnBadRows
-from attribution.features import compute_features
+from attribution.features import conform_output, vectorized
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 
 log = logging.getLogger(__name__)
-# Measured peak of the vectorized kernel is ~0.5 KB per row (input, per-group sort keys and permutations,
-# ~32 output columns); keep a margin for pyarrow buffers and the writer.
-BYTES_PER_ROW = 1024
+# Peak bytes per row read into one chunk (own rows and history together): the input frame, per-group orders,
+# codes and sweep buffers, ~32 output columns and their Arrow copy for the writer, with a margin.
+BYTES_PER_ROW = 640
 
 
 def parse_memory(limit: str) -> int:
@@ -99,29 +100,38 @@ def sort_by_time(staged: Path, out: Path, memory_limit: str, temp_dir: Path) -> 
         con.close()
 
 
-def time_chunks(t_sorted: pa.ChunkedArray | np.ndarray, chunk_rows: int) -> list[tuple[int, int]]:
-    """[c0, c1) second ranges of about chunk_rows rows each, cut at whole seconds."""
+def time_chunks(t_sorted: pa.ChunkedArray | np.ndarray, window_rows: int, history: int = 0) -> list[tuple[int, int]]:
+    """[c0, c1) second ranges cut at whole seconds, each read with `history` seconds before it: a chunk's
+    own rows plus its history rows stay within window_rows where the data allows (a chunk always gets at
+    least a quarter of window_rows of its own, so progress never stalls behind a dense history)."""
     t = np.asarray(t_sorted)
     if not len(t):
         return []
     bounds = [int(t[0])]
-    i = chunk_rows
-    while i < len(t):
-        cut = int(t[i])
-        if cut > bounds[-1]:
-            bounds.append(cut)
-        i += chunk_rows
+    start = 0  # index of the chunk's first own row
+    while True:
+        first_history = int(np.searchsorted(t, t[start] - history, side="left"))
+        end = max(first_history + window_rows, start + max(1, window_rows // 4))
+        if end >= len(t):
+            break
+        cut = int(t[end])
+        if cut <= bounds[-1]:  # one second holds more than the budget: the chunk takes all of it
+            after = int(np.searchsorted(t, bounds[-1], side="right"))
+            if after >= len(t):
+                break
+            cut = int(t[after])
+        bounds.append(cut)
+        start = int(np.searchsorted(t, cut, side="left"))
     bounds.append(int(t[-1]) + 1)
     return list(itertools.pairwise(bounds))
 
 
 def features_by_chunks(
-    ordered: Path, output: Path, chunk_rows: int, spec: FeatureSpec = DEFAULT_SPEC, progress: bool = True
+    ordered: Path, output: Path, window_rows: int, spec: FeatureSpec = DEFAULT_SPEC, progress: bool = True
 ) -> int:
     dataset = ds.dataset(ordered, format="parquet")
     times = dataset.to_table(columns=["click_time"]).column("click_time").to_numpy()
-    # History is at most max_window seconds; leave room for it inside the row budget.
-    chunks = time_chunks(times, max(1, chunk_rows // 2))
+    chunks = time_chunks(times, window_rows, spec.max_window)
     del times
     sink = ParquetSink(output)
     with tqdm(total=dataset.count_rows(), desc="features", unit=" rows", unit_scale=True, disable=not progress) as bar:
@@ -129,10 +139,12 @@ def features_by_chunks(
             window = dataset.to_table(
                 filter=(ds.field("click_time") >= c0 - spec.max_window) & (ds.field("click_time") < c1)
             ).to_pandas()
-            feats = compute_features(window, "vectorized", spec)
-            own = feats[feats["click_time"].to_numpy() >= c0]
-            sink.write(own)
-            bar.update(len(own))
+            # the history rows only feed the windows: the kernel computes features for [c0, c1) alone
+            own = window[window["click_time"].to_numpy() >= c0].reset_index(drop=True)
+            feats = conform_output(vectorized.compute(window, spec, query_from=c0), own, spec)
+            del window
+            sink.write(feats)
+            bar.update(len(feats))
     sink.close()
     return sink.rows
 
