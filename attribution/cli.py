@@ -27,15 +27,21 @@ def _setup_logging(verbose: bool) -> None:
 
 def cmd_generate(a: argparse.Namespace) -> None:
     from attribution.data import write_clicks
-    from attribution.synth import generate
+    from attribution.synth import generate_slices
 
     t0 = time.perf_counter()
-    df = generate(a.rows, seed=a.seed, start=a.start, days=a.days)
-    write_clicks(df, a.output)
-    log.info(
-        "wrote %d clicks (%d positives, %.3f%%) to %s in %.1fs",
-        len(df), int(df["is_attributed"].sum()), 100 * df["is_attributed"].mean(), a.output, time.perf_counter() - t0,
-    )
+    rows = positives = 0
+
+    def counted(frames):
+        nonlocal rows, positives
+        for df in frames:
+            rows, positives = rows + len(df), positives + int(df["is_attributed"].sum())
+            log.info("generated %d of %d clicks", rows, a.rows)
+            yield df
+
+    write_clicks(counted(generate_slices(a.rows, seed=a.seed, start=a.start, days=a.days)), a.output)
+    log.info("wrote %d clicks (%d positives, %.3f%%) to %s in %.1fs",
+             rows, positives, 100 * positives / max(rows, 1), a.output, time.perf_counter() - t0)
 
 
 def cmd_features(a: argparse.Namespace) -> None:
@@ -120,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     g = sub.add_parser("generate", help="synthetic TalkingData-shaped clicks with true probabilities", formatter_class=fmt)
-    g.add_argument("--rows", type=int, required=True, help="number of clicks")
+    g.add_argument("--rows", type=int, required=True,
+                   help="number of clicks; above 20M they are generated and written in time slices, so the "
+                   "full 184.9M rows fit in memory")
     g.add_argument("--seed", type=int, default=0, help="RNG seed; same seed, same file")
     g.add_argument("--start", default="2017-11-06 16:00:00", help="first second (UTC)")
     g.add_argument("--days", type=float, default=4.0, help="length of the stream in days")

@@ -4,8 +4,9 @@ with a message naming file, row and field, or are quarantined to a side file and
 
 from __future__ import annotations
 
+import gzip
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -116,16 +117,28 @@ def to_kaggle_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_clicks(df: pd.DataFrame, path: str | Path) -> Path:
-    """CSV (optionally .gz) in the Kaggle format, or Parquet with epoch-second timestamps."""
+def write_clicks(df: pd.DataFrame | Iterable[pd.DataFrame], path: str | Path) -> Path:
+    """CSV (optionally .gz) in the Kaggle format, or Parquet with timestamp columns. Given an iterable of
+    frames (time slices of a stream too big for memory), appends them one at a time."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [df] if isinstance(df, pd.DataFrame) else df
     if path.name.endswith(".parquet"):
-        out = df.drop(columns=["row_id"], errors="ignore").copy()
-        for col in ("click_time", "attributed_time"):
-            if col in out:
-                out[col] = pd.to_datetime(out[col], unit="s")
-        out.to_parquet(path, index=False)
+        writer = None
+        try:
+            for frame in frames:
+                out = frame.drop(columns=["row_id"], errors="ignore").copy()
+                for col in ("click_time", "attributed_time"):
+                    if col in out:
+                        out[col] = pd.to_datetime(out[col], unit="s")
+                table = pa.Table.from_pandas(out, preserve_index=False)
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
     else:
-        to_kaggle_frame(df).to_csv(path, index=False)
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "wt", newline="") as fh:
+            for i, frame in enumerate(frames):
+                to_kaggle_frame(frame).to_csv(fh, index=False, header=i == 0)
     return path

@@ -27,6 +27,9 @@ How the stream is made (all vectorised numpy; loops only over the few dozen bots
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -183,14 +186,20 @@ def _channels_for(app: np.ndarray, u: np.ndarray, fallback: np.ndarray) -> np.nd
     return np.where(inside, picked, fallback)
 
 
-def _cycle_times(rng: np.random.Generator, n: int, start: int, span: int) -> np.ndarray:
-    """n times (float seconds) in [start, start + span) following the hourly cycle."""
+def _hour_slots(start: int, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths (seconds) of the hour slots covering [start, start + span) and each slot's click weight."""
     n_slots = int(np.ceil(span / 3600))
     k = np.arange(n_slots)
     slot_len = np.minimum(3600, span - k * 3600).astype(np.float64)
     hours = ((start + k * 3600) // 3600) % 24
-    cdf = np.cumsum(HOUR_WEIGHT[hours] * slot_len)
-    slot = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), n_slots - 1)
+    return slot_len, HOUR_WEIGHT[hours] * slot_len
+
+
+def _cycle_times(rng: np.random.Generator, n: int, start: int, span: int) -> np.ndarray:
+    """n times (float seconds) in [start, start + span) following the hourly cycle."""
+    slot_len, weight = _hour_slots(start, span)
+    cdf = np.cumsum(weight)
+    slot = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(slot_len) - 1)
     return start + slot * 3600.0 + rng.random(n) * slot_len[slot]
 
 
@@ -375,3 +384,33 @@ def generate(rows: int, seed: int = 0, start: str = "2017-11-06 16:00:00", days:
         "is_attributed": y.astype(np.int8),
         "true_probability": p.astype(np.float64),
     }, columns=list(COLUMNS))
+
+
+SLICE_ROWS = 20_000_000
+
+
+def generate_slices(
+    rows: int, seed: int = 0, start: str = "2017-11-06 16:00:00", days: float = 4.0, slice_rows: int = SLICE_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The stream as consecutive time slices of about `slice_rows` rows, for sizes that do not fit in memory
+    (the full 184.9M rows: the generator holds ~250 bytes per row while it works). Each slice is `generate`
+    over whole hours of the span with its own seed and its share of the rows by the hourly cycle, so
+    per-IP activity, fraud and the daily cycle keep their shape; an IP's history does not carry across a
+    slice boundary. One slice (rows <= slice_rows) is exactly `generate(rows, seed, start, days)`."""
+    k = max(1, -(-rows // slice_rows))
+    if k == 1:
+        yield generate(rows, seed=seed, start=start, days=days)
+        return
+    ts0 = pd.Timestamp(start)
+    t_start = int((ts0.tz_localize("UTC") if ts0.tzinfo is None else ts0).timestamp())
+    span = max(1, round(days * 86400))
+    hours = -(-span // 3600)
+    cuts = np.linspace(0, hours, k + 1).round().astype(np.int64) * 3600
+    cuts[-1] = span
+    _, weight = _hour_slots(t_start, span)
+    share = np.array([weight[a // 3600:-(-b // 3600)].sum() for a, b in itertools.pairwise(cuts)])
+    sizes = np.floor(rows * share / share.sum()).astype(np.int64)
+    sizes[: rows - sizes.sum()] += 1  # hand out the remainder so the total is exact
+    for i, (a, b) in enumerate(itertools.pairwise(cuts)):
+        when = pd.Timestamp(t_start + int(a), unit="s").strftime("%Y-%m-%d %H:%M:%S")
+        yield generate(int(sizes[i]), seed=seed * 10_007 + i + 1, start=when, days=(b - a) / 86400)

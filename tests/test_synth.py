@@ -55,6 +55,30 @@ def test_time_range_sorted_and_daily_cycle(clicks):
     assert per_hour[19] < 0.5 and per_hour[4] > 1.0
 
 
+def test_slices_make_one_sorted_stream_with_the_cycle_and_exact_size(tmp_path):
+    """Above the slice size the stream comes in time slices (the full 184.9M rows do not fit in memory at
+    once): one sorted stream over the whole span, the exact row count, and the daily cycle kept."""
+    from attribution.data import read_clicks, write_clicks
+
+    slices = list(synth.generate_slices(60_001, seed=5, slice_rows=10_000))
+    assert len(slices) == 7
+    t = np.concatenate([s["click_time"].to_numpy() for s in slices])
+    assert len(t) == 60_001 and np.all(np.diff(t) >= 0)
+    t0 = int(START.timestamp())
+    assert t.min() >= t0 and t.max() < t0 + 4 * 86400 and t.max() - t.min() > 3.9 * 86400
+    hour = (t // 3600) % 24
+    assert np.mean(hour < 16) / 16 > 1.5 * np.mean(hour >= 16) / 8
+    rate = np.mean(np.concatenate([s["is_attributed"].to_numpy() for s in slices]))
+    assert 0.001 < rate < 0.006
+    again = synth.generate_slices(60_001, seed=5, slice_rows=10_000)
+    pd.testing.assert_frame_equal(next(again), slices[0])
+    for name in ("s.parquet", "s.csv.gz"):  # written one slice at a time, read back whole
+        back = read_clicks(write_clicks(iter(slices), tmp_path / name))
+        assert len(back) == 60_001 and np.array_equal(back["click_time"].to_numpy(), t)
+    one = list(synth.generate_slices(5_000, seed=5, slice_rows=10_000))
+    pd.testing.assert_frame_equal(one[0], generate(5_000, seed=5))
+
+
 def test_custom_start_and_days():
     df = generate(5_000, seed=1, start="2020-01-01 00:00:00", days=1.0)
     t0 = int(pd.Timestamp("2020-01-01", tz="UTC").timestamp())
