@@ -231,7 +231,7 @@ class InferenceCore:
         self.online = OnlineFeatures(self.store, self.spec)
         self.max_batch = max_batch
         self.counters = Counters()
-        # MemoryStore is plain Python state; Redis batches are atomic server-side (Lua) and need no lock.
+        # MemoryStore is in-process state mutated in place; Redis batches are atomic server-side (Lua) and need no lock.
         self._lock = threading.Lock() if isinstance(self.store, MemoryStore) else None
         self._count_lock = threading.Lock()
         self._columns = ("ip", "app", "device", "os", "channel", "click_time")

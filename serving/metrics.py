@@ -24,7 +24,7 @@ class CoreCollector(Collector):
         from attribution.features.online import MemoryStore
 
         self.core = core
-        # In-process stats are a walk over the dicts; Redis stats are a SCAN, worth caching between scrapes.
+        # In-process stats are one compiled pass over the slots; Redis stats are a SCAN, worth caching between scrapes.
         self.stats_ttl = stats_ttl if stats_ttl is not None else (0.0 if isinstance(core.store, MemoryStore) else 5.0)
         self._stats: tuple[float, StoreStats | None] = (0.0, None)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-import operator
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
@@ -21,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sortedcontainers import SortedList
 
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 
@@ -34,53 +32,6 @@ class History:
 
     times: list[int] = field(default_factory=list)
     values: dict[str, list[int]] = field(default_factory=dict)
-    # For keys with many clicks, MemoryStore also keeps a ValueIndex per distinct field, so a distinct
-    # count is a few bisects rather than a set over every click in the window (NAT and bot IPs).
-    by_value: dict[str, ValueIndex] | None = None
-
-
-class ValueIndex:
-    """One key's field values: value -> its seconds (sorted), and the values ordered by latest second.
-    Distinct values in [since, t - 1] = values whose latest second lies there, plus the few whose latest
-    second is t or later but have an earlier one in range. Seconds before `cutoff` are dropped when their
-    value is seen again; a value not seen again stays, which only costs memory bounded by the id space."""
-
-    __slots__ = ("latest", "secs")
-
-    def __init__(self) -> None:
-        self.secs: dict[int, list[int]] = {}
-        self.latest = SortedList()
-
-    def add(self, value: int, t: int, cutoff: int) -> None:
-        secs = self.secs.get(value)
-        if secs is None:
-            self.secs[value] = [t]
-            self.latest.add((t, value))
-            return
-        old = secs[-1]
-        if secs[0] < cutoff:
-            del secs[: bisect.bisect_left(secs, cutoff)]
-        if not secs or secs[-1] <= t:
-            secs.append(t)
-        else:
-            bisect.insort_right(secs, t)
-        if secs[-1] != old:
-            self.latest.remove((old, value))
-            self.latest.add((secs[-1], value))
-
-    def count(self, since: int, t: int) -> int:
-        latest = self.latest
-        hi = latest.bisect_left((t, -1))
-        n = hi - latest.bisect_left((since, -1))
-        for _, value in latest.islice(hi):
-            secs = self.secs[value]
-            j = bisect.bisect_left(secs, t)
-            if j and secs[j - 1] >= since:
-                n += 1
-        return n
-
-
-INDEX_FROM = 64  # clicks of one key before its distinct counts get a ValueIndex
 
 
 @dataclass(frozen=True)
@@ -109,7 +60,7 @@ class StoreStats:
 
 
 class StateStore(ABC):
-    """Where the online state lives. One call per batch: record the clicks, return their histories."""
+    """Where the online state lives. One call per batch: record the clicks, return their features."""
 
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
@@ -121,9 +72,9 @@ class StateStore(ABC):
         self.horizon = spec.max_window
 
     @abstractmethod
-    def record_and_fetch(self, clicks: Sequence[Click]) -> list[dict[tuple[str, ...], History]]:
-        """Record the clicks (skipping click_ids seen before), then return for each click, per key group,
-        a history that holds at least the group's clicks in [t - horizon, t - 1]."""
+    def score(self, clicks: Sequence[Click]) -> np.ndarray:
+        """Record the clicks (skipping click_ids seen before), then return each click's features (clicks x
+        spec.feature_names) from the clicks of strictly earlier seconds held in the state."""
 
     @abstractmethod
     def stats(self) -> StoreStats: ...
@@ -135,121 +86,85 @@ class StateStore(ABC):
         return tuple(getattr(click, k) for k in group)
 
 
+class HistoryStore(StateStore):
+    """A store that hands back each click's recent clicks per key group (a remote one: Redis); the features
+    are then read from those histories by the FeaturePlan."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__(spec)
+        self.plan = FeaturePlan(spec)
+
+    @abstractmethod
+    def record_and_fetch(self, clicks: Sequence[Click]) -> list[dict[tuple[str, ...], History]]:
+        """Record the clicks (skipping click_ids seen before), then return for each click, per key group,
+        a history that holds at least the group's clicks in [t - horizon, t - 1]."""
+
+    def score(self, clicks: Sequence[Click]) -> np.ndarray:
+        histories = self.record_and_fetch(clicks)
+        return np.array([self.plan.row(c.click_time, h) for c, h in zip(clicks, histories)], dtype=np.float64)
+
+
 FIELD_INDEX = {f: i for i, f in enumerate(("ip", "app", "device", "os", "channel"))}
 
 
 class MemoryStore(StateStore):
-    """In-process state: sorted per-key lists, evicted by event time once past the retention.
+    """In-process state, compiled (attribution.features.online_kernel): per key, its recent clicks sorted
+    by second; evicted by event time once past the retention.
 
-    Eviction is incremental: every recorded (group, key) also enters a FIFO by time, and each record pops
-    the entries that fell behind the cutoff, so the cost is O(1) amortised per event and untouched keys
-    leave memory as well."""
+    Eviction is incremental: every recorded click also enters a FIFO by time, and each record pops the
+    entries that fell behind the cutoff, so the cost is O(1) amortised per event and untouched keys leave
+    memory as well. click_ids (strings) are remembered here, for the same retention."""
 
     def __init__(self, spec: FeatureSpec = DEFAULT_SPEC, allowed_lateness: int = 0) -> None:
+        from attribution.features import online_kernel as k
+
         super().__init__(spec)
         # A click up to `allowed_lateness` s behind the newest still gets exact features; memory grows with it.
         self.retention = self.horizon + allowed_lateness
-        self.state: dict[tuple[str, ...], dict[tuple[int, ...], History]] = {g: {} for g in self.groups}
-        self._plan = [
-            (g, self.state[g], _key_getter(tuple(FIELD_INDEX[k] for k in g)), tuple(FIELD_INDEX[f] for f in self.fields[g]))
-            for g in self.groups
-        ]
-        self.watermark = -(2**62)  # largest second seen
-        self.expiry: deque[tuple[int, dict, tuple[int, ...], object]] = deque()
+        self._k = k
+        plan = k.KernelPlan(spec)
+        self._n_features = plan.n_features
+        self._plan_args = plan.args()
+        self._state = k.KernelState(plan)
         self.seen_ids: dict[str, int] = {}
+        self._id_expiry: deque[tuple[int, str]] = deque()
         self._stats = StoreStats()
 
-    def record_and_fetch(self, clicks: Sequence[Click]) -> list[dict[tuple[str, ...], History]]:
-        # Evict no further than the batch's earliest click still needs: a batch spanning minutes must not
-        # drop, while recording its later clicks, the history its earlier clicks are about to read.
-        floor = min((c.click_time for c in clicks), default=0)
-        for c in clicks:
-            self._record(c, floor)
-        out = []
-        for c in clicks:
-            ids = (c.ip, c.app, c.device, c.os, c.channel)
-            out.append({g: table.get(key_of(ids)) or _EMPTY for g, table, key_of, _ in self._plan})
+    def score(self, clicks: Sequence[Click]) -> np.ndarray:
+        # one row per click, ids then second; the kernel reads a row's first five columns as its ids
+        rows = np.array([(c.ip, c.app, c.device, c.os, c.channel, c.click_time) for c in clicks],
+                        dtype=np.int64).reshape(len(clicks), 6)
+        cids = [c.click_id for c in clicks]
+        return self.score_arrays(rows, rows[:, 5].copy(), cids if any(x is not None for x in cids) else None)
+
+    def score_arrays(self, ids: np.ndarray, t: np.ndarray, click_ids: Sequence[str | None] | None = None) -> np.ndarray:
+        """score() for clicks as arrays: ids (n x 5 or more columns: ip, app, device, os, channel) and seconds."""
+        record = np.ones(len(t), np.bool_)
+        if click_ids is not None:
+            for i, cid in enumerate(click_ids):
+                if cid is None:
+                    continue
+                if cid in self.seen_ids:
+                    self._stats.duplicate_clicks += 1
+                    record[i] = False
+                else:
+                    self.seen_ids[cid] = int(t[i])
+                    self._id_expiry.append((int(t[i]), cid))
+        out = np.empty((len(t), self._n_features), np.float64)
+        self._k.score_batch(*self._state.args(), np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(t, np.int64),
+                            record, self.retention, *self._plan_args, out)
+        if self._id_expiry and len(t):
+            cutoff = min(int(self._state.scalars[self._k.WATERMARK]), int(t.min())) - self.retention
+            while self._id_expiry and self._id_expiry[0][0] < cutoff:
+                _, cid = self._id_expiry.popleft()
+                if self.seen_ids.get(cid, cutoff) < cutoff:
+                    del self.seen_ids[cid]
         return out
 
-    def _record(self, c: Click, floor: int | None = None) -> None:
-        t = c.click_time
-        if c.click_id is not None:
-            if c.click_id in self.seen_ids:
-                self._stats.duplicate_clicks += 1
-                return
-            self.seen_ids[c.click_id] = t
-            self.expiry.append((t, self.seen_ids, c.click_id, None))
-        if t > self.watermark:
-            self.watermark = t
-            self._evict((t if floor is None else min(t, floor)) - self.retention)
-        elif t < self.watermark - self.retention:
-            # Too old to matter to any click still in retention: scored from what state holds, not kept.
-            self._stats.late_events += 1
-            return
-        ids = (c.ip, c.app, c.device, c.os, c.channel)
-        for g, table, key_of, fidx in self._plan:
-            key = key_of(ids)
-            h = table.get(key)
-            if h is None:
-                h = table[key] = History(values={f: [] for f in self.fields[g]})
-            times = h.times
-            if not times or times[-1] <= t:
-                times.append(t)
-                for vals, i in zip(h.values.values(), fidx):
-                    vals.append(ids[i])
-            else:  # late click: place it by its time
-                at = bisect.bisect_right(times, t)
-                times.insert(at, t)
-                for vals, i in zip(h.values.values(), fidx):
-                    vals.insert(at, ids[i])
-            if h.by_value is not None:
-                cutoff = self.watermark - self.retention
-                for index, i in zip(h.by_value.values(), fidx):
-                    index.add(ids[i], t, cutoff)
-            elif fidx and len(times) >= INDEX_FROM:
-                h.by_value = {}
-                for f, vals in h.values.items():
-                    index = h.by_value[f] = ValueIndex()
-                    for ti, v in zip(times, vals):
-                        index.add(v, ti, times[0])
-            self.expiry.append((t, table, key, h))
-
-    def _evict(self, cutoff: int) -> None:
-        expiry = self.expiry
-        while expiry and expiry[0][0] < cutoff:
-            _, table, key, h = expiry.popleft()
-            if h is None:  # a click_id
-                if table.get(key, cutoff) < cutoff:
-                    del table[key]
-                continue
-            if table.get(key) is h:
-                _trim(h, cutoff)
-                if not h.times:
-                    del table[key]
-
     def stats(self) -> StoreStats:
-        self._stats.keys = sum(len(t) for t in self.state.values())
-        self._stats.events = sum(len(h.times) for t in self.state.values() for h in t.values())
+        self._stats.events, self._stats.keys = (int(x) for x in self._k.stats(self._state.tables, self._state.scalars))
+        self._stats.late_events = int(self._state.scalars[self._k.LATE])
         return self._stats
-
-
-_EMPTY = History()
-
-
-def _key_getter(positions: tuple[int, ...]):
-    """ids -> the group's key tuple (itemgetter returns a bare value for one position)."""
-    if len(positions) == 1:
-        (p,) = positions
-        return lambda ids: (ids[p],)
-    return operator.itemgetter(*positions)
-
-
-def _trim(h: History, cutoff: int) -> None:
-    i = bisect.bisect_left(h.times, cutoff)
-    if i:
-        del h.times[:i]
-        for vals in h.values.values():
-            del vals[:i]
 
 
 class FeaturePlan:
@@ -260,7 +175,6 @@ class FeaturePlan:
         self.names = spec.feature_names
         index = {n: i for i, n in enumerate(self.names)}
         self.per_group: list[tuple[tuple[str, ...], list, list, list, list]] = []
-        self.windows: dict[int, int] = {}
         for g in spec.key_groups:
             # Every bound a group needs is "first click at or after second t - offset"; bands share them
             # ([t-300, t-1] and [t-3600, t-301] both cut at t-300), so each is one bisect per click.
@@ -275,8 +189,6 @@ class FeaturePlan:
                      for b, n in zip(c.bands, c.names())]
             prevs = [(index[p.name], p.window) for p in spec.since_previous if p.keys == g]
             dists = [(index[d.name], d.of, at[d.window]) for d in spec.distincts if d.keys == g]
-            for d in spec.distincts:
-                self.windows[index[d.name]] = d.window
             self.per_group.append((g, offsets, bands, prevs, dists))
         self.hour = (index["hour_sin"], index["hour_cos"]) if spec.hour_of_day else None
         self.hour_table = FeatureSpec.hour_table()
@@ -285,7 +197,6 @@ class FeaturePlan:
         out = [0.0] * len(self.names)
         nan = np.nan
         left = bisect.bisect_left
-        windows = self.windows
         for g, offsets, bands, prevs, dists in self.per_group:
             h = histories[g]
             times = h.times
@@ -300,10 +211,7 @@ class FeaturePlan:
             for i, window in prevs:
                 out[i] = t - times[end - 1] if end and times[end - 1] >= t - window else nan
             for i, of, lo in dists:
-                if h.by_value is None:
-                    out[i] = len(set(h.values[of][cut[lo]:end]))
-                else:
-                    out[i] = h.by_value[of].count(t - windows[i], t)
+                out[i] = len(set(h.values[of][cut[lo]:end]))
         if self.hour:
             s, c = self.hour_table[(t // 3600) % 24]
             out[self.hour[0]], out[self.hour[1]] = s, c
@@ -320,8 +228,7 @@ class OnlineFeatures:
 
     def score(self, clicks: Sequence[Click]) -> np.ndarray:
         """Feature matrix (clicks x spec.feature_names), after recording the clicks into the state."""
-        histories = self.store.record_and_fetch(clicks)
-        return np.array([self.plan.row(c.click_time, h) for c, h in zip(clicks, histories)], dtype=np.float64)
+        return self.store.score(clicks)
 
 
 def clicks_from_frame(frame: pd.DataFrame) -> list[Click]:

@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from attribution.features.online import FIELD_INDEX, Click, History, StateStore, StateUnavailable, StoreStats
+from attribution.features.online import FIELD_INDEX, Click, History, HistoryStore, StateUnavailable, StoreStats
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, 
 _UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
 
 
-class RedisStore(StateStore):
+class RedisStore(HistoryStore):
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
