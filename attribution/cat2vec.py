@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -112,12 +112,12 @@ class Cat2Vec(BaseEstimator, TransformerMixin):
             self.lookup_[f] = (keys, rows)
 
     # ---- transform ------------------------------------------------------------------------------
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
-        n = len(X)
+    def transform(self, X: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+        n = len(X[self.fields[0]])
         out = np.zeros((n, len(self.fields) * self.vector_size), dtype=np.float32)
         for j, f in enumerate(self.fields):
             keys, rows = self.lookup_[f]
-            vals = X[f].to_numpy().astype(np.int64)
+            vals = np.asarray(X[f]).astype(np.int64)
             if not len(keys):
                 continue
             pos = np.clip(np.searchsorted(keys, vals), 0, len(keys) - 1)

@@ -7,6 +7,8 @@ saved as one model directory without pickles (DESIGN.md §4) and loaded back by 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import json
 import logging
 import platform
@@ -71,17 +73,25 @@ class FeatureAssembler(BaseEstimator, TransformerMixin):
         return cached[1]
 
     def feature_names(self) -> list[str]:
-        spec = self._spec()
-        window = spec.count_names + spec.distinct_names + spec.since_previous_names if self.use_window_features else []
-        return list(ID_FIELDS) + spec.hour_names + window
+        plain, logged = self._columns()
+        return plain + logged
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
-        spec = self._spec()
-        cols = [X[f].to_numpy(dtype=np.float32) for f in ID_FIELDS]
-        cols += [X[n].to_numpy(dtype=np.float32) for n in spec.hour_names]
-        if self.use_window_features:
-            for n in spec.count_names + spec.distinct_names + spec.since_previous_names:
-                cols.append(np.log1p(X[n].to_numpy(dtype=np.float32)))
+    def _columns(self) -> tuple[list[str], list[str]]:
+        """(columns taken as they are, window columns log-scaled), cached with the parsed spec."""
+        key = (self.spec_json, self.use_window_features)
+        cached = self.__dict__.get("_cols")
+        if cached is None or cached[0] != key:
+            spec = self._spec()
+            window = spec.count_names + spec.distinct_names + spec.since_previous_names
+            cached = (key, list(ID_FIELDS) + spec.hour_names, window if self.use_window_features else [])
+            self.__dict__["_cols"] = cached
+        return cached[1], cached[2]
+
+    def transform(self, X: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+        """X: a frame, or column name -> array (the predictor's path, which skips pandas per request)."""
+        plain, logged = self._columns()
+        cols = [np.asarray(X[f], dtype=np.float32) for f in plain]
+        cols += [np.log1p(np.asarray(X[n], dtype=np.float32)) for n in logged]
         return np.column_stack(cols)
 
 
@@ -129,15 +139,16 @@ class ModelBundle:
     negative_rate: float
     metadata: dict = field(default_factory=dict)
 
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+    def matrix(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         # The union's own transform goes through joblib, which costs milliseconds per call; the predictor
         # scores one request at a time, so the fitted parts are applied directly (same columns, same order).
         parts = [step.transform(frame) for _, step in self.union.transformer_list]
         return np.hstack(parts) if len(parts) > 1 else parts[0]
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Calibrated P(attributed) for clicks with their window features; one booster call."""
-        if len(frame) == 0:
+    def predict_proba(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Calibrated P(attributed) for clicks with their window features (a frame, or column name ->
+        array); one booster call."""
+        if len(frame["ip"]) == 0:
             return np.empty(0, dtype=np.float64)
         raw = self.booster.inplace_predict(self.matrix(frame))
         return recalibrate(np.asarray(raw, dtype=np.float64), self.negative_rate)
