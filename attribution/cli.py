@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--input", required=True, help="click file: CSV, CSV.gz or Parquet in the Kaggle format")
     f.add_argument("--output", required=True, help="Parquet file to write")
     f.add_argument("--engine", default="duckdb", choices=["duckdb", "vectorized", "spark", "online"],
-                   help="duckdb: the spec's SQL (embedded default); vectorized: numpy kernel, fastest; "
+                   help="duckdb: the spec's SQL (embedded default); vectorized: compiled (numba) kernel, fastest; "
                         "spark: Spark SQL; online: replay through the serving state")
     f.add_argument("--on-bad-rows", default="error", choices=["error", "quarantine"],
                    help="stop at the first bad row, or write bad rows with reasons to a side file")

@@ -71,6 +71,12 @@ def test_refuses_missing_model_and_unknown_state(model_dir, tmp_path):
         ([{**GOOD, "click_time": 2**62}], "field 'click_time': epoch seconds out of range"),
         ([{**GOOD, "click_time": [1]}], "field 'click_time': expected an integer or a time string, got array"),
         ([{**GOOD, "click_id": -4}], "field 'click_id': not a non-negative integer"),
+        # deep in a batch, where well-formed batches take the one-comprehension-per-field path
+        ([GOOD] * 57 + [{**GOOD, "extra": 1}] + [GOOD] * 3, "instance 57, field 'extra': unknown field"),
+        ([GOOD] * 40 + [{**GOOD, "ip": True}], "instance 40, field 'ip': expected a non-negative integer, got boolean"),
+        ([GOOD] * 9 + [{**GOOD, "click_id": 1.5}], "instance 9, field 'click_id': expected a non-negative integer"),
+        ([GOOD] * 9 + [{**{k: v for k, v in GOOD.items() if k != "app"}, "click_id": 3}],
+         "instance 9, field 'app': missing required field"),
     ],
 )
 def test_bad_clicks_name_instance_and_field(core, instances, message):
@@ -85,6 +91,11 @@ def test_ids_as_strings_and_times_as_epochs_are_the_same_click():
     a, _ = parse_clicks([GOOD])
     b, _ = parse_clicks([{**{k: str(v) for k, v in GOOD.items() if k != "click_time"}, "click_time": 1510200000}])
     assert a.equals(b)
+
+
+def test_a_null_click_id_is_a_click_without_id():
+    frame, clicks = parse_clicks([GOOD, {**GOOD, "click_id": None}, {**GOOD, "click_id": 7}])
+    assert [c.click_id for c in clicks] == [None, None, "7"] and len(frame) == 3
 
 
 def test_impossible_dates_are_refused():
