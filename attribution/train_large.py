@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 READ_COLUMNS = ["row_id", "ip", "app", "device", "os", "channel", "click_time", LABEL, *DEFAULT_SPEC.feature_names]
 
 
+# One batch of ~80 columns is ~0.4 GB in pandas; pyarrow's default read-ahead (16 batches) would hold
+# gigabytes of a 184.9M-row file in flight, so the scans read ahead only a little.
+SCAN = {"batch_size": 1 << 20, "batch_readahead": 2, "fragment_readahead": 1}
+
+
 def dataset_of(path: str | Path) -> ds.Dataset:
     return ds.dataset(path, format="parquet")
 
@@ -38,7 +43,7 @@ def read_sampled(data: ds.Dataset, valid_from: int, negative_rate: float, seed: 
     The keep decision is a seeded hash of row_id, so it does not depend on batch boundaries."""
     cols = [c for c in READ_COLUMNS if c in data.schema.names] + (["true_probability"] if "true_probability" in data.schema.names else [])
     parts = []
-    scanner = data.scanner(columns=cols, filter=ds.field("click_time") < valid_from, batch_size=1 << 20)
+    scanner = data.scanner(columns=cols, filter=ds.field("click_time") < valid_from, **SCAN)
     with tqdm(desc="read training window", unit=" rows", unit_scale=True, disable=not progress) as bar:
         for batch in scanner.to_batches():
             frame = batch.to_pandas()
@@ -67,7 +72,7 @@ def score_holdout(data: ds.Dataset, bundle, valid_from: int, progress: bool) -> 
     has_tp = "true_probability" in data.schema.names
     ys, ps, tps = [], [], []
     scanner = data.scanner(columns=cols + (["true_probability"] if has_tp else []),
-                           filter=ds.field("click_time") >= valid_from, batch_size=1 << 20)
+                           filter=ds.field("click_time") >= valid_from, **SCAN)
     with tqdm(desc="score holdout", unit=" rows", unit_scale=True, disable=not progress) as bar:
         for batch in scanner.to_batches():
             frame = batch.to_pandas()
