@@ -2,6 +2,8 @@
 
 One query shape for all three dialects, built only from constructs they share (RANGE frames on integer
 epoch seconds, LAG/LEAD, running SUM, CASE), so the BigQuery text also transpiles to DuckDB for testing.
+Every frame runs from UNBOUNDED PRECEDING, so each window is one incremental pass per key group: a band
+count is a difference of two running counts, and time-since-previous reads the running MAX.
 Per-dialect pieces are the epoch-seconds expression and integer division.
 
 Distinct counts over a sliding frame are not portable (BigQuery and Spark have no COUNT(DISTINCT) over a
@@ -67,19 +69,21 @@ def render(
     selects = ["c.row_id", "c.ip", "c.app", "c.device", "c.os", "c.channel", "c.t AS click_time"]
     selects += [f"c.{p}" for p in passthrough]
     joins = []
+    # Frames all start at UNBOUNDED PRECEDING: engines grow such a frame row by row, while a frame with two
+    # offsets is re-aggregated whenever it moves (Spark does, over every row of an 8 h frame of a bot IP).
+    def upto(part: str, offset: int, agg: str = "COUNT(*)") -> str:
+        return f"{agg} OVER (PARTITION BY {part} ORDER BY c.t RANGE BETWEEN UNBOUNDED PRECEDING AND {offset} PRECEDING)"
+
     for c in spec.counts:
         part = ", ".join(c.keys)
         for band, name in zip(c.bands, c.names()):
-            selects.append(
-                f"COUNT(*) OVER (PARTITION BY {part} ORDER BY c.t "
-                f"RANGE BETWEEN {band.end} PRECEDING AND {band.start} PRECEDING) AS {name}"
-            )
+            # clicks in [t - end, t - start] = clicks up to t - start minus clicks up to t - end - 1
+            selects.append(f"{upto(part, band.start)} - {upto(part, band.end + 1)} AS {name}")
     for p in spec.since_previous:
         part = ", ".join(p.keys)
-        selects.append(
-            f"c.t - MAX(c.t) OVER (PARTITION BY {part} ORDER BY c.t "
-            f"RANGE BETWEEN {p.window} PRECEDING AND 1 PRECEDING) AS {p.name}"
-        )
+        # the latest earlier second, kept when it lies within the window
+        latest = upto(part, 1, "MAX(c.t)")
+        selects.append(f"CASE WHEN c.t - {latest} <= {p.window} THEN c.t - {latest} END AS {p.name}")
     for i, d in enumerate(spec.distincts):
         keys = ", ".join(d.keys)
         ctes.append(
