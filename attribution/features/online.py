@@ -124,7 +124,6 @@ class MemoryStore(StateStore):
         self._k = k
         plan = k.KernelPlan(spec)
         self._n_features = plan.n_features
-        self._plan_args = plan.args()
         self._state = k.KernelState(plan)
         self.seen_ids: dict[str, int] = {}
         self._id_expiry: deque[tuple[int, str]] = deque()
@@ -152,7 +151,7 @@ class MemoryStore(StateStore):
                     self._id_expiry.append((int(t[i]), cid))
         out = np.empty((len(t), self._n_features), np.float64)
         self._k.score_batch(*self._state.args(), np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(t, np.int64),
-                            record, self.retention, *self._plan_args, out)
+                            record, self.retention, self._state.hour_table, out)
         if self._id_expiry and len(t):
             cutoff = min(int(self._state.scalars[self._k.WATERMARK]), int(t.min())) - self.retention
             while self._id_expiry and self._id_expiry[0][0] < cutoff:
@@ -162,7 +161,7 @@ class MemoryStore(StateStore):
         return out
 
     def stats(self) -> StoreStats:
-        self._stats.events, self._stats.keys = (int(x) for x in self._k.stats(self._state.tables, self._state.scalars))
+        self._stats.events, self._stats.keys = (int(x) for x in self._k.stats(self._state.store, self._state.scalars))
         self._stats.late_events = int(self._state.scalars[self._k.LATE])
         return self._stats
 

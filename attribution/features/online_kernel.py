@@ -1,8 +1,10 @@
 """The in-process online state, compiled with numba: record a batch of clicks, then read their features.
 
-Layout, per key group g: `index[g]` maps the key (a 5-tuple of ids, -1 where the group does not use the
-field) to a slot. A slot holds one key's recent clicks sorted by second, `slots[slot][0, start:end]`, and
-the values its group's distinct counts need, `slots[slot][1 + f, start:end]`. Every recorded click also enters a
+Layout: `index` maps (group, its key as five ids, -1 where the group does not use the field) to a slot.
+`store` is one typed list of int64 tables: the per-slot meta and keys, the FIFO, the free list, the plan,
+then one table per slot holding a key's recent clicks sorted by second, `store[SLOT0 + slot][0, start:end]`,
+and the values its group's distinct counts need, `store[SLOT0 + slot][1 + f, start:end]`. (Two containers
+and few arrays per call: numba types each argument on every call, ~1 us per typed container.) Every recorded click also enters a
 FIFO of (second, slot, generation); when the watermark moves, entries older than the cutoff are popped and
 their slot trimmed, and an emptied slot is freed (its generation bumped, so stale entries skip it). Memory
 therefore follows the window, not the stream. Features are binary searches over a slot's seconds and, for
@@ -20,9 +22,12 @@ from numba.typed import Dict, List
 
 from attribution.features.spec import KEY_FIELDS, FeatureSpec
 
-KEY = types.UniTuple(types.int64, 5)
-# the tables: per-slot meta (columns below), per-slot keys, the FIFO (second, slot, generation), free slots
+KEY = types.UniTuple(types.int64, 6)  # (group, ip, app, device, os, channel)
+# store tables: per-slot meta (columns below), per-slot keys, the FIFO (second, slot, generation), free
+# slots, the plan's tables, then the slots
 META, KEYS, FIFO, FREE = 0, 1, 2, 3
+GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR = range(4, 12)
+SLOT0 = 12
 START, END, GEN, GROUP = 0, 1, 2, 3
 # scalars
 WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP = range(7)
@@ -68,34 +73,31 @@ class KernelPlan:
                              np.int64)
         self.hour_table = np.array(FeatureSpec.hour_table(), np.float64)
 
-    def args(self) -> tuple:
-        """In score_batch's order."""
-        return (self.group_fields, self.value_fields, self.offsets, self.n_offsets, self.bands, self.prevs,
-                self.dists, self.hour, self.hour_table)
+    def tables(self) -> list[np.ndarray]:
+        """The integer tables at store[GROUP_FIELDS:SLOT0], each 2-D."""
+        return [self.group_fields, self.value_fields, self.offsets, self.n_offsets.reshape(1, -1), self.bands,
+                self.prevs, self.dists, self.hour.reshape(1, -1)]
 
 
 class KernelState:
-    """Containers the compiled functions mutate in place (typed lists let them swap in grown arrays). Few
-    and passed one by one: numba types a tuple of containers on every call, which costs ~25 us."""
+    """Containers the compiled functions mutate in place (the typed list lets them swap in grown tables)."""
 
     def __init__(self, plan: KernelPlan) -> None:
-        self.index = List()
-        for _ in range(len(plan.group_fields)):
-            self.index.append(Dict.empty(KEY, types.int64))
-        self.slots = List.empty_list(types.int64[:, ::1])
-        self.tables = List([np.zeros((0, 4), np.int64), np.zeros((0, 5), np.int64), np.zeros((1024, 3), np.int64),
-                            np.zeros((0, 1), np.int64)])
+        self.index = Dict.empty(KEY, types.int64)
+        self.store = List([np.zeros((0, 4), np.int64), np.zeros((0, 5), np.int64), np.zeros((1024, 3), np.int64),
+                           np.zeros((0, 1), np.int64), *(np.ascontiguousarray(t, np.int64) for t in plan.tables())])
         self.marks = np.zeros(MARKS, np.int64)
         self.scalars = np.zeros(7, np.int64)
         self.scalars[WATERMARK] = -(2**62)
+        self.hour_table = plan.hour_table
 
     def args(self) -> tuple:
-        return self.index, self.slots, self.tables, self.marks, self.scalars
+        return self.index, self.store, self.marks, self.scalars
 
 
 @numba.njit(cache=True)
-def _key(ids: np.ndarray, mask: np.ndarray) -> tuple:
-    return (ids[0] if mask[0] else NO_KEY, ids[1] if mask[1] else NO_KEY, ids[2] if mask[2] else NO_KEY,
+def _key(ids: np.ndarray, mask: np.ndarray, group: int) -> tuple:
+    return (group, ids[0] if mask[0] else NO_KEY, ids[1] if mask[1] else NO_KEY, ids[2] if mask[2] else NO_KEY,
             ids[3] if mask[3] else NO_KEY, ids[4] if mask[4] else NO_KEY)
 
 
@@ -109,7 +111,7 @@ def _find(table, key: tuple) -> int:
 
 @numba.njit(cache=True)
 def _new_slot(state: tuple, group: int, key: tuple, n_rows: int) -> int:
-    index, slots, tables, marks, sc = state
+    index, tables, marks, sc = state
     if sc[N_FREE] > 0:
         sc[N_FREE] -= 1
         slot = tables[FREE][sc[N_FREE], 0]
@@ -123,25 +125,25 @@ def _new_slot(state: tuple, group: int, key: tuple, n_rows: int) -> int:
                 grown = np.zeros((cap, old.shape[1]), np.int64)
                 grown[:slot] = old
                 tables[tab] = grown
-        slots.append(np.zeros((n_rows, 4), np.int64))
+        tables.append(np.zeros((n_rows, 4), np.int64))
     meta = tables[META]
     meta[slot, START] = 0
     meta[slot, END] = 0
     meta[slot, GROUP] = group
     keys = tables[KEYS]
     for f in range(5):
-        keys[slot, f] = key[f]
-    index[group][key] = slot
+        keys[slot, f] = key[1 + f]
+    index[key] = slot
     return slot
 
 
 @numba.njit(cache=True)
 def _insert(state: tuple, slot: int, t: int, ids: np.ndarray, value_fields: np.ndarray) -> None:
     """Place the click by its second (appending in the usual, in-order case)."""
-    index, slots, tables, marks, sc = state
+    index, tables, marks, sc = state
     meta = tables[META]
     s0, e0 = meta[slot, START], meta[slot, END]
-    rows = slots[slot]
+    rows = tables[SLOT0 + slot]
     cap = rows.shape[1]
     if e0 == cap:  # full: slide the live part down, or grow
         n = e0 - s0
@@ -150,7 +152,7 @@ def _insert(state: tuple, slot: int, t: int, ids: np.ndarray, value_fields: np.n
         else:
             grown = np.zeros((rows.shape[0], 2 * cap), np.int64)
             grown[:, :n] = rows[:, s0:e0]
-            slots[slot] = grown
+            tables[SLOT0 + slot] = grown
             rows = grown
         s0, e0 = 0, n
         meta[slot, START] = 0
@@ -167,7 +169,7 @@ def _insert(state: tuple, slot: int, t: int, ids: np.ndarray, value_fields: np.n
 
 @numba.njit(cache=True)
 def _enqueue(state: tuple, t: int, slot: int) -> None:
-    index, slots, tables, marks, sc = state
+    index, tables, marks, sc = state
     fifo = tables[FIFO]
     head, tail = sc[FIFO_HEAD], sc[FIFO_TAIL]
     if tail == len(fifo):
@@ -189,7 +191,7 @@ def _enqueue(state: tuple, t: int, slot: int) -> None:
 
 @numba.njit(cache=True)
 def _evict(state: tuple, cutoff: int) -> None:
-    index, slots, tables, marks, sc = state
+    index, tables, marks, sc = state
     fifo, meta = tables[FIFO], tables[META]
     head = sc[FIFO_HEAD]
     while head < sc[FIFO_TAIL] and fifo[head, 0] < cutoff:
@@ -198,11 +200,11 @@ def _evict(state: tuple, cutoff: int) -> None:
         if meta[slot, GEN] != gen:  # the slot was freed since (and maybe reused)
             continue
         s0, e0 = meta[slot, START], meta[slot, END]
-        s0 += np.searchsorted(slots[slot][0, s0:e0], cutoff, side="left")
+        s0 += np.searchsorted(tables[SLOT0 + slot][0, s0:e0], cutoff, side="left")
         meta[slot, START] = s0
         if s0 == e0:  # nothing left in the window: forget the key
             k = tables[KEYS][slot]
-            index[meta[slot, GROUP]].pop((k[0], k[1], k[2], k[3], k[4]))
+            index.pop((meta[slot, GROUP], k[0], k[1], k[2], k[3], k[4]))
             meta[slot, GEN] += 1
             meta[slot, GROUP] = -1
             if sc[N_FREE] == len(tables[FREE]):
@@ -215,18 +217,18 @@ def _evict(state: tuple, cutoff: int) -> None:
 
 
 @numba.njit(cache=True)
-def _record(state: tuple, ids: np.ndarray, t: int, floor: int, retention: int, group_fields: np.ndarray,
-            value_fields: np.ndarray) -> None:
-    index, slots, tables, marks, sc = state
+def _record(state: tuple, ids: np.ndarray, t: int, floor: int, retention: int) -> None:
+    index, tables, marks, sc = state
     if t > sc[WATERMARK]:
         sc[WATERMARK] = t
         _evict(state, min(t, floor) - retention)
     elif t < sc[WATERMARK] - retention:
         sc[LATE] += 1  # too old to matter to any click still in retention: scored, not kept
         return
+    group_fields, value_fields = tables[GROUP_FIELDS], tables[VALUE_FIELDS]
     for g in range(len(group_fields)):
-        key = _key(ids, group_fields[g])
-        slot = _find(index[g], key)
+        key = _key(ids, group_fields[g], g)
+        slot = _find(index, key)
         if slot < 0:
             slot = _new_slot(state, g, key, 1 + value_fields.shape[1])
         _insert(state, slot, t, ids, value_fields[g])
@@ -235,7 +237,7 @@ def _record(state: tuple, ids: np.ndarray, t: int, floor: int, retention: int, g
 
 @numba.njit(cache=True)
 def _distinct(state: tuple, row: np.ndarray, lo: int, hi: int) -> int:
-    marks, sc = state[3], state[4]
+    marks, sc = state[2], state[3]
     sc[STAMP] += 1
     stamp = sc[STAMP]
     n = 0
@@ -255,20 +257,20 @@ def _distinct(state: tuple, row: np.ndarray, lo: int, hi: int) -> int:
 
 
 @numba.njit(cache=True)
-def _read(state: tuple, ids: np.ndarray, t: int, group_fields: np.ndarray, offsets: np.ndarray,
-          n_offsets: np.ndarray, bands: np.ndarray, prevs: np.ndarray, dists: np.ndarray, hour: np.ndarray,
-          hour_table: np.ndarray, out: np.ndarray) -> None:
-    index, slots, tables, marks, sc = state
+def _read(state: tuple, ids: np.ndarray, t: int, hour_table: np.ndarray, out: np.ndarray) -> None:
+    index, tables, marks, sc = state
     meta = tables[META]
+    group_fields, offsets, n_offsets = tables[GROUP_FIELDS], tables[OFFSETS], tables[N_OFFSETS][0]
+    bands, prevs, dists, hour = tables[BANDS], tables[PREVS], tables[DISTS], tables[HOUR][0]
     cuts = np.zeros(offsets.shape[1], np.int64)
     empty = np.zeros((1, 0), np.int64)
     for g in range(len(group_fields)):
-        slot = _find(index[g], _key(ids, group_fields[g]))
+        slot = _find(index, _key(ids, group_fields[g], g))
         s0 = e0 = end = 0
         rows = empty
         if slot >= 0:
             s0, e0 = meta[slot, START], meta[slot, END]
-            rows = slots[slot]
+            rows = tables[SLOT0 + slot]
         if e0 == s0:
             cuts[:] = 0
         else:
@@ -295,20 +297,18 @@ def _read(state: tuple, ids: np.ndarray, t: int, group_fields: np.ndarray, offse
 
 
 @numba.njit(cache=True)
-def score_batch(index, slots, tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: np.ndarray,
-                record: np.ndarray, retention: int, group_fields: np.ndarray, value_fields: np.ndarray,
-                offsets: np.ndarray, n_offsets: np.ndarray, bands: np.ndarray, prevs: np.ndarray, dists: np.ndarray,
-                hour: np.ndarray, hour_table: np.ndarray, out: np.ndarray) -> None:
+def score_batch(index, tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: np.ndarray,
+                record: np.ndarray, retention: int, hour_table: np.ndarray, out: np.ndarray) -> None:
     """Record the batch's clicks flagged in `record`, then write every click's features into out[i]."""
-    state = (index, slots, tables, marks, sc)
+    state = (index, tables, marks, sc)
     # Evict no further than the batch's earliest click still needs: a batch spanning minutes must not drop,
     # while recording its later clicks, the history its earlier clicks are about to read.
     floor = t.min() if len(t) else 0
     for i in range(len(t)):
         if record[i]:
-            _record(state, ids[i], t[i], floor, retention, group_fields, value_fields)
+            _record(state, ids[i], t[i], floor, retention)
     for i in range(len(t)):
-        _read(state, ids[i], t[i], group_fields, offsets, n_offsets, bands, prevs, dists, hour, hour_table, out[i])
+        _read(state, ids[i], t[i], hour_table, out[i])
 
 
 @numba.njit(cache=True)
