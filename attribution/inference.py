@@ -262,6 +262,10 @@ class InferenceCore:
         self._lock = threading.Lock() if isinstance(self.store, MemoryStore) else None
         self._count_lock = threading.Lock()
         self._columns = ("ip", "app", "device", "os", "channel", "click_time")
+        if isinstance(self.store, MemoryStore):
+            # Compile (or load from numba's cache) the state kernels now, on a scratch store, so that the
+            # server reports ready only when the first request will not wait seconds for the compiler.
+            MemoryStore(self.spec).score([Click(1, 1, 1, 1, 1, 1_500_000_000)])
         log.info(
             "loaded model %s (spec %s) with %s state in %.2fs",
             model_dir, self.spec.hash, type(self.store).__name__, time.perf_counter() - t0,
