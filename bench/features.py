@@ -118,6 +118,8 @@ def main() -> None:
         "duckdb and spark; the pandas baseline computes only the counts and time-since-previous (pandas has no",
         f"windowed distinct count). Target: >= {TARGET_ROWS_PER_S:,} rows/s and >= 10x pandas. Projection = minutes",
         "for 184.9M rows at the measured rate (single pass; the out-of-core path chunks by time).",
+        "Peak RSS is the measuring Python process's: for Spark that is the driver's Python side, not the JVM",
+        "(spark.driver.memory 4g; clicks in and features out through Parquet).",
     ]
     write_results("features", result, ["engine", "rows", "seconds", "rows/s", "peak RSS MB", "x pandas", "184.9M proj. min"],
                   rows_table, notes)
