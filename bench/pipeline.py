@@ -131,6 +131,7 @@ def main() -> None:
     from pipelines.local_run import generate_clicks
 
     runs = []
+    load_at_start = os.getloadavg()[0]
     for rows in a.rows or [1_000_000]:
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
             t = time.perf_counter()
@@ -142,7 +143,8 @@ def main() -> None:
                          "overhead_ratio": round(pipe["seconds"] / direct["seconds"], 3)})
             print(json.dumps(runs[-1], indent=2), flush=True)
     doc = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM (shared with other jobs)",
+                      f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM (load average {load_at_start:.1f} at start, "
+                      f"{os.getloadavg()[0]:.1f} at end)",
            "runs": runs, "note": a.note}
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output + ".json").write_text(json.dumps(doc, indent=2))
