@@ -127,6 +127,7 @@ class MemoryStore(StateStore):
         self._state = k.KernelState(plan)
         self.seen_ids: dict[str, int] = {}
         self._id_expiry: deque[tuple[int, str]] = deque()
+        self._record_all = np.ones(1, np.bool_)  # the kernel only reads it: shared by single-click calls
         self._stats = StoreStats()
 
     def score(self, clicks: Sequence[Click]) -> np.ndarray:
@@ -134,12 +135,14 @@ class MemoryStore(StateStore):
         rows = np.array([(c.ip, c.app, c.device, c.os, c.channel, c.click_time) for c in clicks],
                         dtype=np.int64).reshape(len(clicks), 6)
         cids = [c.click_id for c in clicks]
-        return self.score_arrays(rows, rows[:, 5].copy(), cids if any(x is not None for x in cids) else None)
+        return self.score_arrays(rows, rows[:, 5].copy(), None if cids.count(None) == len(cids) else cids)
 
     def score_arrays(self, ids: np.ndarray, t: np.ndarray, click_ids: Sequence[str | None] | None = None) -> np.ndarray:
         """score() for clicks as arrays: ids (n x 5 or more columns: ip, app, device, os, channel) and seconds."""
-        record = np.ones(len(t), np.bool_)
-        if click_ids is not None:
+        if click_ids is None:
+            record = self._record_all if len(t) == 1 else np.ones(len(t), np.bool_)
+        else:
+            record = np.ones(len(t), np.bool_)
             for i, cid in enumerate(click_ids):
                 if cid is None:
                     continue

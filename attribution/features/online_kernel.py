@@ -86,7 +86,7 @@ class KernelState:
         self.index = Dict.empty(KEY, types.int64)
         self.store = List([np.zeros((0, 4), np.int64), np.zeros((0, 5), np.int64), np.zeros((1024, 3), np.int64),
                            np.zeros((0, 1), np.int64), *(np.ascontiguousarray(t, np.int64) for t in plan.tables())])
-        self.marks = np.zeros(MARKS, np.int64)
+        self.marks = np.zeros(MARKS, np.int32)  # int32: the table stays in L2 cache
         self.scalars = np.zeros(7, np.int64)
         self.scalars[WATERMARK] = -(2**62)
         self.hour_table = plan.hour_table
@@ -238,8 +238,11 @@ def _record(state: tuple, ids: np.ndarray, t: int, floor: int, retention: int) -
 @numba.njit(cache=True)
 def _distinct(state: tuple, row: np.ndarray, lo: int, hi: int) -> int:
     marks, sc = state[2], state[3]
+    if sc[STAMP] == 2**31 - 1:  # stamps are int32: start the table over before they wrap
+        marks[:] = 0
+        sc[STAMP] = 0
     sc[STAMP] += 1
-    stamp = sc[STAMP]
+    stamp = np.int32(sc[STAMP])
     n = 0
     big = 0
     for p in range(lo, hi):
