@@ -117,6 +117,24 @@ def to_kaggle_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+class ParquetSink:
+    """Appends frames to one Parquet file, opened with the first frame's schema."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer, self.rows = path, None, 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def write_clicks(df: pd.DataFrame | Iterable[pd.DataFrame], path: str | Path) -> Path:
     """CSV (optionally .gz) in the Kaggle format, or Parquet with timestamp columns. Given an iterable of
     frames (time slices of a stream too big for memory), appends them one at a time."""
@@ -124,19 +142,16 @@ def write_clicks(df: pd.DataFrame | Iterable[pd.DataFrame], path: str | Path) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = [df] if isinstance(df, pd.DataFrame) else df
     if path.name.endswith(".parquet"):
-        writer = None
+        sink = ParquetSink(path)
         try:
             for frame in frames:
                 out = frame.drop(columns=["row_id"], errors="ignore").copy()
                 for col in ("click_time", "attributed_time"):
                     if col in out:
                         out[col] = pd.to_datetime(out[col], unit="s")
-                table = pa.Table.from_pandas(out, preserve_index=False)
-                writer = writer or pq.ParquetWriter(path, table.schema)
-                writer.write_table(table)
+                sink.write(out)
         finally:
-            if writer is not None:
-                writer.close()
+            sink.close()
     else:
         with (gzip.open if path.name.endswith(".gz") else open)(path, "wt", newline="") as fh:
             for i, frame in enumerate(frames):

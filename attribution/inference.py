@@ -150,8 +150,8 @@ def _columns_checked(instances: list | tuple) -> tuple[dict[str, list], list]:
 
 
 def _columns_fast(instances: list | tuple) -> tuple[dict[str, list], list] | None:
-    """Columns of a well-formed request in one comprehension per field (a 1,000-click batch in ~0.3 ms
-    rather than ~3 ms); None at any doubt, and the checked path then finds and names the mistake."""
+    """Columns of a well-formed request in one comprehension per field (a 1,000-click batch in ~0.6 ms
+    rather than ~1.3 ms click by click); None at any doubt, and the checked path then names the mistake."""
     try:
         if any(type(inst) is not dict for inst in instances):
             return None

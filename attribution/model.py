@@ -7,13 +7,12 @@ saved as one model directory without pickles (DESIGN.md §4) and loaded back by 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import json
 import logging
 import platform
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

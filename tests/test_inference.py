@@ -21,20 +21,15 @@ from tests.redis_fixture import click_dicts, expected_probabilities, free_port, 
 GOOD = {"ip": 5348, "app": 19, "device": 1, "os": 13, "channel": 213, "click_time": "2017-11-09 04:00:00"}
 
 
-@pytest.fixture(scope="module")
-def model_dir(serving_model_dir):
-    return serving_model_dir
-
-
 @pytest.fixture
-def core(model_dir):
-    return InferenceCore(model_dir, max_batch=100)
+def core(serving_model_dir):
+    return InferenceCore(serving_model_dir, max_batch=100)
 
 
 # ---- loading -------------------------------------------------------------------------------------------------
-def test_refuses_a_model_trained_with_another_spec(model_dir, tmp_path):
+def test_refuses_a_model_trained_with_another_spec(serving_model_dir, tmp_path):
     other = tmp_path / "model"
-    shutil.copytree(model_dir, other)
+    shutil.copytree(serving_model_dir, other)
     doc = json.loads((other / "feature_spec.json").read_text())
     d = DEFAULT_SPEC.to_dict()
     d["version"] = 2  # any change to the definition changes the hash
@@ -46,11 +41,11 @@ def test_refuses_a_model_trained_with_another_spec(model_dir, tmp_path):
     assert spec.hash in str(err.value) and DEFAULT_SPEC.hash in str(err.value)
 
 
-def test_refuses_missing_model_and_unknown_state(model_dir, tmp_path):
+def test_refuses_missing_model_and_unknown_state(serving_model_dir, tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         InferenceCore(tmp_path / "nope")
     with pytest.raises(ValueError, match="memory"):
-        InferenceCore(model_dir, state="postgres://x")
+        InferenceCore(serving_model_dir, state="postgres://x")
 
 
 # ---- validation ----------------------------------------------------------------------------------------------
@@ -104,17 +99,17 @@ def test_impossible_dates_are_refused():
 
 
 # ---- scoring -------------------------------------------------------------------------------------------------
-def test_single_clicks_and_batches_score_like_batch_scoring(model_dir, sample_clicks, tmp_path_factory, sample_path):
+def test_single_clicks_and_batches_score_like_batch_scoring(serving_model_dir, sample_clicks, tmp_path_factory, sample_path):
     """The first 1,000 clicks in time order: one at a time, then (fresh state) in batches; the same
     probabilities as predict_file for clicks whose 8 h history lies inside the slice."""
     ordered = replay_order(sample_clicks).head(1000)
     clicks = click_dicts(ordered)
-    one = InferenceCore(model_dir)
+    one = InferenceCore(serving_model_dir)
     singles = np.concatenate([one.predict([c]) for c in clicks])
-    many = InferenceCore(model_dir)
+    many = InferenceCore(serving_model_dir)
     batches = np.concatenate([many.predict(clicks[i : i + 250]) for i in range(0, len(clicks), 250)])
     np.testing.assert_array_equal(singles, batches)
-    expected = expected_probabilities(tmp_path_factory, model_dir, sample_path)[ordered["row_id"].to_numpy()]
+    expected = expected_probabilities(tmp_path_factory, serving_model_dir, sample_path)[ordered["row_id"].to_numpy()]
     np.testing.assert_allclose(singles, expected, rtol=0, atol=1e-6)  # the slice starts the file: no history lost
     assert one.counters.clicks_scored == 1000 and one.counters.requests == 1000
 
@@ -138,8 +133,8 @@ def _v2(clicks: list[dict], nested: bool = False, request_id: str | None = None)
     return InferRequest(model_name="attribution", infer_inputs=inputs, request_id=request_id)
 
 
-def test_kserve_model_v1_and_v2(model_dir):
-    model = AttributionModel("attribution", str(model_dir))
+def test_kserve_model_v1_and_v2(serving_model_dir):
+    model = AttributionModel("attribution", str(serving_model_dir))
     assert not model.ready
     model.load()
     assert model.ready
@@ -154,8 +149,8 @@ def test_kserve_model_v1_and_v2(model_dir):
     assert model.predict(_v2([GOOD], request_id="r-1")).id == "r-1"
 
 
-def test_kserve_model_errors(model_dir):
-    model = AttributionModel("attribution", str(model_dir))
+def test_kserve_model_errors(serving_model_dir):
+    model = AttributionModel("attribution", str(serving_model_dir))
     model.load()
     with pytest.raises(InvalidInput, match="unknown top-level field"):
         model.predict({"instances": [GOOD], "x": 1})
@@ -168,7 +163,7 @@ def test_kserve_model_errors(model_dir):
     with pytest.raises(InvalidInput, match="flat or nested"):
         model.predict(bad)
     dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", DEFAULT_SPEC, connect_timeout=0.3)
-    down = AttributionModel("attribution", str(model_dir), core=InferenceCore(model_dir, store=dead))
+    down = AttributionModel("attribution", str(serving_model_dir), core=InferenceCore(serving_model_dir, store=dead))
     with pytest.raises(ServerNotReady, match="state unavailable"):
         down.predict({"instances": [GOOD]})
-    assert isinstance(InferenceCore(model_dir).store, MemoryStore)
+    assert isinstance(InferenceCore(serving_model_dir).store, MemoryStore)

@@ -28,23 +28,13 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(serving_model_dir):
-    return serving_model_dir
-
-
-@pytest.fixture(scope="module")
-def expected(expected_sample_probabilities):
-    return expected_sample_probabilities
-
-
-@pytest.fixture(scope="module")
 def ordered(sample_clicks):
     return replay_order(sample_clicks)
 
 
 @pytest.fixture(scope="module")
-def kserve(model_dir, tmp_path_factory):
-    srv = ServerProcess("kserve", model_dir, "memory", tmp_path_factory.mktemp("kserve"), max_batch=MAX_BATCH)
+def kserve(serving_model_dir, tmp_path_factory):
+    srv = ServerProcess("kserve", serving_model_dir, "memory", tmp_path_factory.mktemp("kserve"), max_batch=MAX_BATCH)
     try:
         yield srv.wait_ready()
     finally:
@@ -52,8 +42,8 @@ def kserve(model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def flask_server(model_dir, tmp_path_factory):
-    srv = ServerProcess("flask", model_dir, "memory", tmp_path_factory.mktemp("flask"), max_batch=MAX_BATCH)
+def flask_server(serving_model_dir, tmp_path_factory):
+    srv = ServerProcess("flask", serving_model_dir, "memory", tmp_path_factory.mktemp("flask"), max_batch=MAX_BATCH)
     try:
         yield srv.wait_ready()
     finally:
@@ -76,7 +66,7 @@ def replay(post, clicks: list[dict]) -> np.ndarray:
 
 
 # ---- parity ------------------------------------------------------------------------------------------------
-def test_kserve_v1_replay_matches_batch_scoring(kserve, ordered, expected):
+def test_kserve_v1_replay_matches_batch_scoring(kserve, ordered, expected_sample_probabilities):
     s = requests.Session()
 
     def post(batch):
@@ -85,10 +75,10 @@ def test_kserve_v1_replay_matches_batch_scoring(kserve, ordered, expected):
         return r.json()["predictions"]
 
     got = replay(post, click_dicts(ordered))
-    np.testing.assert_allclose(got, expected[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, expected_sample_probabilities[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
 
 
-def test_kserve_v2_replay_matches_batch_scoring(kserve, ordered, expected):
+def test_kserve_v2_replay_matches_batch_scoring(kserve, ordered, expected_sample_probabilities):
     """A week later (whole days keep the hour features; the V1 replay is beyond the 8 h horizon), with
     click_time as epoch INT64 and as BYTES text on alternate batches."""
     s = requests.Session()
@@ -108,7 +98,7 @@ def test_kserve_v2_replay_matches_batch_scoring(kserve, ordered, expected):
         return out["data"]
 
     got = replay(post, click_dicts(ordered, shift=7 * DAY, text_time=False))
-    np.testing.assert_allclose(got, expected[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, expected_sample_probabilities[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
 
 
 def _fmt(epoch: int) -> str:
@@ -117,7 +107,7 @@ def _fmt(epoch: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
-def test_flask_replay_matches_batch_scoring(flask_server, ordered, expected):
+def test_flask_replay_matches_batch_scoring(flask_server, ordered, expected_sample_probabilities):
     """/predict and the seed's /talkingdata-api route on alternate batches."""
     s = requests.Session()
     n_batches = [0]
@@ -130,7 +120,7 @@ def test_flask_replay_matches_batch_scoring(flask_server, ordered, expected):
         return r.json()["probabilities"]
 
     got = replay(post, click_dicts(ordered))
-    np.testing.assert_allclose(got, expected[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, expected_sample_probabilities[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
 
 
 # ---- hand-picked bad requests ------------------------------------------------------------------------------

@@ -33,16 +33,6 @@ BATCH = 500
 V1 = "/v1/models/attribution:predict"
 
 
-@pytest.fixture(scope="module")
-def model_dir(serving_model_dir):
-    return serving_model_dir
-
-
-@pytest.fixture(scope="module")
-def expected(expected_sample_probabilities):
-    return expected_sample_probabilities
-
-
 @pytest.fixture
 def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
@@ -58,9 +48,9 @@ def shared_redis(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_predictors(model_dir, shared_redis, tmp_path_factory):
+def two_predictors(serving_model_dir, shared_redis, tmp_path_factory):
     logs = tmp_path_factory.mktemp("kserve_redis")
-    servers = [ServerProcess("kserve", model_dir, shared_redis.url, logs) for _ in range(2)]
+    servers = [ServerProcess("kserve", serving_model_dir, shared_redis.url, logs) for _ in range(2)]
     try:
         yield [s.wait_ready() for s in servers]
     finally:
@@ -125,7 +115,7 @@ def test_unreachable_redis_raises_state_unavailable(tmp_path):
 
 
 # ---- two predictor processes, one Redis ---------------------------------------------------------------------
-def test_two_predictors_sharing_redis_match_batch_scoring(two_predictors, sample_clicks, expected):
+def test_two_predictors_sharing_redis_match_batch_scoring(two_predictors, sample_clicks, expected_sample_probabilities):
     """Batches alternate between the two processes; every click's features see the other's clicks."""
     ordered = replay_order(sample_clicks)
     clicks = click_dicts(ordered)
@@ -136,7 +126,7 @@ def test_two_predictors_sharing_redis_match_batch_scoring(two_predictors, sample
         r = s.post(srv.base + V1, json={"instances": clicks[i : i + BATCH]}, timeout=60)
         assert r.status_code == 200, r.text
         got.extend(r.json()["predictions"])
-    np.testing.assert_allclose(np.asarray(got), expected[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got), expected_sample_probabilities[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
     text = requests.get(two_predictors[0].base + "/metrics", timeout=30).text
     assert metric(text, "attribution_state_events") > 0 and metric(text, "attribution_state_up") == 1
 
@@ -161,9 +151,9 @@ def test_redis_down_gives_503_and_recovers_without_restart(two_predictors, share
 
 
 # ---- Flask under gunicorn, two workers, Redis ------------------------------------------------------------------
-def test_flask_two_workers_on_redis_match_batch_scoring(model_dir, sample_clicks, expected, tmp_path):
+def test_flask_two_workers_on_redis_match_batch_scoring(serving_model_dir, sample_clicks, expected_sample_probabilities, tmp_path):
     redis = RedisServer(tmp_path).start()
-    srv = ServerProcess("flask", model_dir, redis.url, tmp_path, workers=2)
+    srv = ServerProcess("flask", serving_model_dir, redis.url, tmp_path, workers=2)
     try:
         srv.wait_ready()
         ordered = replay_order(sample_clicks)
@@ -174,7 +164,7 @@ def test_flask_two_workers_on_redis_match_batch_scoring(model_dir, sample_clicks
             r = s.post(srv.base + "/predict", json={"clicks": clicks[i : i + BATCH]}, timeout=60)
             assert r.status_code == 200, r.text
             got.extend(r.json()["probabilities"])
-        np.testing.assert_allclose(np.asarray(got), expected[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(got), expected_sample_probabilities[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
         redis.stop()
         r = s.post(srv.base + "/predict", json={"clicks": clicks[:1]}, timeout=30)
         assert r.status_code == 503 and "unavailable" in r.json()["error"]

@@ -64,11 +64,6 @@ class StateStore(ABC):
 
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
-        self.groups = spec.key_groups
-        # Fields whose values a group's history must keep (for its distinct counts).
-        self.fields: dict[tuple[str, ...], tuple[str, ...]] = {
-            g: tuple(dict.fromkeys(d.of for d in spec.distincts if d.keys == g)) for g in self.groups
-        }
         self.horizon = spec.max_window
 
     @abstractmethod
@@ -82,9 +77,6 @@ class StateStore(ABC):
     def ping(self) -> None:
         """Raise StateUnavailable when the backend is down."""
 
-    def key_of(self, group: tuple[str, ...], click: Click) -> tuple[int, ...]:
-        return tuple(getattr(click, k) for k in group)
-
 
 class HistoryStore(StateStore):
     """A store that hands back each click's recent clicks per key group (a remote one: Redis); the features
@@ -92,6 +84,9 @@ class HistoryStore(StateStore):
 
     def __init__(self, spec: FeatureSpec) -> None:
         super().__init__(spec)
+        self.groups = spec.key_groups
+        # Fields whose values a group's history must keep (for its distinct counts).
+        self.fields = {g: spec.distinct_fields(g) for g in self.groups}
         self.plan = FeaturePlan(spec)
 
     @abstractmethod
@@ -178,14 +173,7 @@ class FeaturePlan:
         index = {n: i for i, n in enumerate(self.names)}
         self.per_group: list[tuple[tuple[str, ...], list, list, list, list]] = []
         for g in spec.key_groups:
-            # Every bound a group needs is "first click at or after second t - offset"; bands share them
-            # ([t-300, t-1] and [t-3600, t-301] both cut at t-300), so each is one bisect per click.
-            offsets = sorted(
-                {0}
-                | {b.start - 1 for c in spec.counts if c.keys == g for b in c.bands}
-                | {b.end for c in spec.counts if c.keys == g for b in c.bands}
-                | {d.window for d in spec.distincts if d.keys == g}
-            )
+            offsets = spec.window_offsets(g)  # one bisect per offset and click
             at = {o: k for k, o in enumerate(offsets)}
             bands = [(index[n], at[b.start - 1], at[b.end]) for c in spec.counts if c.keys == g
                      for b, n in zip(c.bands, c.names())]

@@ -4,10 +4,10 @@ Layout: `index` maps (group, its key as five ids, -1 where the group does not us
 `store` is one typed list of int64 tables: the per-slot meta and keys, the FIFO, the free list, the plan,
 then one table per slot holding a key's recent clicks sorted by second, `store[SLOT0 + slot][0, start:end]`,
 and the values its group's distinct counts need, `store[SLOT0 + slot][1 + f, start:end]`. (Two containers
-and few arrays per call: numba types each argument on every call, ~1 us per typed container.) Every recorded click also enters a
-FIFO of (second, slot, generation); when the watermark moves, entries older than the cutoff are popped and
-their slot trimmed, and an emptied slot is freed (its generation bumped, so stale entries skip it). Memory
-therefore follows the window, not the stream. Features are binary searches over a slot's seconds and, for
+and few arrays per call: numba types each argument on every call, ~1 us per typed container.)
+Every recorded click also enters a FIFO of (second, slot, generation); when the watermark moves, entries
+older than the cutoff are popped and their slot trimmed, and an emptied slot is freed (its generation
+bumped, so stale entries skip it). Memory therefore follows the window, not the stream. Features are binary searches over a slot's seconds and, for
 distinct counts, one pass over the window's values with a stamped mark table.
 
 The semantics are those of attribution.features.online (documented there); this module is its engine.
@@ -44,7 +44,7 @@ class KernelPlan:
         groups = spec.key_groups
         self.n_features = len(names)
         self.group_fields = np.array([[1 if f in g else 0 for f in KEY_FIELDS] for g in groups], np.int64)
-        fields = [list(dict.fromkeys(d.of for d in spec.distincts if d.keys == g)) for g in groups]
+        fields = [list(spec.distinct_fields(g)) for g in groups]
         self.n_values = max([len(f) for f in fields] + [1])
         # per group, the id column stored in each value row (-1: unused)
         self.value_fields = np.full((len(groups), self.n_values), -1, np.int64)
@@ -53,9 +53,7 @@ class KernelPlan:
         for gi, g in enumerate(groups):
             for k, f in enumerate(fields[gi]):
                 self.value_fields[gi, k] = KEY_FIELDS.index(f)
-            offs = sorted({0} | {b.start - 1 for c in spec.counts if c.keys == g for b in c.bands}
-                          | {b.end for c in spec.counts if c.keys == g for b in c.bands}
-                          | {d.window for d in spec.distincts if d.keys == g})
+            offs = spec.window_offsets(g)
             offsets.append(offs)
             at = {o: k for k, o in enumerate(offs)}
             bands += [(gi, at_name[n], at[b.start - 1], at[b.end]) for c in spec.counts if c.keys == g
@@ -111,7 +109,7 @@ def _find(table, key: tuple) -> int:
 
 @numba.njit(cache=True)
 def _new_slot(state: tuple, group: int, key: tuple, n_rows: int) -> int:
-    index, tables, marks, sc = state
+    index, tables, sc = state[0], state[1], state[3]
     if sc[N_FREE] > 0:
         sc[N_FREE] -= 1
         slot = tables[FREE][sc[N_FREE], 0]
@@ -140,7 +138,7 @@ def _new_slot(state: tuple, group: int, key: tuple, n_rows: int) -> int:
 @numba.njit(cache=True)
 def _insert(state: tuple, slot: int, t: int, ids: np.ndarray, value_fields: np.ndarray) -> None:
     """Place the click by its second (appending in the usual, in-order case)."""
-    index, tables, marks, sc = state
+    tables = state[1]
     meta = tables[META]
     s0, e0 = meta[slot, START], meta[slot, END]
     rows = tables[SLOT0 + slot]
@@ -169,7 +167,7 @@ def _insert(state: tuple, slot: int, t: int, ids: np.ndarray, value_fields: np.n
 
 @numba.njit(cache=True)
 def _enqueue(state: tuple, t: int, slot: int) -> None:
-    index, tables, marks, sc = state
+    tables, sc = state[1], state[3]
     fifo = tables[FIFO]
     head, tail = sc[FIFO_HEAD], sc[FIFO_TAIL]
     if tail == len(fifo):
@@ -191,7 +189,7 @@ def _enqueue(state: tuple, t: int, slot: int) -> None:
 
 @numba.njit(cache=True)
 def _evict(state: tuple, cutoff: int) -> None:
-    index, tables, marks, sc = state
+    index, tables, sc = state[0], state[1], state[3]
     fifo, meta = tables[FIFO], tables[META]
     head = sc[FIFO_HEAD]
     while head < sc[FIFO_TAIL] and fifo[head, 0] < cutoff:
@@ -218,7 +216,7 @@ def _evict(state: tuple, cutoff: int) -> None:
 
 @numba.njit(cache=True)
 def _record(state: tuple, ids: np.ndarray, t: int, floor: int, retention: int) -> None:
-    index, tables, marks, sc = state
+    index, tables, sc = state[0], state[1], state[3]
     if t > sc[WATERMARK]:
         sc[WATERMARK] = t
         _evict(state, min(t, floor) - retention)
@@ -261,7 +259,7 @@ def _distinct(state: tuple, row: np.ndarray, lo: int, hi: int) -> int:
 
 @numba.njit(cache=True)
 def _read(state: tuple, ids: np.ndarray, t: int, hour_table: np.ndarray, out: np.ndarray) -> None:
-    index, tables, marks, sc = state
+    index, tables = state[0], state[1]
     meta = tables[META]
     group_fields, offsets, n_offsets = tables[GROUP_FIELDS], tables[OFFSETS], tables[N_OFFSETS][0]
     bands, prevs, dists, hour = tables[BANDS], tables[PREVS], tables[DISTS], tables[HOUR][0]

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from attribution.data import ClickReader, OnBadRows
+from attribution.data import ClickReader, OnBadRows, ParquetSink
 from attribution.features import conform_output, vectorized
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 
@@ -45,24 +44,6 @@ def parse_memory(limit: str) -> int:
 
 def chunk_rows_for(memory_limit: str) -> int:
     return max(10_000, parse_memory(memory_limit) // BYTES_PER_ROW)
-
-
-class ParquetSink:
-    """Appends frames to one Parquet file, opened with the first frame's schema."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.writer, self.rows = path, None, 0
-
-    def write(self, frame) -> None:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
-        self.writer.write_table(table)
-        self.rows += len(frame)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def ingest(input_path: str | Path, staged: Path, on_bad_rows: OnBadRows, progress: bool) -> tuple[int, int, bool]:

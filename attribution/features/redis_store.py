@@ -30,7 +30,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from attribution.features.online import FIELD_INDEX, Click, History, HistoryStore, StateUnavailable, StoreStats
+from attribution.features.online import (
+    FIELD_INDEX,
+    Click,
+    History,
+    HistoryStore,
+    StateUnavailable,
+    StoreStats,
+)
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 
 log = logging.getLogger(__name__)

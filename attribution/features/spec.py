@@ -128,6 +128,21 @@ class FeatureSpec:
             seen.setdefault(g, None)
         return list(seen)
 
+    def distinct_fields(self, group: tuple[str, ...]) -> tuple[str, ...]:
+        """The fields whose values the group's distinct counts need, each once, in spec order."""
+        return tuple(dict.fromkeys(d.of for d in self.distincts if d.keys == group))
+
+    def window_offsets(self, group: tuple[str, ...]) -> list[int]:
+        """Every edge the group's windows cut at, as seconds before the click, ascending from 0 (the click's
+        own second). Each engine finds "the group's first click at or after second t - offset" once per
+        offset; bands share edges ([t-300, t-1] and [t-3600, t-301] both cut at t-300)."""
+        return sorted(
+            {0}
+            | {b.start - 1 for c in self.counts if c.keys == group for b in c.bands}
+            | {b.end for c in self.counts if c.keys == group for b in c.bands}
+            | {d.window for d in self.distincts if d.keys == group}
+        )
+
     # ---- hour of day ---------------------------------------------------------------------------
     @staticmethod
     def hour_table() -> list[tuple[float, float]]:
