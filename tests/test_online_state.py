@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attribution.features.online import Click, MemoryStore, OnlineFeatures
 from attribution.features.spec import Band, ClickCount, DistinctCount, FeatureSpec, SincePrevious
@@ -96,3 +98,27 @@ def test_out_of_order_arrivals_match_the_sql_over_what_has_arrived():
         got = online.score([event])[0]
         want = compute_features(clicks.iloc[: i + 1].reset_index(drop=True), "vectorized").iloc[i]
         np.testing.assert_array_equal(got, want[online.plan.names].to_numpy(dtype=float), err_msg=f"arrival {i}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 40)), min_size=1, max_size=300))
+def test_key_index_finds_every_live_key_after_any_adds_and_drops(ops: list[tuple[bool, int]]):
+    """The open-addressing index against a dict: keys 0..40 in a 64-bucket table, with a hash that sends
+    them all to a few buckets so that probe runs wrap and backward-shift deletion is exercised."""
+    from attribution.features import online_kernel as k
+
+    buckets = np.zeros((64, 2), np.int64)
+    meta = np.zeros((41, k.META_COLUMNS), np.int64)
+    live: dict[int, int] = {}
+    for add, key in ops:
+        h = 60 + key % 3  # three homes near the end of the table: runs wrap around to bucket 0
+        if add and key not in live:
+            meta[key, k.GROUP], meta[key, k.KEY0], meta[key, k.HASH] = 0, key, h
+            k._place(buckets, h, key)
+            live[key] = h
+        elif not add and key in live:
+            k._unplace(buckets, live.pop(key), key)
+        for other in range(41):
+            found = k._find(meta, buckets, (0, other, 0, 0, 0, 0), 60 + other % 3)
+            assert found == (other if other in live else -1), (other, live)
+    assert int((buckets[:, 0] > 0).sum()) == len(live)

@@ -1,14 +1,23 @@
 """The in-process online state, compiled with numba: record a batch of clicks, then read their features.
 
-Layout: `index` maps (group, its key as five ids, -1 where the group does not use the field) to a slot.
-`store` is one typed list of int64 tables: the per-slot meta and keys, the FIFO, the free list, the plan,
-then one table per slot holding a key's recent clicks sorted by second, `store[SLOT0 + slot][0, start:end]`,
-and the values its group's distinct counts need, `store[SLOT0 + slot][1 + f, start:end]`. (Two containers
-and few arrays per call: numba types each argument on every call, ~1 us per typed container.)
+Layout: `store` is one typed list of int64 tables: the per-slot meta (a slot holds one key: its group and
+five ids, -1 where the group does not use the field), the FIFO, the free list, the key index, the plan, then
+one table per slot holding the key's recent clicks sorted by second, `store[SLOT0 + slot][0, start:end]`,
+and the values its group's distinct counts need, `store[SLOT0 + slot][1 + f, start:end]`. (One container and
+few arrays per call: numba types each argument on every call, ~1 us per typed container.)
+
+Speed comes from touching little memory per click. A batch first reserves room for every key and FIFO entry
+it could add, so the loops take the shared tables out of the typed list once (a list item costs a call and
+two atomic reference counts, which was a quarter of the time when each helper fetched its own). The key
+index is an open-addressing hash table (linear probing, backward-shift deletion) holding slot + 1 and the
+key's hash per bucket: most keys hold one click, so each click adds and later drops about five keys, and
+numba's typed Dict took ~200 ns per insert or pop there against a few tens of ns here.
+
 Every recorded click also enters a FIFO of (second, slot, generation); when the watermark moves, entries
 older than the cutoff are popped and their slot trimmed, and an emptied slot is freed (its generation
-bumped, so stale entries skip it). Memory therefore follows the window, not the stream. Features are binary searches over a slot's seconds and, for
-distinct counts, one pass over the window's values with a stamped mark table.
+bumped, so stale entries skip it). Memory therefore follows the window, not the stream. Features are binary
+searches over a slot's seconds and, for distinct counts, one pass over the window's values with a stamped
+mark table.
 
 The semantics are those of attribution.features.online (documented there); this module is its engine.
 """
@@ -17,22 +26,22 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import types
-from numba.typed import Dict, List
+from numba.typed import List
 
 from attribution.features.spec import KEY_FIELDS, FeatureSpec
 
-KEY = types.UniTuple(types.int64, 6)  # (group, ip, app, device, os, channel)
-# store tables: per-slot meta (columns below), per-slot keys, the FIFO (second, slot, generation), free
-# slots, the plan's tables, then the slots
-META, KEYS, FIFO, FREE = 0, 1, 2, 3
+# store tables: per-slot meta (columns below), the FIFO (second, slot, generation), free slots, the key
+# index (slot + 1, hash), the plan's tables, then the slots
+META, FIFO, FREE, INDEX = 0, 1, 2, 3
 GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR = range(4, 12)
 SLOT0 = 12
-START, END, GEN, GROUP = 0, 1, 2, 3
+START, END, GEN, GROUP, HASH, KEY0 = range(6)  # meta columns; the five ids follow KEY0
+META_COLUMNS = KEY0 + 5
 # scalars
 WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP = range(7)
 MARKS = 1 << 16  # ids below this are counted with the mark table (app, device, os, channel are uint16)
 NO_KEY = -1
+GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: the multiplier of Fibonacci hashing
 
 
 class KernelPlan:
@@ -81,16 +90,16 @@ class KernelState:
     """Containers the compiled functions mutate in place (the typed list lets them swap in grown tables)."""
 
     def __init__(self, plan: KernelPlan) -> None:
-        self.index = Dict.empty(KEY, types.int64)
-        self.store = List([np.zeros((0, 4), np.int64), np.zeros((0, 5), np.int64), np.zeros((1024, 3), np.int64),
-                           np.zeros((0, 1), np.int64), *(np.ascontiguousarray(t, np.int64) for t in plan.tables())])
+        self.store = List([np.zeros((0, META_COLUMNS), np.int64), np.zeros((1024, 3), np.int64),
+                           np.zeros((0, 1), np.int64), np.zeros((1024, 2), np.int64),
+                           *(np.ascontiguousarray(t, np.int64) for t in plan.tables())])
         self.marks = np.zeros(MARKS, np.int32)  # int32: the table stays in L2 cache
         self.scalars = np.zeros(7, np.int64)
         self.scalars[WATERMARK] = -(2**62)
         self.hour_table = plan.hour_table
 
     def args(self) -> tuple:
-        return self.index, self.store, self.marks, self.scalars
+        return self.store, self.marks, self.scalars
 
 
 @numba.njit(cache=True)
@@ -99,47 +108,128 @@ def _key(ids: np.ndarray, mask: np.ndarray, group: int) -> tuple:
             ids[3] if mask[3] else NO_KEY, ids[4] if mask[4] else NO_KEY)
 
 
+# ---- room: every table but a slot's own grows here, before a batch, so the loops can hold them ----------
 @numba.njit(cache=True)
-def _find(table, key: tuple) -> int:
-    """The key's slot, or -1 (typed Dict.get would return an Optional)."""
-    if key in table:
-        return table[key]
-    return -1
+def _grown(old: np.ndarray, rows: int, keep: int) -> np.ndarray:
+    grown = np.zeros((rows, old.shape[1]), np.int64)
+    grown[:keep] = old[:keep]
+    return grown
 
 
 @numba.njit(cache=True)
-def _new_slot(state: tuple, group: int, key: tuple, n_rows: int) -> int:
-    index, tables, sc = state[0], state[1], state[3]
+def _reserve(tables, sc: np.ndarray, new_keys: int) -> None:
+    """Room for `new_keys` more keys and FIFO entries (a recorded click adds at most one of each per group)."""
+    need = sc[N_SLOTS] + new_keys
+    if need > len(tables[META]):
+        cap = max(1024, 2 * len(tables[META]), need)
+        tables[META] = _grown(tables[META], cap, sc[N_SLOTS])
+        tables[FREE] = _grown(tables[FREE], cap, sc[N_FREE])  # a free list never outgrows the slots
+    head, tail = sc[FIFO_HEAD], sc[FIFO_TAIL]
+    fifo = tables[FIFO]
+    if tail + new_keys > len(fifo):
+        live = tail - head
+        if live + new_keys <= len(fifo) // 2:  # mostly popped: slide down
+            fifo[:live] = fifo[head:tail].copy()
+        else:
+            fifo = np.zeros((max(2 * len(fifo), 2 * (live + new_keys)), 3), np.int64)
+            fifo[:live] = tables[FIFO][head:tail]
+            tables[FIFO] = fifo
+        sc[FIFO_HEAD], sc[FIFO_TAIL] = 0, live
+    keys = sc[N_SLOTS] - sc[N_FREE] + new_keys
+    if 2 * keys > len(tables[INDEX]):  # keep the index at most half full: short probe runs
+        cap = len(tables[INDEX])
+        while 2 * keys > cap:
+            cap *= 2
+        buckets = np.zeros((cap, 2), np.int64)
+        meta = tables[META]
+        for s in range(sc[N_SLOTS]):
+            if meta[s, GROUP] >= 0:
+                _place(buckets, meta[s, HASH], s)
+        tables[INDEX] = buckets
+
+
+# ---- the key index --------------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _hash(key: tuple) -> int:
+    """The fields folded by multiply-xorshift, so that nearby ids land far apart."""
+    h = 0
+    for v in key:
+        h = (h ^ v) * GOLDEN
+        h ^= h >> 29
+    return h
+
+
+@numba.njit(cache=True)
+def _find(meta: np.ndarray, buckets: np.ndarray, key: tuple, h: int) -> int:
+    """The key's slot, or -1."""
+    mask = len(buckets) - 1
+    i = h & mask
+    while True:
+        slot = buckets[i, 0] - 1
+        if slot < 0:
+            return -1
+        if (buckets[i, 1] == h and meta[slot, GROUP] == key[0] and meta[slot, KEY0] == key[1]
+                and meta[slot, KEY0 + 1] == key[2] and meta[slot, KEY0 + 2] == key[3]
+                and meta[slot, KEY0 + 3] == key[4] and meta[slot, KEY0 + 4] == key[5]):
+            return slot
+        i = (i + 1) & mask
+
+
+@numba.njit(cache=True)
+def _place(buckets: np.ndarray, h: int, slot: int) -> None:
+    mask = len(buckets) - 1
+    i = h & mask
+    while buckets[i, 0] != 0:
+        i = (i + 1) & mask
+    buckets[i, 0] = slot + 1
+    buckets[i, 1] = h
+
+
+@numba.njit(cache=True)
+def _unplace(buckets: np.ndarray, h: int, slot: int) -> None:
+    """Drop a slot's bucket, shifting later entries of its probe run back so that no lookup stops early."""
+    mask = len(buckets) - 1
+    i = h & mask
+    while buckets[i, 0] != slot + 1:
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if buckets[j, 0] == 0:
+            break
+        home = buckets[j, 1] & mask
+        # the entry at j stays unless the hole at i lies on its probe path, i.e. its home is not in (i, j]
+        if (i < home <= j) if i <= j else (home > i or home <= j):
+            continue
+        buckets[i, 0], buckets[i, 1] = buckets[j, 0], buckets[j, 1]
+        i = j
+    buckets[i, 0] = 0
+
+
+# ---- recording ------------------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple, h: int,
+              n_rows: int) -> int:
     if sc[N_FREE] > 0:
         sc[N_FREE] -= 1
-        slot = tables[FREE][sc[N_FREE], 0]
+        slot = free[sc[N_FREE], 0]
     else:
         slot = sc[N_SLOTS]
         sc[N_SLOTS] += 1
-        if slot == len(tables[META]):  # grow the per-slot tables
-            cap = max(1024, 2 * slot)
-            for tab in (META, KEYS):
-                old = tables[tab]
-                grown = np.zeros((cap, old.shape[1]), np.int64)
-                grown[:slot] = old
-                tables[tab] = grown
         tables.append(np.zeros((n_rows, 4), np.int64))
-    meta = tables[META]
     meta[slot, START] = 0
     meta[slot, END] = 0
-    meta[slot, GROUP] = group
-    keys = tables[KEYS]
+    meta[slot, GROUP] = key[0]
+    meta[slot, HASH] = h
     for f in range(5):
-        keys[slot, f] = key[1 + f]
-    index[key] = slot
+        meta[slot, KEY0 + f] = key[1 + f]
+    _place(buckets, h, slot)
     return slot
 
 
 @numba.njit(cache=True)
-def _insert(state: tuple, slot: int, t: int, ids: np.ndarray, value_fields: np.ndarray) -> None:
+def _insert(tables, meta: np.ndarray, slot: int, t: int, ids: np.ndarray, value_fields: np.ndarray) -> None:
     """Place the click by its second (appending in the usual, in-order case)."""
-    tables = state[1]
-    meta = tables[META]
     s0, e0 = meta[slot, START], meta[slot, END]
     rows = tables[SLOT0 + slot]
     cap = rows.shape[1]
@@ -166,31 +256,8 @@ def _insert(state: tuple, slot: int, t: int, ids: np.ndarray, value_fields: np.n
 
 
 @numba.njit(cache=True)
-def _enqueue(state: tuple, t: int, slot: int) -> None:
-    tables, sc = state[1], state[3]
-    fifo = tables[FIFO]
-    head, tail = sc[FIFO_HEAD], sc[FIFO_TAIL]
-    if tail == len(fifo):
-        n = tail - head
-        if head >= len(fifo) // 2:
-            fifo[:n] = fifo[head:tail].copy()
-        else:
-            grown = np.zeros((2 * len(fifo), 3), np.int64)
-            grown[:n] = fifo[head:tail]
-            tables[FIFO] = grown
-            fifo = grown
-        sc[FIFO_HEAD], sc[FIFO_TAIL] = 0, n
-        tail = n
-    fifo[tail, 0] = t
-    fifo[tail, 1] = slot
-    fifo[tail, 2] = tables[META][slot, GEN]
-    sc[FIFO_TAIL] = tail + 1
-
-
-@numba.njit(cache=True)
-def _evict(state: tuple, cutoff: int) -> None:
-    index, tables, sc = state[0], state[1], state[3]
-    fifo, meta = tables[FIFO], tables[META]
+def _evict(tables, meta: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray,
+           cutoff: int) -> None:
     head = sc[FIFO_HEAD]
     while head < sc[FIFO_TAIL] and fifo[head, 0] < cutoff:
         slot, gen = fifo[head, 1], fifo[head, 2]
@@ -201,41 +268,42 @@ def _evict(state: tuple, cutoff: int) -> None:
         s0 += np.searchsorted(tables[SLOT0 + slot][0, s0:e0], cutoff, side="left")
         meta[slot, START] = s0
         if s0 == e0:  # nothing left in the window: forget the key
-            k = tables[KEYS][slot]
-            index.pop((meta[slot, GROUP], k[0], k[1], k[2], k[3], k[4]))
+            _unplace(buckets, meta[slot, HASH], slot)
             meta[slot, GEN] += 1
             meta[slot, GROUP] = -1
-            if sc[N_FREE] == len(tables[FREE]):
-                grown = np.zeros((max(1024, 2 * len(tables[FREE])), 1), np.int64)
-                grown[: sc[N_FREE]] = tables[FREE][: sc[N_FREE]]
-                tables[FREE] = grown
-            tables[FREE][sc[N_FREE], 0] = slot
+            free[sc[N_FREE], 0] = slot
             sc[N_FREE] += 1
     sc[FIFO_HEAD] = head
 
 
 @numba.njit(cache=True)
-def _record(state: tuple, ids: np.ndarray, t: int, floor: int, retention: int) -> None:
-    index, tables, sc = state[0], state[1], state[3]
+def _record(tables, meta: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray,
+            group_fields: np.ndarray, value_fields: np.ndarray, ids: np.ndarray, t: int, floor: int, retention: int,
+            slots: np.ndarray) -> None:
+    """Record one click under each key group; slots[g] gets the group's slot (left at -1 for a click too late
+    to keep)."""
     if t > sc[WATERMARK]:
         sc[WATERMARK] = t
-        _evict(state, min(t, floor) - retention)
+        _evict(tables, meta, fifo, free, buckets, sc, min(t, floor) - retention)
     elif t < sc[WATERMARK] - retention:
         sc[LATE] += 1  # too old to matter to any click still in retention: scored, not kept
         return
-    group_fields, value_fields = tables[GROUP_FIELDS], tables[VALUE_FIELDS]
     for g in range(len(group_fields)):
         key = _key(ids, group_fields[g], g)
-        slot = _find(index, key)
+        h = _hash(key)
+        slot = _find(meta, buckets, key, h)
         if slot < 0:
-            slot = _new_slot(state, g, key, 1 + value_fields.shape[1])
-        _insert(state, slot, t, ids, value_fields[g])
-        _enqueue(state, t, slot)
+            slot = _new_slot(tables, meta, free, buckets, sc, key, h, 1 + value_fields.shape[1])
+        _insert(tables, meta, slot, t, ids, value_fields[g])
+        tail = sc[FIFO_TAIL]
+        fifo[tail, 0], fifo[tail, 1], fifo[tail, 2] = t, slot, meta[slot, GEN]
+        sc[FIFO_TAIL] = tail + 1
+        slots[g] = slot
 
 
+# ---- reading --------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _distinct(state: tuple, row: np.ndarray, lo: int, hi: int) -> int:
-    marks, sc = state[2], state[3]
+def _distinct(marks: np.ndarray, sc: np.ndarray, row: np.ndarray, lo: int, hi: int) -> int:
     if sc[STAMP] == 2**31 - 1:  # stamps are int32: start the table over before they wrap
         marks[:] = 0
         sc[STAMP] = 0
@@ -258,23 +326,24 @@ def _distinct(state: tuple, row: np.ndarray, lo: int, hi: int) -> int:
 
 
 @numba.njit(cache=True)
-def _read(state: tuple, ids: np.ndarray, t: int, hour_table: np.ndarray, out: np.ndarray) -> None:
-    index, tables = state[0], state[1]
-    meta = tables[META]
-    group_fields, offsets, n_offsets = tables[GROUP_FIELDS], tables[OFFSETS], tables[N_OFFSETS][0]
-    bands, prevs, dists, hour = tables[BANDS], tables[PREVS], tables[DISTS], tables[HOUR][0]
-    cuts = np.zeros(offsets.shape[1], np.int64)
-    empty = np.zeros((1, 0), np.int64)
+def _read(tables, meta: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.ndarray, sc: np.ndarray,
+          ids: np.ndarray, t: int, slots: np.ndarray, hour_table: np.ndarray, cuts: np.ndarray,
+          out: np.ndarray) -> None:
+    """One click's features; slots[g] is the group's slot when recording found it, else -1 (looked up here)."""
+    group_fields, offsets, n_offsets, bands, prevs, dists, hour = plan
     for g in range(len(group_fields)):
-        slot = _find(index, _key(ids, group_fields[g], g))
+        slot = slots[g]
+        if slot < 0:
+            key = _key(ids, group_fields[g], g)
+            slot = _find(meta, buckets, key, _hash(key))
         s0 = e0 = end = 0
-        rows = empty
         if slot >= 0:
             s0, e0 = meta[slot, START], meta[slot, END]
-            rows = tables[SLOT0 + slot]
         if e0 == s0:
             cuts[:] = 0
+            rows = meta  # any table: nothing is read from it
         else:
+            rows = tables[SLOT0 + slot]
             end = s0 + np.searchsorted(rows[0, s0:e0], t, side="left")  # clicks before this second
             cuts[0] = end
             for k in range(1, n_offsets[g]):
@@ -290,7 +359,7 @@ def _read(state: tuple, ids: np.ndarray, t: int, hour_table: np.ndarray, out: np
                     out[prevs[p, 1]] = np.nan
         for d in range(len(dists)):
             if dists[d, 0] == g:
-                out[dists[d, 1]] = 0 if end <= s0 else _distinct(state, rows[1 + dists[d, 2]], cuts[dists[d, 3]], end)
+                out[dists[d, 1]] = 0 if end <= s0 else _distinct(marks, sc, rows[1 + dists[d, 2]], cuts[dists[d, 3]], end)
     if hour[0] >= 0:
         h = (t // 3600) % 24
         out[hour[0]] = hour_table[h, 0]
@@ -298,18 +367,27 @@ def _read(state: tuple, ids: np.ndarray, t: int, hour_table: np.ndarray, out: np
 
 
 @numba.njit(cache=True)
-def score_batch(index, tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: np.ndarray,
-                record: np.ndarray, retention: int, hour_table: np.ndarray, out: np.ndarray) -> None:
+def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: np.ndarray, record: np.ndarray,
+                retention: int, hour_table: np.ndarray, out: np.ndarray) -> None:
     """Record the batch's clicks flagged in `record`, then write every click's features into out[i]."""
-    state = (index, tables, marks, sc)
-    # Evict no further than the batch's earliest click still needs: a batch spanning minutes must not drop,
-    # while recording its later clicks, the history its earlier clicks are about to read.
+    group_fields, value_fields = tables[GROUP_FIELDS], tables[VALUE_FIELDS]
+    n_groups = len(group_fields)
+    _reserve(tables, sc, n_groups * int(record.sum()))
+    meta, fifo, free, buckets = tables[META], tables[FIFO], tables[FREE], tables[INDEX]
+    # A click's slots from recording serve its read: no key recorded in this batch is evicted before the reads,
+    # since eviction stops short of the batch's earliest click (a batch spanning minutes must not drop, while
+    # recording its later clicks, the history its earlier clicks are about to read).
+    slots = np.full((len(t), n_groups), -1, np.int64)
     floor = t.min() if len(t) else 0
     for i in range(len(t)):
         if record[i]:
-            _record(state, ids[i], t[i], floor, retention)
+            _record(tables, meta, fifo, free, buckets, sc, group_fields, value_fields, ids[i], t[i], floor, retention,
+                    slots[i])
+    plan = (group_fields, tables[OFFSETS], tables[N_OFFSETS][0], tables[BANDS], tables[PREVS], tables[DISTS],
+            tables[HOUR][0])
+    cuts = np.zeros(tables[OFFSETS].shape[1], np.int64)
     for i in range(len(t)):
-        _read(state, ids[i], t[i], hour_table, out[i])
+        _read(tables, meta, buckets, plan, marks, sc, ids[i], t[i], slots[i], hour_table, cuts, out[i])
 
 
 @numba.njit(cache=True)
