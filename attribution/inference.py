@@ -19,16 +19,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from attribution.features.online import (
     Click,
     MemoryStore,
-    OnlineFeatures,
     StateStore,
     StateUnavailable,
     StoreStats,
@@ -49,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_BATCH",
     "FIELDS",
     "BadRequest",
+    "ClickBatch",
     "InferenceCore",
     "StateUnavailable",
     "make_store",
@@ -149,41 +149,84 @@ def _columns_checked(instances: list | tuple) -> tuple[dict[str, list], list]:
     return cols, ids
 
 
-def _columns_fast(instances: list | tuple) -> tuple[dict[str, list], list] | None:
-    """Columns of a well-formed request in one comprehension per field (a 1,000-click batch in ~0.6 ms
-    rather than ~1.3 ms click by click); None at any doubt, and the checked path then names the mistake."""
+_ROW = itemgetter(*REQUIRED)
+_ID_LIMITS = np.array(list(ID_FIELDS.values()), np.int64)
+# "YYYY-MM-DD HH:MM:SS": where the separators are, and what they are
+_TIME_SEPARATORS = {4: "-", 7: "-", 10: " ", 13: ":", 16: ":"}
+_TIME_DIGITS = [i for i in range(len("2017-11-09 04:00:00")) if i not in _TIME_SEPARATORS]
+_SEPARATOR_AT = list(_TIME_SEPARATORS)
+_SEPARATOR_CODES = np.frombuffer("".join(_TIME_SEPARATORS.values()).encode(), np.uint8)
+
+
+@dataclass
+class ClickBatch:
+    """Validated clicks as arrays, which is how the state and the model read them."""
+
+    ids: np.ndarray  # (n, 5) int64: ip, app, device, os, channel
+    t: np.ndarray  # (n,) int64 epoch seconds
+    click_ids: list[str | None] | None  # canonical decimal text ("007" and 7 are one click); None: no click has one
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        cols = {f: self.ids[:, j] for j, f in enumerate(ID_FIELDS)}
+        cols["click_time"] = self.t
+        return cols
+
+
+def _fast_times(values: Sequence) -> np.ndarray | None:
+    """Epoch seconds of "YYYY-MM-DD HH:MM:SS" strings, or None unless every one is exactly that. The layout is
+    checked on the bytes; numpy's datetime parser then refuses impossible dates and times (02-30, 24:00, :60)."""
+    if set(map(type, values)) != {str} or set(map(len, values)) != {len(_TIME_DIGITS) + len(_SEPARATOR_AT)}:
+        return None
     try:
-        if any(type(inst) is not dict for inst in instances):
+        chars = np.frombuffer("".join(values).encode("ascii"), np.uint8).reshape(len(values), -1)
+        if not (chars[:, _SEPARATOR_AT] == _SEPARATOR_CODES).all() or not (chars[:, _TIME_DIGITS] - 48 <= 9).all():
+            return None  # (uint8: characters below "0" wrap around past 9)
+        return np.array(values, "datetime64[s]").astype(np.int64)
+    except (UnicodeEncodeError, ValueError):
+        return None
+
+
+def _fast_batch(instances: list | tuple, now: int) -> ClickBatch | None:
+    """A well-formed request straight to arrays: integer ids, times as text or epoch seconds, integer or null
+    click_ids. A 1,000-click batch takes ~0.5 ms here against ~5 ms through pyarrow. None at any doubt; the
+    checked path then gives the answer (and names the mistake)."""
+    n = len(instances)
+    try:
+        if set(map(type, instances)) != {dict}:
             return None
-        cols = {f: [inst[f] for inst in instances] for f in REQUIRED}
+        columns = list(zip(*map(_ROW, instances)))
     except KeyError:
         return None
-    ids = [inst.get(CLICK_ID) for inst in instances]
-    with_id_key = sum(CLICK_ID in inst for inst in instances)
-    if sum(map(len, instances)) != len(instances) * len(REQUIRED) + with_id_key:
+    with_id = sum(CLICK_ID in inst for inst in instances)
+    if sum(map(len, instances)) != n * len(REQUIRED) + with_id:
         return None  # an unknown field somewhere
-    if any(not {type(v) for v in col} <= {int, str} for col in cols.values()):
+    if any(set(map(type, col)) != {int} for col in columns[:5]):
         return None
-    if not {type(v) for v in ids} <= {int, str, type(None)}:
+    try:
+        ids = np.array(columns[:5], np.int64).T
+        times = columns[5]
+        t = np.array(times, np.int64) if set(map(type, times)) == {int} else _fast_times(times)
+    except OverflowError:
         return None
-    return cols, ids
+    if t is None or not ((ids >= 0) & (ids <= _ID_LIMITS)).all() or t.min() < 0 or t.max() > now + MAX_FUTURE_SECONDS:
+        return None
+    click_ids = None
+    if with_id:
+        raw = [inst.get(CLICK_ID) for inst in instances]
+        if not set(map(type, raw)) <= {int, type(None)} or any(v is not None and not 0 <= v <= _INT64[1] for v in raw):
+            return None
+        click_ids = [None if v is None else str(v) for v in raw]
+        if click_ids.count(None) == n:
+            click_ids = None
+    return ClickBatch(np.ascontiguousarray(ids), t, click_ids)
 
 
-def parse_clicks(instances: object, max_batch: int = DEFAULT_MAX_BATCH) -> tuple[pd.DataFrame, list[Click]]:
-    """Validate JSON-like clicks; returns the compact click frame (schema dtypes) and the state's Clicks.
-
-    A click is an object with ip, app, device, os, channel (non-negative integers within the schema's
-    ranges, or their decimal strings), click_time ("YYYY-MM-DD HH:MM:SS" UTC, or epoch seconds) and an
-    optional click_id (a non-negative integer; a retry with the same id is not recorded twice)."""
-    if not isinstance(instances, (list, tuple)):
-        raise BadRequest(f"expected an array of clicks, got {_json_type(instances)}")
-    n = len(instances)
-    if n == 0:
-        raise BadRequest("empty batch: send at least one click")
-    if n > max_batch:
-        raise BadRequest(f"batch of {n} clicks exceeds the limit of {max_batch} per request")
-    cols, ids = _columns_fast(instances) or _columns_checked(instances)
-    now = int(time.time())
+def _checked_batch(instances: list | tuple, now: int) -> ClickBatch:
+    """Any request, click by click and through the file schema's rules; raises BadRequest at the first mistake."""
+    cols, ids = _columns_checked(instances)
     arrays = {f: _int_or_string_column(cols[f], f) for f in ID_FIELDS}
     arrays["click_time"] = _time_column(cols["click_time"], now)
     has_id = [v is not None for v in ids]
@@ -197,13 +240,27 @@ def parse_clicks(instances: object, max_batch: int = DEFAULT_MAX_BATCH) -> tuple
     if len(t) and int(t.max()) > now + MAX_FUTURE_SECONDS:
         i = int(t.argmax())
         raise BadRequest("click_time is more than a day in the future", i, "click_time", cols["click_time"][i])
+    click_ids = None
     if any(has_id):  # the state keys retries by the canonical integer, so "007" and 7 are one click
-        cid_list = [str(v) if h else None for v, h in zip(frame.pop(CLICK_ID).tolist(), has_id)]
-    else:
-        cid_list = [None] * n
-    values = [frame[c].tolist() for c in ("ip", "app", "device", "os", "channel", "click_time")]
-    clicks = [Click(*row, click_id=cid) for *row, cid in zip(*values, cid_list)]
-    return frame, clicks
+        click_ids = [str(v) if h else None for v, h in zip(frame[CLICK_ID].tolist(), has_id)]
+    return ClickBatch(frame[list(ID_FIELDS)].to_numpy(np.int64), t.astype(np.int64), click_ids)
+
+
+def parse_clicks(instances: object, max_batch: int = DEFAULT_MAX_BATCH) -> ClickBatch:
+    """Validate JSON-like clicks into arrays.
+
+    A click is an object with ip, app, device, os, channel (non-negative integers within the schema's
+    ranges, or their decimal strings), click_time ("YYYY-MM-DD HH:MM:SS" UTC, or epoch seconds) and an
+    optional click_id (a non-negative integer; a retry with the same id is not recorded twice)."""
+    if not isinstance(instances, (list, tuple)):
+        raise BadRequest(f"expected an array of clicks, got {_json_type(instances)}")
+    n = len(instances)
+    if n == 0:
+        raise BadRequest("empty batch: send at least one click")
+    if n > max_batch:
+        raise BadRequest(f"batch of {n} clicks exceeds the limit of {max_batch} per request")
+    now = int(time.time())
+    return _fast_batch(instances, now) or _checked_batch(instances, now)
 
 
 # ---- state ------------------------------------------------------------------------------------------------
@@ -255,13 +312,11 @@ class InferenceCore:
         self.spec = self.bundle.spec
         self.state = "memory" if store is None and state == "memory" else state
         self.store = store if store is not None else make_store(state, self.spec)
-        self.online = OnlineFeatures(self.store, self.spec)
         self.max_batch = max_batch
         self.counters = Counters()
         # MemoryStore is in-process state mutated in place; Redis batches are atomic server-side (Lua) and need no lock.
         self._lock = threading.Lock() if isinstance(self.store, MemoryStore) else None
         self._count_lock = threading.Lock()
-        self._columns = ("ip", "app", "device", "os", "channel", "click_time")
         if isinstance(self.store, MemoryStore):
             # Compile (or load from numba's cache) the state kernels now, on a scratch store, so that the
             # server reports ready only when the first request will not wait seconds for the compiler.
@@ -272,7 +327,7 @@ class InferenceCore:
         )
 
     # ---- scoring --------------------------------------------------------------------------------------
-    def validate(self, instances: object) -> tuple[pd.DataFrame, list[Click]]:
+    def validate(self, instances: object) -> ClickBatch:
         try:
             return parse_clicks(instances, self.max_batch)
         except BadRequest:
@@ -281,24 +336,23 @@ class InferenceCore:
 
     def predict(self, instances: object) -> np.ndarray:
         """P(attributed) for each click (JSON-like dicts), after recording them in the online state."""
-        frame, clicks = self.validate(instances)
-        return self.predict_clicks(frame, clicks)
+        return self.predict_batch(self.validate(instances))
 
-    def predict_clicks(self, frame: pd.DataFrame, clicks: Sequence[Click]) -> np.ndarray:
-        features = self.features(clicks)
-        data = {c: frame[c].to_numpy() for c in self._columns}
+    def predict_batch(self, batch: ClickBatch) -> np.ndarray:
+        features = self.features(batch)
+        data = batch.columns()
         for j, name in enumerate(self.spec.feature_names):
             data[name] = features[:, j]
         p = self.bundle.predict_proba(data)  # columns as arrays: a DataFrame costs more than the booster here
-        self._count(requests=1, clicks_scored=len(clicks))
+        self._count(requests=1, clicks_scored=len(batch))
         return p
 
-    def features(self, clicks: Sequence[Click]) -> np.ndarray:
+    def features(self, batch: ClickBatch) -> np.ndarray:
         try:
             if self._lock is None:
-                return self.online.score(clicks)
+                return self.store.score_arrays(batch.ids, batch.t, batch.click_ids)
             with self._lock:
-                return self.online.score(clicks)
+                return self.store.score_arrays(batch.ids, batch.t, batch.click_ids)
         except StateUnavailable:
             self._count(state_errors=1)
             raise

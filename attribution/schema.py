@@ -83,13 +83,16 @@ def _parse_ids(arr: pa.Array, limit: int) -> tuple[np.ndarray, np.ndarray, np.nd
         present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
         return vals, present & (vals >= 0), vals <= limit, present & (vals < 0)
     s = pc.utf8_trim_whitespace(_as_string(arr))
-    # Digits only, at most 19 of them so the int64 cast cannot overflow; a '-' makes it negative.
+    # Digits only, and no more than int64 holds (for 19 digits, text order is number order), so the cast
+    # cannot overflow; a '-' makes it negative.
     digits = pc.fill_null(pc.match_substring_regex(s, r"^\d{1,19}$"), False).to_numpy(zero_copy_only=False)
+    too_big = pc.fill_null(pc.greater(pc.utf8_lpad(s, 19, "0"), str(np.iinfo(np.int64).max)), False)
+    too_big = digits & too_big.to_numpy(zero_copy_only=False)
     negative = pc.fill_null(pc.match_substring_regex(s, r"^-\d+$"), False).to_numpy(zero_copy_only=False)
-    safe = pc.if_else(pa.array(digits), s, pa.scalar("0"))
+    safe = pc.if_else(pa.array(digits & ~too_big), s, pa.scalar("0"))
     vals = pc.cast(safe, pa.int64()).to_numpy(zero_copy_only=False)
     vals = np.where(negative, -1, vals)
-    return vals, digits, vals <= limit, negative
+    return vals, digits, (vals <= limit) & ~too_big, negative
 
 
 def validate_batch(batch: pa.RecordBatch | pa.Table) -> tuple[pd.DataFrame, BadRows]:
@@ -116,8 +119,9 @@ def validate_batch(batch: pa.RecordBatch | pa.Table) -> tuple[pd.DataFrame, BadR
     out["click_time"] = click_time
 
     if "click_id" in cols:
-        vals, is_int, _, _ = _parse_ids(batch.column("click_id"), np.iinfo(np.int64).max)
+        vals, is_int, in_range, _ = _parse_ids(batch.column("click_id"), np.iinfo(np.int64).max)
         flag(~is_int, "click_id", "not a non-negative integer")
+        flag(~in_range, "click_id", f"id larger than {np.iinfo(np.int64).max}")
         out["click_id"] = vals
     if "attributed_time" in cols:
         raw = batch.column("attributed_time")

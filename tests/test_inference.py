@@ -7,6 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kserve.errors import InvalidInput, ServerNotReady
 from kserve.protocol.infer_type import InferInput, InferRequest
 
@@ -83,14 +85,103 @@ def test_bad_clicks_name_instance_and_field(core, instances, message):
 
 
 def test_ids_as_strings_and_times_as_epochs_are_the_same_click():
-    a, _ = parse_clicks([GOOD])
-    b, _ = parse_clicks([{**{k: str(v) for k, v in GOOD.items() if k != "click_time"}, "click_time": 1510200000}])
-    assert a.equals(b)
+    a = parse_clicks([GOOD])
+    b = parse_clicks([{**{k: str(v) for k, v in GOOD.items() if k != "click_time"}, "click_time": 1510200000}])
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.t, b.t)
+    assert a.ids.tolist() == [[5348, 19, 1, 13, 213]] and a.t.tolist() == [1510200000]
 
 
 def test_a_null_click_id_is_a_click_without_id():
-    frame, clicks = parse_clicks([GOOD, {**GOOD, "click_id": None}, {**GOOD, "click_id": 7}])
-    assert [c.click_id for c in clicks] == [None, None, "7"] and len(frame) == 3
+    batch = parse_clicks([GOOD, {**GOOD, "click_id": None}, {**GOOD, "click_id": 7}])
+    assert batch.click_ids == [None, None, "7"] and len(batch) == 3
+    assert parse_clicks([{**GOOD, "click_id": "007"}, {**GOOD, "click_id": 7}]).click_ids == ["7", "7"]
+
+
+NOW = 1_700_000_000
+_ids = st.one_of(st.integers(-3, 70_000), st.sampled_from([2**32 - 1, 2**32, 2**63, 2**64]), st.booleans(),
+                 st.integers(0, 99).map(str), st.just(1.0), st.none())
+_text_times = st.builds(  # fields at and just past their ranges: impossible dates and times are the hard cases
+    lambda y, mo, d, h, mi, s, sep: f"{y:04d}-{mo:02d}-{d:02d}{sep}{h:02d}:{mi:02d}:{s:02d}",
+    st.sampled_from([1969, 1970, 2016, 2017, 2100]), st.sampled_from([1, 2, 11, 12, 0, 13]),
+    st.sampled_from([1, 9, 28, 29, 30, 31, 0, 32]), st.sampled_from([0, 4, 23, 24]), st.sampled_from([0, 59, 60]),
+    st.sampled_from([0, 59, 60]), st.sampled_from([" ", "T"]),
+)
+_times = st.one_of(_text_times, _text_times.map(lambda s: s[:-1]), _text_times.map(lambda s: " " + s[:-1]),
+                   st.integers(-5, NOW + 2 * 86_400), st.just("2017-11-09 04:00:0\u0661"), st.just(1.5e9))
+
+
+@st.composite
+def _request(draw, valid: bool) -> list[dict]:
+    """Well-formed clicks; unless `valid`, then up to three fields changed to doubtful values."""
+    n = draw(st.integers(1, 6))
+    as_text = draw(st.booleans())  # the fast path takes one form of time per request
+    clicks = []
+    for _ in range(n):
+        c = {f: draw(st.integers(0, 60_000)) for f in ("ip", "app", "device", "os", "channel")}
+        c["click_time"] = draw(st.sampled_from(["2017-11-09 04:00:00", "2016-02-29 23:59:59"]) if as_text
+                               else st.integers(0, NOW))
+        c.update(draw(st.sampled_from([{}, {"click_id": None}, {"click_id": 0}, {"click_id": 2**63 - 1}])))
+        clicks.append(c)
+    for _ in range(0 if valid else draw(st.integers(1, 3))):
+        c = clicks[draw(st.integers(0, n - 1))]
+        field = draw(st.sampled_from(["ip", "app", "device", "os", "channel", "click_time", "click_id", "extra", "drop"]))
+        if field == "drop":
+            del c[draw(st.sampled_from(sorted(c)))]
+        elif field == "click_time":
+            c[field] = draw(_times)
+        elif field == "click_id":
+            c[field] = draw(st.sampled_from([None, 7, -1, "07", 2**63, 2.0]))
+        elif field == "extra":
+            c[field] = 1
+        else:
+            c[field] = draw(_ids)
+    return clicks
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_request(valid=False), _request(valid=True)))
+def test_the_fast_path_accepts_only_what_the_checked_path_accepts_and_reads_it_the_same(clicks):
+    """Well-formed requests skip pyarrow (inference._fast_batch); that path must never accept a click the
+    file schema's rules refuse, nor read one differently."""
+    from attribution.inference import _checked_batch, _fast_batch
+
+    fast = _fast_batch(clicks, NOW)
+    try:
+        checked = _checked_batch(clicks, NOW)
+    except BadRequest:
+        checked = None
+    if fast is not None:
+        assert checked is not None, clicks
+        np.testing.assert_array_equal(fast.ids, checked.ids)
+        np.testing.assert_array_equal(fast.t, checked.t)
+        assert fast.click_ids == checked.click_ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_text_times, _text_times.map(lambda s: s[:-1]), _text_times.map(lambda s: " " + s[:-1]),
+                 st.tuples(_text_times, st.integers(0, 18), st.characters(codec="utf-8")).map(
+                     lambda v: v[0][: v[1]] + v[2] + v[0][v[1] + 1 :])))
+def test_the_fast_time_parser_reads_exactly_what_the_schema_reads(text):
+    import pyarrow as pa
+
+    from attribution.inference import _fast_times
+    from attribution.schema import _parse_time
+
+    fast = _fast_times([text])
+    secs, valid = _parse_time(pa.array([text]))
+    if fast is not None:
+        assert valid[0] and fast[0] == secs[0], text
+    elif valid[0] and len(text) == 19:  # the fast parser may only pass on the padded text the schema trims
+        raise AssertionError(f"{text!r} is a valid time the fast path refused")
+
+
+@settings(max_examples=100, deadline=None)
+@given(_request(valid=True))
+def test_well_formed_requests_take_the_fast_path(clicks):
+    from attribution.inference import _fast_batch
+
+    assert _fast_batch(clicks, NOW) is not None
 
 
 def test_impossible_dates_are_refused():

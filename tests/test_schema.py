@@ -27,6 +27,8 @@ BAD_CASES = [
     ("87540,12,1,13,497,2017-11-07 09:30:38,,2\n", "is_attributed", "label must be 0 or 1"),
     ("87540,12,1,,497,2017-11-07 09:30:38,,0\n", "os", "not a non-negative integer"),
     ("87540,12,1.5,13,497,2017-11-07 09:30:38,,0\n", "device", "not a non-negative integer"),
+    # 19 digits but past int64: once an ArrowInvalid from the cast (a 5xx when it came in a request)
+    ("9223372036854775808,12,1,13,497,2017-11-07 09:30:38,,0\n", "ip", "larger than"),
 ]
 
 

@@ -71,6 +71,11 @@ class StateStore(ABC):
         """Record the clicks (skipping click_ids seen before), then return each click's features (clicks x
         spec.feature_names) from the clicks of strictly earlier seconds held in the state."""
 
+    def score_arrays(self, ids: np.ndarray, t: np.ndarray, click_ids: Sequence[str | None] | None = None) -> np.ndarray:
+        """score() for clicks as arrays: ids (n x 5: ip, app, device, os, channel), seconds, optional click_ids."""
+        cids = click_ids if click_ids is not None else [None] * len(t)
+        return self.score([Click(*row, click_id=cid) for *row, cid in zip(*ids.T.tolist(), t.tolist(), cids)])
+
     @abstractmethod
     def stats(self) -> StoreStats: ...
 
@@ -133,7 +138,7 @@ class MemoryStore(StateStore):
         return self.score_arrays(rows, rows[:, 5].copy(), None if cids.count(None) == len(cids) else cids)
 
     def score_arrays(self, ids: np.ndarray, t: np.ndarray, click_ids: Sequence[str | None] | None = None) -> np.ndarray:
-        """score() for clicks as arrays: ids (n x 5 or more columns: ip, app, device, os, channel) and seconds."""
+        # ids may carry more columns (score() passes the seconds as a sixth): the kernel reads the first five
         if click_ids is None:
             record = self._record_all if len(t) == 1 else np.ones(len(t), np.bool_)
         else:
