@@ -310,6 +310,7 @@ class InferenceCore:
         # latency (and contend with other replicas); scale out with replicas, not threads.
         self.bundle.booster.set_param({"nthread": nthread})
         self.spec = self.bundle.spec
+        self._feature_names = self.spec.feature_names  # a property that builds the list: once, not per request
         self.state = "memory" if store is None and state == "memory" else state
         self.store = store if store is not None else make_store(state, self.spec)
         self.max_batch = max_batch
@@ -341,7 +342,7 @@ class InferenceCore:
     def predict_batch(self, batch: ClickBatch) -> np.ndarray:
         features = self.features(batch)
         data = batch.columns()
-        for j, name in enumerate(self.spec.feature_names):
+        for j, name in enumerate(self._feature_names):
             data[name] = features[:, j]
         p = self.bundle.predict_proba(data)  # columns as arrays: a DataFrame costs more than the booster here
         self._count(requests=1, clicks_scored=len(batch))

@@ -15,6 +15,7 @@ from attribution.inference import DEFAULT_MAX_BATCH
 from serving import DEFAULT_MODEL_NAME
 from serving.metrics import register_core
 from serving.model import AttributionModel
+from serving.runtime import settle_garbage_collector
 
 parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=__doc__)
 parser.add_argument("--model_dir", default="/mnt/models", help="local model directory (KServe mounts it here)")
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         log.error("cannot serve: %s", err)
         sys.exit(2)
     register_core(model.core, REGISTRY)
+    settle_garbage_collector()
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

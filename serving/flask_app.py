@@ -27,6 +27,7 @@ from attribution.features.online import StateUnavailable
 from attribution.inference import DEFAULT_MAX_BATCH, BadRequest, InferenceCore
 from serving import openapi
 from serving.metrics import register_core, request_histogram
+from serving.runtime import settle_garbage_collector
 
 log = logging.getLogger(__name__)
 BYTES_PER_CLICK = 1024  # a generous JSON click; bodies beyond max_batch clicks of this are refused (413)
@@ -166,7 +167,9 @@ def run_gunicorn(
 
         def load(self):
             try:
-                return create_app(model_dir, state, max_batch)
+                app = create_app(model_dir, state, max_batch)
+                settle_garbage_collector()
+                return app
             except ValueError as err:  # ModelLoadError: log the reason; gunicorn stops on a failed boot
                 log.error("cannot serve: %s", err)
                 raise
