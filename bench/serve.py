@@ -248,9 +248,10 @@ def main() -> None:
         rows.append([name, r["latency"]["p50_ms"], r["latency"]["p99_ms"], r["throughput"]["clicks_per_s"],
                      r["batch"]["rows_per_s"], r["batch_2_clients"]["rows_per_s"]])
     notes = [
-        (f"Machine: {machine()['cpus']} CPUs, shared with other jobs (load average {result['load_avg_at_start'][0]:.1f} at "
-         f"start, {result['load_avg_at_end'][0]:.1f} at end; {100 * result['cpu_steal_share']:.1f}% of CPU time stolen by the "
-         "host): figures are lower bounds; client and server share the cores."),
+        (f"Machine: {machine()['cpus']} CPUs, which the clients share with the server (load average "
+         f"{result['load_avg_at_start'][0]:.1f} at start, {result['load_avg_at_end'][0]:.1f} at end; "
+         f"{100 * result['cpu_steal_share']:.1f}% of CPU time stolen by the host). Runs on this VM vary by up to ~1.4x "
+         "for the same code (its caches are shared with other VMs); the batch runs in serve.json show the spread."),
         (f"Latency: {n1} sequential single-click requests; throughput: {n2} single-click requests from "
          f"{a.concurrency} client threads; batch: runs of {a.batch_rows} clicks in 1,000-click requests, alternately from "
          f"one client and from two, {a.batch_repeats} of each (median shown; all in serve.json), each client on a "
