@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,25 +66,34 @@ SMALL = FeatureSpec(
 )
 
 
-def test_memory_plateaus_while_replaying_days():
+@pytest.mark.parametrize("incremental_from", [64, 0])
+def test_memory_plateaus_while_replaying_days(incremental_from):
     """Several days of traffic through a 60 s window: stored events track the window, not the stream."""
-    store = MemoryStore(SMALL)
+    from attribution.features import online_kernel as k
+
+    store = MemoryStore(SMALL, incremental_from=incremental_from)
     online = OnlineFeatures(store, SMALL)
     rng = np.random.default_rng(0)
     sizes = []
+    counted = 0  # the most values the counted windows held at once
     for day in range(3):
         t = T + day * 86_400 + np.sort(rng.integers(0, 86_400, 20_000))
         for i, ti in enumerate(t):
             online.score([click(int(ti), ip=int(rng.integers(0, 500)), app=int(rng.integers(0, 20)), cid=f"{day}-{i}")])
-        sizes.append((store.stats().events, len(store.seen_ids), store.stats().keys))
+            counted = max(counted, int(store._state.scalars[k.N_COUNTS]))
+        sizes.append((store.stats().events, len(store.seen_ids), store.stats().keys,
+                      int(store._state.scalars[k.N_COUNTS])))
     events = [s[0] for s in sizes]
     # ~0.23 clicks/s over a 60 s window: a few dozen events per group, whatever the day
     assert max(events) < 200, sizes
     assert max(s[1] for s in sizes) < 200, "click ids are evicted with the window too"
     assert max(s[2] for s in sizes) < 400, "keys with no recent clicks leave memory"
+    assert max(s[3] for s in sizes) <= max(events), "counted windows leave memory with their keys"
+    assert (counted > 0) == (incremental_from == 0), "counted windows are used when asked for, else not at all"
 
 
-def test_out_of_order_arrivals_match_the_sql_over_what_has_arrived():
+@pytest.mark.parametrize("incremental_from", [64, 0])  # 0: every distinct count follows its window
+def test_out_of_order_arrivals_match_the_sql_over_what_has_arrived(incremental_from):
     """Each click, whenever it arrives, gets exactly the features of the clicks received so far (late
     clicks are inserted inside a key's history, which also grows and slides its arrays)."""
     from attribution.features import compute_features
@@ -92,7 +102,7 @@ def test_out_of_order_arrivals_match_the_sql_over_what_has_arrived():
 
     clicks = tricky_stream(250, seed=11).drop(columns="row_id")
     clicks["click_time"] = clicks["click_time"] - clicks["click_time"].min() + T  # within one 8 h window or so
-    online = OnlineFeatures(MemoryStore(allowed_lateness=10**6))
+    online = OnlineFeatures(MemoryStore(allowed_lateness=10**6, incremental_from=incremental_from))
     events = online_mod.clicks_from_frame(clicks)
     for i, event in enumerate(events):
         got = online.score([event])[0]

@@ -115,7 +115,7 @@ class MemoryStore(StateStore):
     entries that fell behind the cutoff, so the cost is O(1) amortised per event and untouched keys leave
     memory as well. click_ids (strings) are remembered here, for the same retention."""
 
-    def __init__(self, spec: FeatureSpec = DEFAULT_SPEC, allowed_lateness: int = 0) -> None:
+    def __init__(self, spec: FeatureSpec = DEFAULT_SPEC, allowed_lateness: int = 0, incremental_from: int = 64) -> None:
         from attribution.features import online_kernel as k
 
         super().__init__(spec)
@@ -124,7 +124,9 @@ class MemoryStore(StateStore):
         self._k = k
         plan = k.KernelPlan(spec)
         self._n_features = plan.n_features
-        self._state = k.KernelState(plan)
+        # A distinct count over a window of `incremental_from` clicks or more follows its window instead of
+        # scanning it (a busy IP holds ~100k clicks in 8 h at full TalkingData rates).
+        self._state = k.KernelState(plan, incremental_from)
         self.seen_ids: dict[str, int] = {}
         self._id_expiry: deque[tuple[int, str]] = deque()
         self._record_all = np.ones(1, np.bool_)  # the kernel only reads it: shared by single-click calls

@@ -13,6 +13,12 @@ index is an open-addressing hash table (linear probing, backward-shift deletion)
 key's hash per bucket: most keys hold one click, so each click adds and later drops about five keys, and
 numba's typed Dict took ~200 ns per insert or pop there against a few tens of ns here.
 
+A distinct count over a long window (`incremental_from` clicks or more; a busy IP holds ~100k clicks in 8 h
+at full TalkingData rates) is not rescanned per click: the slot keeps that window's bounds and number of
+distinct values, with each value's count in one open-addressing table keyed by (slot, count, value), and
+moves the bounds to each click's window, a click or two at a time. Slides, late inserts and eviction keep
+those windows in step with the clicks they cover.
+
 Every recorded click also enters a FIFO of (second, slot, generation); when the watermark moves, entries
 older than the cutoff are popped and their slot trimmed, and an emptied slot is freed (its generation
 bumped, so stale entries skip it). Memory therefore follows the window, not the stream. Features are binary
@@ -31,14 +37,17 @@ from numba.typed import List
 from attribution.features.spec import KEY_FIELDS, FeatureSpec
 
 # store tables: per-slot meta (columns below), the FIFO (second, slot, generation), free slots, the key
-# index (slot + 1, hash), the plan's tables, then the slots
-META, FIFO, FREE, INDEX = 0, 1, 2, 3
-GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR = range(4, 12)
-SLOT0 = 12
+# index (slot + 1, hash), per-slot counted windows (for each distinct count of the slot's group: first, end,
+# distinct values; first = -1 while none is counted), the window counts (tag + 1, value, count), the plan's
+# tables, then the slots
+META, FIFO, FREE, INDEX, WINDOWS, COUNTS = range(6)
+GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, CACHE_FIELDS = range(6, 15)
+SLOT0 = 15
 START, END, GEN, GROUP, HASH, KEY0 = range(6)  # meta columns; the five ids follow KEY0
 META_COLUMNS = KEY0 + 5
 # scalars
-WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP = range(7)
+WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP, N_COUNTS, INCREMENTAL_FROM = range(9)
+MAX_CACHES = 16  # distinct counts per key group (a count's tag is slot * MAX_CACHES + its index)
 MARKS = 1 << 16  # ids below this are counted with the mark table (app, device, os, channel are uint16)
 NO_KEY = -1
 GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: the multiplier of Fibonacci hashing
@@ -68,14 +77,22 @@ class KernelPlan:
             bands += [(gi, at_name[n], at[b.start - 1], at[b.end]) for c in spec.counts if c.keys == g
                       for b, n in zip(c.bands, c.names())]
             prevs += [(gi, at_name[p.name], p.window) for p in spec.since_previous if p.keys == g]
-            dists += [(gi, at_name[d.name], fields[gi].index(d.of), at[d.window]) for d in spec.distincts if d.keys == g]
+            mine = [d for d in spec.distincts if d.keys == g]
+            if len(mine) > MAX_CACHES:
+                raise ValueError(f"at most {MAX_CACHES} distinct counts per key group, {g} has {len(mine)}")
+            dists += [(gi, at_name[d.name], fields[gi].index(d.of), at[d.window], k) for k, d in enumerate(mine)]
         self.offsets = np.full((len(groups), max(len(o) for o in offsets)), -1, np.int64)
         self.n_offsets = np.array([len(o) for o in offsets], np.int64)
         for gi, o in enumerate(offsets):
             self.offsets[gi, : len(o)] = o
         self.bands = np.array(bands, np.int64).reshape(-1, 4)
         self.prevs = np.array(prevs, np.int64).reshape(-1, 3)
-        self.dists = np.array(dists, np.int64).reshape(-1, 4)
+        self.dists = np.array(dists, np.int64).reshape(-1, 5)
+        # per group, the value row each distinct count reads (-1: unused)
+        self.n_caches = max([sum(d.keys == g for d in spec.distincts) for g in groups] + [1])
+        self.cache_fields = np.full((len(groups), self.n_caches), -1, np.int64)
+        for gi, _, f, _, k in dists:
+            self.cache_fields[gi, k] = f
         self.hour = np.array([names.index("hour_sin"), names.index("hour_cos")] if spec.hour_of_day else [-1, -1],
                              np.int64)
         self.hour_table = np.array(FeatureSpec.hour_table(), np.float64)
@@ -83,19 +100,23 @@ class KernelPlan:
     def tables(self) -> list[np.ndarray]:
         """The integer tables at store[GROUP_FIELDS:SLOT0], each 2-D."""
         return [self.group_fields, self.value_fields, self.offsets, self.n_offsets.reshape(1, -1), self.bands,
-                self.prevs, self.dists, self.hour.reshape(1, -1)]
+                self.prevs, self.dists, self.hour.reshape(1, -1), self.cache_fields]
 
 
 class KernelState:
     """Containers the compiled functions mutate in place (the typed list lets them swap in grown tables)."""
 
-    def __init__(self, plan: KernelPlan) -> None:
+    def __init__(self, plan: KernelPlan, incremental_from: int = 64) -> None:
+        """incremental_from: a distinct count over a window of at least this many clicks is kept up to date
+        as its window moves, rather than counted by a scan (0: always; tests use it)."""
         self.store = List([np.zeros((0, META_COLUMNS), np.int64), np.zeros((1024, 3), np.int64),
                            np.zeros((0, 1), np.int64), np.zeros((1024, 2), np.int64),
+                           np.zeros((0, 3 * plan.n_caches), np.int64), np.zeros((1024, 3), np.int64),
                            *(np.ascontiguousarray(t, np.int64) for t in plan.tables())])
         self.marks = np.zeros(MARKS, np.int32)  # int32: the table stays in L2 cache
-        self.scalars = np.zeros(7, np.int64)
+        self.scalars = np.zeros(9, np.int64)
         self.scalars[WATERMARK] = -(2**62)
+        self.scalars[INCREMENTAL_FROM] = incremental_from
         self.hour_table = plan.hour_table
 
     def args(self) -> tuple:
@@ -124,6 +145,7 @@ def _reserve(tables, sc: np.ndarray, new_keys: int) -> None:
         cap = max(1024, 2 * len(tables[META]), need)
         tables[META] = _grown(tables[META], cap, sc[N_SLOTS])
         tables[FREE] = _grown(tables[FREE], cap, sc[N_FREE])  # a free list never outgrows the slots
+        tables[WINDOWS] = _grown(tables[WINDOWS], cap, sc[N_SLOTS])
     head, tail = sc[FIFO_HEAD], sc[FIFO_TAIL]
     fifo = tables[FIFO]
     if tail + new_keys > len(fifo):
@@ -206,9 +228,144 @@ def _unplace(buckets: np.ndarray, h: int, slot: int) -> None:
     buckets[i, 0] = 0
 
 
+# ---- counted windows: a busy key's distinct counts follow its window instead of rescanning it --------------
+@numba.njit(cache=True)
+def _count_home(tag: int, value: int, mask: int) -> int:
+    h = (tag * GOLDEN) ^ value
+    h *= GOLDEN
+    h ^= h >> 29
+    return h & mask
+
+
+@numba.njit(cache=True)
+def _count_add(tables, sc: np.ndarray, tag: int, value: int) -> int:
+    """One more click with `value` in the window `tag`; 1 if the value is new to it."""
+    counts = tables[COUNTS]
+    if 2 * (sc[N_COUNTS] + 1) > len(counts):  # keep the table at most half full
+        grown = np.zeros((2 * len(counts), 3), np.int64)
+        gmask = len(grown) - 1
+        for i in range(len(counts)):
+            if counts[i, 0] != 0:
+                j = _count_home(counts[i, 0] - 1, counts[i, 1], gmask)
+                while grown[j, 0] != 0:
+                    j = (j + 1) & gmask
+                grown[j] = counts[i]
+        tables[COUNTS] = grown
+        counts = grown
+    mask = len(counts) - 1
+    i = _count_home(tag, value, mask)
+    while counts[i, 0] != 0:
+        if counts[i, 0] == tag + 1 and counts[i, 1] == value:
+            counts[i, 2] += 1
+            return 0
+        i = (i + 1) & mask
+    counts[i, 0], counts[i, 1], counts[i, 2] = tag + 1, value, 1
+    sc[N_COUNTS] += 1
+    return 1
+
+
+@numba.njit(cache=True)
+def _count_remove(tables, sc: np.ndarray, tag: int, value: int) -> int:
+    """One click with `value` fewer in the window `tag` (it must be there); 1 if the value left it."""
+    counts = tables[COUNTS]
+    mask = len(counts) - 1
+    i = _count_home(tag, value, mask)
+    while counts[i, 0] != tag + 1 or counts[i, 1] != value:
+        if counts[i, 0] == 0:
+            raise RuntimeError("a counted window lost step with its key's clicks")
+        i = (i + 1) & mask
+    counts[i, 2] -= 1
+    if counts[i, 2] > 0:
+        return 0
+    j = i  # backward-shift deletion, as in _unplace
+    while True:
+        j = (j + 1) & mask
+        if counts[j, 0] == 0:
+            break
+        home = _count_home(counts[j, 0] - 1, counts[j, 1], mask)
+        if (i < home <= j) if i <= j else (home > i or home <= j):
+            continue
+        counts[i, 0], counts[i, 1], counts[i, 2] = counts[j, 0], counts[j, 1], counts[j, 2]
+        i = j
+    counts[i, 0] = 0
+    sc[N_COUNTS] -= 1
+    return 1
+
+
+@numba.njit(cache=True)
+def _counted_distinct(tables, sc: np.ndarray, windows: np.ndarray, slot: int, k: int, values: np.ndarray, lo: int,
+                      hi: int) -> int:
+    """Distinct values in values[lo:hi], moving the slot's counted window k there: a click's window moves
+    by a click or two from the previous one's, so this costs a few table updates, not a scan."""
+    c = 3 * k
+    first, end, n = windows[slot, c], windows[slot, c + 1], windows[slot, c + 2]
+    if first < 0:
+        first = end = lo
+        n = 0
+    tag = slot * MAX_CACHES + k
+    while end < hi:  # grow before shrinking, so that the window never turns inside out
+        n += _count_add(tables, sc, tag, values[end])
+        end += 1
+    while first > lo:
+        first -= 1
+        n += _count_add(tables, sc, tag, values[first])
+    while first < lo:
+        n -= _count_remove(tables, sc, tag, values[first])
+        first += 1
+    while end > hi:
+        end -= 1
+        n -= _count_remove(tables, sc, tag, values[end])
+    windows[slot, c], windows[slot, c + 1], windows[slot, c + 2] = first, end, n
+    return n
+
+
+@numba.njit(cache=True)
+def _forget_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, fields: np.ndarray) -> None:
+    """Drop the slot's counted windows (before the slot is freed)."""
+    for k in range(len(fields)):
+        c = 3 * k
+        if fields[k] >= 0 and windows[slot, c] >= 0:
+            rows = tables[SLOT0 + slot]
+            for p in range(windows[slot, c], windows[slot, c + 1]):
+                _count_remove(tables, sc, slot * MAX_CACHES + k, rows[1 + fields[k], p])
+            windows[slot, c] = -1
+
+
+@numba.njit(cache=True)
+def _move_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows: np.ndarray, fields: np.ndarray,
+                 s0: int) -> None:
+    """The slot's live clicks [s0, end) are about to move to the start of its table: counted windows inside
+    them move along, others are dropped."""
+    for k in range(len(fields)):
+        c = 3 * k
+        if fields[k] >= 0 and windows[slot, c] >= 0:
+            if windows[slot, c] >= s0:
+                windows[slot, c] -= s0
+                windows[slot, c + 1] -= s0
+            else:
+                for p in range(windows[slot, c], windows[slot, c + 1]):
+                    _count_remove(tables, sc, slot * MAX_CACHES + k, rows[1 + fields[k], p])
+                windows[slot, c] = -1
+
+
+@numba.njit(cache=True)
+def _count_inserted(tables, sc: np.ndarray, windows: np.ndarray, slot: int, fields: np.ndarray, pos: int,
+                    ids: np.ndarray, value_fields: np.ndarray) -> None:
+    """A late click goes in at pos, shifting later clicks up by one: counted windows shift or take it in."""
+    for k in range(len(fields)):
+        c = 3 * k
+        if fields[k] >= 0 and windows[slot, c] >= 0:
+            if pos < windows[slot, c]:
+                windows[slot, c] += 1
+                windows[slot, c + 1] += 1
+            elif pos < windows[slot, c + 1]:
+                windows[slot, c + 2] += _count_add(tables, sc, slot * MAX_CACHES + k, ids[value_fields[fields[k]]])
+                windows[slot, c + 1] += 1
+
+
 # ---- recording ------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple, h: int,
+def _new_slot(tables, meta: np.ndarray, windows: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple, h: int,
               n_rows: int) -> int:
     if sc[N_FREE] > 0:
         sc[N_FREE] -= 1
@@ -219,6 +376,7 @@ def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, s
         tables.append(np.zeros((n_rows, 4), np.int64))
     meta[slot, START] = 0
     meta[slot, END] = 0
+    windows[slot, 0::3] = -1
     meta[slot, GROUP] = key[0]
     meta[slot, HASH] = h
     for f in range(5):
@@ -228,12 +386,14 @@ def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, s
 
 
 @numba.njit(cache=True)
-def _insert(tables, meta: np.ndarray, slot: int, t: int, ids: np.ndarray, value_fields: np.ndarray) -> None:
+def _insert(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot: int, t: int, ids: np.ndarray,
+            value_fields: np.ndarray, fields: np.ndarray) -> None:
     """Place the click by its second (appending in the usual, in-order case)."""
     s0, e0 = meta[slot, START], meta[slot, END]
     rows = tables[SLOT0 + slot]
     cap = rows.shape[1]
     if e0 == cap:  # full: slide the live part down, or grow
+        _move_counts(tables, sc, windows, slot, rows, fields, s0)
         n = e0 - s0
         if s0 >= cap // 2:
             rows[:, :n] = rows[:, s0:e0].copy()
@@ -247,6 +407,7 @@ def _insert(tables, meta: np.ndarray, slot: int, t: int, ids: np.ndarray, value_
     pos = e0
     if e0 > s0 and rows[0, e0 - 1] > t:  # a late click
         pos = s0 + np.searchsorted(rows[0, s0:e0], t, side="right")
+        _count_inserted(tables, sc, windows, slot, fields, pos, ids, value_fields)
         rows[:, pos + 1 : e0 + 1] = rows[:, pos:e0].copy()
     rows[0, pos] = t
     for f in range(len(value_fields)):
@@ -256,8 +417,8 @@ def _insert(tables, meta: np.ndarray, slot: int, t: int, ids: np.ndarray, value_
 
 
 @numba.njit(cache=True)
-def _evict(tables, meta: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray,
-           cutoff: int) -> None:
+def _evict(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray,
+           sc: np.ndarray, cache_fields: np.ndarray, cutoff: int) -> None:
     head = sc[FIFO_HEAD]
     while head < sc[FIFO_TAIL] and fifo[head, 0] < cutoff:
         slot, gen = fifo[head, 1], fifo[head, 2]
@@ -268,6 +429,7 @@ def _evict(tables, meta: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets
         s0 += np.searchsorted(tables[SLOT0 + slot][0, s0:e0], cutoff, side="left")
         meta[slot, START] = s0
         if s0 == e0:  # nothing left in the window: forget the key
+            _forget_counts(tables, sc, windows, slot, cache_fields[meta[slot, GROUP]])
             _unplace(buckets, meta[slot, HASH], slot)
             meta[slot, GEN] += 1
             meta[slot, GROUP] = -1
@@ -277,14 +439,15 @@ def _evict(tables, meta: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets
 
 
 @numba.njit(cache=True)
-def _record(tables, meta: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray,
-            group_fields: np.ndarray, value_fields: np.ndarray, ids: np.ndarray, t: int, floor: int, retention: int,
-            slots: np.ndarray) -> None:
+def _record(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray,
+            sc: np.ndarray,
+            group_fields: np.ndarray, value_fields: np.ndarray, cache_fields: np.ndarray, ids: np.ndarray, t: int,
+            floor: int, retention: int, slots: np.ndarray) -> None:
     """Record one click under each key group; slots[g] gets the group's slot (left at -1 for a click too late
     to keep)."""
     if t > sc[WATERMARK]:
         sc[WATERMARK] = t
-        _evict(tables, meta, fifo, free, buckets, sc, min(t, floor) - retention)
+        _evict(tables, meta, windows, fifo, free, buckets, sc, cache_fields, min(t, floor) - retention)
     elif t < sc[WATERMARK] - retention:
         sc[LATE] += 1  # too old to matter to any click still in retention: scored, not kept
         return
@@ -293,8 +456,8 @@ def _record(tables, meta: np.ndarray, fifo: np.ndarray, free: np.ndarray, bucket
         h = _hash(key)
         slot = _find(meta, buckets, key, h)
         if slot < 0:
-            slot = _new_slot(tables, meta, free, buckets, sc, key, h, 1 + value_fields.shape[1])
-        _insert(tables, meta, slot, t, ids, value_fields[g])
+            slot = _new_slot(tables, meta, windows, free, buckets, sc, key, h, 1 + value_fields.shape[1])
+        _insert(tables, sc, meta, windows, slot, t, ids, value_fields[g], cache_fields[g])
         tail = sc[FIFO_TAIL]
         fifo[tail, 0], fifo[tail, 1], fifo[tail, 2] = t, slot, meta[slot, GEN]
         sc[FIFO_TAIL] = tail + 1
@@ -326,7 +489,7 @@ def _distinct(marks: np.ndarray, sc: np.ndarray, row: np.ndarray, lo: int, hi: i
 
 
 @numba.njit(cache=True)
-def _read(tables, meta: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.ndarray, sc: np.ndarray,
+def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.ndarray, sc: np.ndarray,
           ids: np.ndarray, t: int, slots: np.ndarray, hour_table: np.ndarray, cuts: np.ndarray,
           out: np.ndarray) -> None:
     """One click's features; slots[g] is the group's slot when recording found it, else -1 (looked up here)."""
@@ -359,7 +522,13 @@ def _read(tables, meta: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.
                     out[prevs[p, 1]] = np.nan
         for d in range(len(dists)):
             if dists[d, 0] == g:
-                out[dists[d, 1]] = 0 if end <= s0 else _distinct(marks, sc, rows[1 + dists[d, 2]], cuts[dists[d, 3]], end)
+                lo, k = cuts[dists[d, 3]], dists[d, 4]
+                if end <= lo:
+                    out[dists[d, 1]] = 0
+                elif windows[slot, 3 * k] >= 0 or end - lo >= sc[INCREMENTAL_FROM]:
+                    out[dists[d, 1]] = _counted_distinct(tables, sc, windows, slot, k, rows[1 + dists[d, 2]], lo, end)
+                else:
+                    out[dists[d, 1]] = _distinct(marks, sc, rows[1 + dists[d, 2]], lo, end)
     if hour[0] >= 0:
         h = (t // 3600) % 24
         out[hour[0]] = hour_table[h, 0]
@@ -370,10 +539,10 @@ def _read(tables, meta: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.
 def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: np.ndarray, record: np.ndarray,
                 retention: int, hour_table: np.ndarray, out: np.ndarray) -> None:
     """Record the batch's clicks flagged in `record`, then write every click's features into out[i]."""
-    group_fields, value_fields = tables[GROUP_FIELDS], tables[VALUE_FIELDS]
+    group_fields, value_fields, cache_fields = tables[GROUP_FIELDS], tables[VALUE_FIELDS], tables[CACHE_FIELDS]
     n_groups = len(group_fields)
     _reserve(tables, sc, n_groups * int(record.sum()))
-    meta, fifo, free, buckets = tables[META], tables[FIFO], tables[FREE], tables[INDEX]
+    meta, fifo, free, buckets, windows = tables[META], tables[FIFO], tables[FREE], tables[INDEX], tables[WINDOWS]
     # A click's slots from recording serve its read: no key recorded in this batch is evicted before the reads,
     # since eviction stops short of the batch's earliest click (a batch spanning minutes must not drop, while
     # recording its later clicks, the history its earlier clicks are about to read).
@@ -381,13 +550,13 @@ def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: n
     floor = t.min() if len(t) else 0
     for i in range(len(t)):
         if record[i]:
-            _record(tables, meta, fifo, free, buckets, sc, group_fields, value_fields, ids[i], t[i], floor, retention,
-                    slots[i])
+            _record(tables, meta, windows, fifo, free, buckets, sc, group_fields, value_fields, cache_fields, ids[i], t[i],
+                    floor, retention, slots[i])
     plan = (group_fields, tables[OFFSETS], tables[N_OFFSETS][0], tables[BANDS], tables[PREVS], tables[DISTS],
             tables[HOUR][0])
     cuts = np.zeros(tables[OFFSETS].shape[1], np.int64)
     for i in range(len(t)):
-        _read(tables, meta, buckets, plan, marks, sc, ids[i], t[i], slots[i], hour_table, cuts, out[i])
+        _read(tables, meta, windows, buckets, plan, marks, sc, ids[i], t[i], slots[i], hour_table, cuts, out[i])
 
 
 @numba.njit(cache=True)
