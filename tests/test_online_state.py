@@ -132,3 +132,29 @@ def test_key_index_finds_every_live_key_after_any_adds_and_drops(ops: list[tuple
             found = k._find(meta, buckets, (0, other, 0, 0, 0, 0), 60 + other % 3)
             assert found == (other if other in live else -1), (other, live)
     assert int((buckets[:, 0] > 0).sum()) == len(live)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 6)), max_size=300))
+def test_window_counts_match_a_counter(ops: list[tuple[bool, int, int]]):
+    """The per-value counts of counted windows against collections.Counter, from an 8-bucket table that
+    must grow, with few tags and values so that probe runs collide and wrap."""
+    from collections import Counter
+
+    from numba.typed import List
+
+    from attribution.features import online_kernel as k
+
+    tables = List([np.zeros((1, 1), np.int64) for _ in range(k.COUNTS)] + [np.zeros((8, 3), np.int64)])
+    sc = np.zeros(9, np.int64)
+    model: Counter = Counter()
+    for add, tag, value in ops:
+        if add:
+            assert k._count_add(tables, sc, tag, value) == (model[(tag, value)] == 0)
+            model[(tag, value)] += 1
+        elif model[(tag, value)]:
+            model[(tag, value)] -= 1
+            assert k._count_remove(tables, sc, tag, value) == (model[(tag, value)] == 0)
+    held = {(int(r[0]) - 1, int(r[1])): int(r[2]) for r in tables[k.COUNTS] if r[0]}
+    assert held == {key: n for key, n in model.items() if n}
+    assert sc[k.N_COUNTS] == len(held)
