@@ -43,7 +43,9 @@ from attribution.features.spec import KEY_FIELDS, FeatureSpec
 META, FIFO, FREE, INDEX, WINDOWS, COUNTS = range(6)
 GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, CACHE_FIELDS = range(6, 15)
 SLOT0 = 15
-START, END, GEN, GROUP, HASH, KEY0 = range(6)  # meta columns; the five ids follow KEY0
+# meta columns: the five ids follow KEY0; COUNTED is 1 once the slot has counted windows (so that the many
+# slots without any never touch their row of the windows table)
+START, END, GEN, GROUP, HASH, COUNTED, KEY0 = range(7)
 META_COLUMNS = KEY0 + 5
 # scalars
 WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP, N_COUNTS, INCREMENTAL_FROM = range(9)
@@ -293,11 +295,14 @@ def _count_remove(tables, sc: np.ndarray, tag: int, value: int) -> int:
 
 
 @numba.njit(cache=True)
-def _counted_distinct(tables, sc: np.ndarray, windows: np.ndarray, slot: int, k: int, values: np.ndarray, lo: int,
+def _counted_distinct(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot: int, k: int, values: np.ndarray, lo: int,
                       hi: int) -> int:
     """Distinct values in values[lo:hi], moving the slot's counted window k there: a click's window moves
     by a click or two from the previous one's, so this costs a few table updates, not a scan."""
     c = 3 * k
+    if meta[slot, COUNTED] == 0:
+        meta[slot, COUNTED] = 1
+        windows[slot, 0::3] = -1
     first, end, n = windows[slot, c], windows[slot, c + 1], windows[slot, c + 2]
     if first < 0:
         first = end = lo
@@ -365,7 +370,7 @@ def _count_inserted(tables, sc: np.ndarray, windows: np.ndarray, slot: int, fiel
 
 # ---- recording ------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _new_slot(tables, meta: np.ndarray, windows: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple, h: int,
+def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple, h: int,
               n_rows: int) -> int:
     if sc[N_FREE] > 0:
         sc[N_FREE] -= 1
@@ -376,7 +381,7 @@ def _new_slot(tables, meta: np.ndarray, windows: np.ndarray, free: np.ndarray, b
         tables.append(np.zeros((n_rows, 4), np.int64))
     meta[slot, START] = 0
     meta[slot, END] = 0
-    windows[slot, 0::3] = -1
+    meta[slot, COUNTED] = 0
     meta[slot, GROUP] = key[0]
     meta[slot, HASH] = h
     for f in range(5):
@@ -393,7 +398,8 @@ def _insert(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot:
     rows = tables[SLOT0 + slot]
     cap = rows.shape[1]
     if e0 == cap:  # full: slide the live part down, or grow
-        _move_counts(tables, sc, windows, slot, rows, fields, s0)
+        if meta[slot, COUNTED]:
+            _move_counts(tables, sc, windows, slot, rows, fields, s0)
         n = e0 - s0
         if s0 >= cap // 2:
             rows[:, :n] = rows[:, s0:e0].copy()
@@ -407,7 +413,8 @@ def _insert(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot:
     pos = e0
     if e0 > s0 and rows[0, e0 - 1] > t:  # a late click
         pos = s0 + np.searchsorted(rows[0, s0:e0], t, side="right")
-        _count_inserted(tables, sc, windows, slot, fields, pos, ids, value_fields)
+        if meta[slot, COUNTED]:
+            _count_inserted(tables, sc, windows, slot, fields, pos, ids, value_fields)
         rows[:, pos + 1 : e0 + 1] = rows[:, pos:e0].copy()
     rows[0, pos] = t
     for f in range(len(value_fields)):
@@ -429,7 +436,8 @@ def _evict(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free
         s0 += np.searchsorted(tables[SLOT0 + slot][0, s0:e0], cutoff, side="left")
         meta[slot, START] = s0
         if s0 == e0:  # nothing left in the window: forget the key
-            _forget_counts(tables, sc, windows, slot, cache_fields[meta[slot, GROUP]])
+            if meta[slot, COUNTED]:
+                _forget_counts(tables, sc, windows, slot, cache_fields[meta[slot, GROUP]])
             _unplace(buckets, meta[slot, HASH], slot)
             meta[slot, GEN] += 1
             meta[slot, GROUP] = -1
@@ -456,7 +464,7 @@ def _record(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, fre
         h = _hash(key)
         slot = _find(meta, buckets, key, h)
         if slot < 0:
-            slot = _new_slot(tables, meta, windows, free, buckets, sc, key, h, 1 + value_fields.shape[1])
+            slot = _new_slot(tables, meta, free, buckets, sc, key, h, 1 + value_fields.shape[1])
         _insert(tables, sc, meta, windows, slot, t, ids, value_fields[g], cache_fields[g])
         tail = sc[FIFO_TAIL]
         fifo[tail, 0], fifo[tail, 1], fifo[tail, 2] = t, slot, meta[slot, GEN]
@@ -525,8 +533,9 @@ def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, pl
                 lo, k = cuts[dists[d, 3]], dists[d, 4]
                 if end <= lo:
                     out[dists[d, 1]] = 0
-                elif windows[slot, 3 * k] >= 0 or end - lo >= sc[INCREMENTAL_FROM]:
-                    out[dists[d, 1]] = _counted_distinct(tables, sc, windows, slot, k, rows[1 + dists[d, 2]], lo, end)
+                elif (meta[slot, COUNTED] and windows[slot, 3 * k] >= 0) or end - lo >= sc[INCREMENTAL_FROM]:
+                    out[dists[d, 1]] = _counted_distinct(tables, sc, meta, windows, slot, k, rows[1 + dists[d, 2]], lo,
+                                                         end)
                 else:
                     out[dists[d, 1]] = _distinct(marks, sc, rows[1 + dists[d, 2]], lo, end)
     if hour[0] >= 0:
