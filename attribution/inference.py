@@ -152,8 +152,9 @@ def _columns_checked(instances: list | tuple) -> tuple[dict[str, list], list]:
 _ROW = itemgetter(*REQUIRED)
 _ID_LIMITS = np.array(list(ID_FIELDS.values()), np.int64)
 # "YYYY-MM-DD HH:MM:SS": where the separators are, and what they are
+_TIME_LENGTH = len("2017-11-09 04:00:00")
 _TIME_SEPARATORS = {4: "-", 7: "-", 10: " ", 13: ":", 16: ":"}
-_TIME_DIGITS = [i for i in range(len("2017-11-09 04:00:00")) if i not in _TIME_SEPARATORS]
+_TIME_DIGITS = [i for i in range(_TIME_LENGTH) if i not in _TIME_SEPARATORS]
 _SEPARATOR_AT = list(_TIME_SEPARATORS)
 _SEPARATOR_CODES = np.frombuffer("".join(_TIME_SEPARATORS.values()).encode(), np.uint8)
 
@@ -178,7 +179,7 @@ class ClickBatch:
 def _fast_times(values: Sequence) -> np.ndarray | None:
     """Epoch seconds of "YYYY-MM-DD HH:MM:SS" strings, or None unless every one is exactly that. The layout is
     checked on the bytes; numpy's datetime parser then refuses impossible dates and times (02-30, 24:00, :60)."""
-    if set(map(type, values)) != {str} or set(map(len, values)) != {len(_TIME_DIGITS) + len(_SEPARATOR_AT)}:
+    if set(map(type, values)) != {str} or set(map(len, values)) != {_TIME_LENGTH}:
         return None
     try:
         chars = np.frombuffer("".join(values).encode("ascii"), np.uint8).reshape(len(values), -1)
@@ -191,7 +192,7 @@ def _fast_times(values: Sequence) -> np.ndarray | None:
 
 def _fast_batch(instances: list | tuple, now: int) -> ClickBatch | None:
     """A well-formed request straight to arrays: integer ids, times as text or epoch seconds, integer or null
-    click_ids. A 1,000-click batch takes ~0.5 ms here against ~5 ms through pyarrow. None at any doubt; the
+    click_ids. A 1,000-click batch took ~0.8 ms here against ~5.3 ms through pyarrow. None at any doubt; the
     checked path then gives the answer (and names the mistake)."""
     n = len(instances)
     try:

@@ -25,7 +25,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from attribution.cat2vec import Cat2Vec
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 from attribution.metrics import binary_metrics
-from attribution.schema import LABEL
+from attribution.schema import LABEL, to_epoch
 
 log = logging.getLogger(__name__)
 ID_FIELDS = ("app", "device", "os", "channel")
@@ -244,15 +244,6 @@ MAX_TRAIN_NEGATIVES = 3_000_000
 def choose_negative_rate(n_negatives: int) -> float:
     """Keep every negative up to a few million; beyond, down-sample so that training stays bounded."""
     return 1.0 if n_negatives <= MAX_TRAIN_NEGATIVES else MAX_TRAIN_NEGATIVES / n_negatives
-
-
-def to_epoch(ts: str | int | None) -> int | None:
-    if ts is None:
-        return None
-    if isinstance(ts, (int, np.integer)):
-        return int(ts)
-    stamp = pd.Timestamp(ts)
-    return int((stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).timestamp())
 
 
 @dataclass

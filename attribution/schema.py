@@ -30,6 +30,16 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LABEL = "is_attributed"
 
 
+def to_epoch(ts: str | int | None) -> int | None:
+    """Epoch seconds of a time given as text (UTC unless it says otherwise) or already as seconds."""
+    if ts is None:
+        return None
+    if isinstance(ts, (int, np.integer)):
+        return int(ts)
+    stamp = pd.Timestamp(ts)
+    return int((stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).timestamp())
+
+
 class ClickSchemaError(ValueError):
     """A bad input row or column. `row` is 1-based over data rows (the header is not a row)."""
 

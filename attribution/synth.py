@@ -33,6 +33,8 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from attribution.schema import TIME_FORMAT, to_epoch
+
 COLUMNS = (
     "ip", "app", "device", "os", "channel", "click_time", "attributed_time", "is_attributed", "true_probability",
 )
@@ -339,8 +341,7 @@ def generate(rows: int, seed: int = 0, start: str = "2017-11-06 16:00:00", days:
     if days <= 0:
         raise ValueError(f"days must be > 0, got {days}")
     rng = np.random.default_rng(seed)
-    ts0 = pd.Timestamp(start)
-    t_start = int((ts0.tz_localize("UTC") if ts0.tzinfo is None else ts0).timestamp())
+    t_start = to_epoch(start)
     span = max(1, round(days * 86400))
 
     n_ips = max(8, round(rows / ROWS_PER_IP))
@@ -401,8 +402,7 @@ def generate_slices(
     if k == 1:
         yield generate(rows, seed=seed, start=start, days=days)
         return
-    ts0 = pd.Timestamp(start)
-    t_start = int((ts0.tz_localize("UTC") if ts0.tzinfo is None else ts0).timestamp())
+    t_start = to_epoch(start)
     span = max(1, round(days * 86400))
     hours = -(-span // 3600)
     cuts = np.linspace(0, hours, k + 1).round().astype(np.int64) * 3600
@@ -412,5 +412,5 @@ def generate_slices(
     sizes = np.floor(rows * share / share.sum()).astype(np.int64)
     sizes[: rows - sizes.sum()] += 1  # hand out the remainder so the total is exact
     for i, (a, b) in enumerate(itertools.pairwise(cuts)):
-        when = pd.Timestamp(t_start + int(a), unit="s").strftime("%Y-%m-%d %H:%M:%S")
+        when = pd.Timestamp(t_start + int(a), unit="s").strftime(TIME_FORMAT)
         yield generate(int(sizes[i]), seed=seed * 10_007 + i + 1, start=when, days=(b - a) / 86400)

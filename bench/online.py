@@ -34,12 +34,17 @@ from attribution.features.spec import DEFAULT_SPEC
 DAY = 86_400
 
 
-def load(rows: int):
+def ordered_frame(rows: int):
+    """The synthetic clicks in time order."""
     from attribution.data import read_clicks
+
+    return read_clicks(synthetic_clicks_path(rows)).sort_values(["click_time", "row_id"], kind="stable")
+
+
+def load(rows: int):
     from attribution.features.online import clicks_from_frame
 
-    df = read_clicks(synthetic_clicks_path(rows)).sort_values(["click_time", "row_id"], kind="stable")
-    return clicks_from_frame(df[["ip", "app", "device", "os", "channel", "click_time"]])
+    return clicks_from_frame(ordered_frame(rows)[["ip", "app", "device", "os", "channel", "click_time"]])
 
 
 def replay_memory(events, batch: int) -> dict:
@@ -78,10 +83,9 @@ def dense_distincts(rows: int, squeeze: int, batch: int = 1000) -> dict:
     answers. Timed over the second half, once windows are full."""
     import numpy as np
 
-    from attribution.data import read_clicks
     from attribution.features.online import MemoryStore
 
-    df = read_clicks(synthetic_clicks_path(rows)).sort_values(["click_time", "row_id"], kind="stable")
+    df = ordered_frame(rows)
     ids = np.ascontiguousarray(df[["ip", "app", "device", "os", "channel"]].to_numpy(np.int64))
     t = df["click_time"].to_numpy(np.int64)
     t = t[0] + (t - t[0]) // squeeze

@@ -250,8 +250,8 @@ def main() -> None:
     notes = [
         (f"Machine: {machine()['cpus']} CPUs, which the clients share with the server (load average "
          f"{result['load_avg_at_start'][0]:.1f} at start, {result['load_avg_at_end'][0]:.1f} at end; "
-         f"{100 * result['cpu_steal_share']:.1f}% of CPU time stolen by the host). Runs on this VM vary by up to ~1.4x "
-         "for the same code (its caches are shared with other VMs); the batch runs in serve.json show the spread."),
+         f"{100 * result['cpu_steal_share']:.1f}% of CPU time stolen by the host). Runs of the same code on this VM have "
+         "differed by up to ~1.4x; the batch runs in serve.json show the spread."),
         (f"Latency: {n1} sequential single-click requests; throughput: {n2} single-click requests from "
          f"{a.concurrency} client threads; batch: runs of {a.batch_rows} clicks in 1,000-click requests, alternately from "
          f"one client and from two, {a.batch_repeats} of each (median shown; all in serve.json), each client on a "

@@ -68,7 +68,7 @@ def test_refuses_missing_model_and_unknown_state(serving_model_dir, tmp_path):
         ([{**GOOD, "click_time": 2**62}], "field 'click_time': epoch seconds out of range"),
         ([{**GOOD, "click_time": [1]}], "field 'click_time': expected an integer or a time string, got array"),
         ([{**GOOD, "click_id": -4}], "field 'click_id': not a non-negative integer"),
-        # deep in a batch, where well-formed batches take the one-comprehension-per-field path
+        # deep in a batch, which the fast path (inference._fast_batch) reads column by column
         ([GOOD] * 57 + [{**GOOD, "extra": 1}] + [GOOD] * 3, "instance 57, field 'extra': unknown field"),
         ([GOOD] * 40 + [{**GOOD, "ip": True}], "instance 40, field 'ip': expected a non-negative integer, got boolean"),
         ([GOOD] * 9 + [{**GOOD, "click_id": 1.5}], "instance 9, field 'click_id': expected a non-negative integer"),

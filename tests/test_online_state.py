@@ -146,7 +146,7 @@ def test_window_counts_match_a_counter(ops: list[tuple[bool, int, int]]):
     from attribution.features import online_kernel as k
 
     tables = List([np.zeros((1, 1), np.int64) for _ in range(k.COUNTS)] + [np.zeros((8, 3), np.int64)])
-    sc = np.zeros(9, np.int64)
+    sc = np.zeros(k.N_SCALARS, np.int64)
     model: Counter = Counter()
     for add, tag, value in ops:
         if add:

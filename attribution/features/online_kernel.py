@@ -1,17 +1,18 @@
 """The in-process online state, compiled with numba: record a batch of clicks, then read their features.
 
 Layout: `store` is one typed list of int64 tables: the per-slot meta (a slot holds one key: its group and
-five ids, -1 where the group does not use the field), the FIFO, the free list, the key index, the plan, then
-one table per slot holding the key's recent clicks sorted by second, `store[SLOT0 + slot][0, start:end]`,
-and the values its group's distinct counts need, `store[SLOT0 + slot][1 + f, start:end]`. (One container and
-few arrays per call: numba types each argument on every call, ~1 us per typed container.)
+five ids, -1 where the group does not use the field), the FIFO, the free list, the key index, the counted
+windows and their value counts (below), the plan, then one table per slot holding the key's recent clicks
+sorted by second, `store[SLOT0 + slot][0, start:end]`, and the values its group's distinct counts need,
+`store[SLOT0 + slot][1 + f, start:end]`. (One container and few arrays per call: numba types each argument
+on every call, ~1 us per typed container.)
 
 Speed comes from touching little memory per click. A batch first reserves room for every key and FIFO entry
 it could add, so the loops take the shared tables out of the typed list once (a list item costs a call and
-two atomic reference counts, which was a quarter of the time when each helper fetched its own). The key
+two atomic reference counts, the largest cost in a perf profile when each helper fetched its own). The key
 index is an open-addressing hash table (linear probing, backward-shift deletion) holding slot + 1 and the
-key's hash per bucket: most keys hold one click, so each click adds and later drops about five keys, and
-numba's typed Dict took ~200 ns per insert or pop there against a few tens of ns here.
+key's hash per bucket: most keys hold one click, so each click adds and later drops about five keys, and an
+insert into numba's typed Dict took ~200 ns.
 
 A distinct count over a long window (`incremental_from` clicks or more; a busy IP holds ~100k clicks in 8 h
 at full TalkingData rates) is not rescanned per click: the slot keeps that window's bounds and number of
@@ -41,15 +42,16 @@ from attribution.features.spec import KEY_FIELDS, FeatureSpec
 # distinct values; first = -1 while none is counted), the window counts (tag + 1, value, count), the plan's
 # tables, then the slots
 META, FIFO, FREE, INDEX, WINDOWS, COUNTS = range(6)
-GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, CACHE_FIELDS = range(6, 15)
+GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, DISTINCT_ROWS = range(6, 15)
 SLOT0 = 15
 # meta columns: the five ids follow KEY0; COUNTED is 1 once the slot has counted windows (so that the many
 # slots without any never touch their row of the windows table)
 START, END, GEN, GROUP, HASH, COUNTED, KEY0 = range(7)
 META_COLUMNS = KEY0 + 5
 # scalars
-WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP, N_COUNTS, INCREMENTAL_FROM = range(9)
-MAX_CACHES = 16  # distinct counts per key group (a count's tag is slot * MAX_CACHES + its index)
+N_SCALARS = 9
+WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP, N_COUNTS, INCREMENTAL_FROM = range(N_SCALARS)
+MAX_DISTINCTS = 16  # distinct counts per key group (a count's tag is slot * MAX_DISTINCTS + its index)
 MARKS = 1 << 16  # ids below this are counted with the mark table (app, device, os, channel are uint16)
 NO_KEY = -1
 GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: the multiplier of Fibonacci hashing
@@ -80,8 +82,8 @@ class KernelPlan:
                       for b, n in zip(c.bands, c.names())]
             prevs += [(gi, at_name[p.name], p.window) for p in spec.since_previous if p.keys == g]
             mine = [d for d in spec.distincts if d.keys == g]
-            if len(mine) > MAX_CACHES:
-                raise ValueError(f"at most {MAX_CACHES} distinct counts per key group, {g} has {len(mine)}")
+            if len(mine) > MAX_DISTINCTS:
+                raise ValueError(f"at most {MAX_DISTINCTS} distinct counts per key group, {g} has {len(mine)}")
             dists += [(gi, at_name[d.name], fields[gi].index(d.of), at[d.window], k) for k, d in enumerate(mine)]
         self.offsets = np.full((len(groups), max(len(o) for o in offsets)), -1, np.int64)
         self.n_offsets = np.array([len(o) for o in offsets], np.int64)
@@ -91,10 +93,10 @@ class KernelPlan:
         self.prevs = np.array(prevs, np.int64).reshape(-1, 3)
         self.dists = np.array(dists, np.int64).reshape(-1, 5)
         # per group, the value row each distinct count reads (-1: unused)
-        self.n_caches = max([sum(d.keys == g for d in spec.distincts) for g in groups] + [1])
-        self.cache_fields = np.full((len(groups), self.n_caches), -1, np.int64)
+        self.n_distincts = max([sum(d.keys == g for d in spec.distincts) for g in groups] + [1])
+        self.distinct_rows = np.full((len(groups), self.n_distincts), -1, np.int64)
         for gi, _, f, _, k in dists:
-            self.cache_fields[gi, k] = f
+            self.distinct_rows[gi, k] = f
         self.hour = np.array([names.index("hour_sin"), names.index("hour_cos")] if spec.hour_of_day else [-1, -1],
                              np.int64)
         self.hour_table = np.array(FeatureSpec.hour_table(), np.float64)
@@ -102,7 +104,7 @@ class KernelPlan:
     def tables(self) -> list[np.ndarray]:
         """The integer tables at store[GROUP_FIELDS:SLOT0], each 2-D."""
         return [self.group_fields, self.value_fields, self.offsets, self.n_offsets.reshape(1, -1), self.bands,
-                self.prevs, self.dists, self.hour.reshape(1, -1), self.cache_fields]
+                self.prevs, self.dists, self.hour.reshape(1, -1), self.distinct_rows]
 
 
 class KernelState:
@@ -113,10 +115,10 @@ class KernelState:
         as its window moves, rather than counted by a scan (0: always; tests use it)."""
         self.store = List([np.zeros((0, META_COLUMNS), np.int64), np.zeros((1024, 3), np.int64),
                            np.zeros((0, 1), np.int64), np.zeros((1024, 2), np.int64),
-                           np.zeros((0, 3 * plan.n_caches), np.int64), np.zeros((1024, 3), np.int64),
+                           np.zeros((0, 3 * plan.n_distincts), np.int64), np.zeros((1024, 3), np.int64),
                            *(np.ascontiguousarray(t, np.int64) for t in plan.tables())])
         self.marks = np.zeros(MARKS, np.int32)  # int32: the table stays in L2 cache
-        self.scalars = np.zeros(9, np.int64)
+        self.scalars = np.zeros(N_SCALARS, np.int64)
         self.scalars[WATERMARK] = -(2**62)
         self.scalars[INCREMENTAL_FROM] = incremental_from
         self.hour_table = plan.hour_table
@@ -209,6 +211,14 @@ def _place(buckets: np.ndarray, h: int, slot: int) -> None:
     buckets[i, 1] = h
 
 
+@numba.njit(cache=True, inline="always")
+def _stays(hole: int, at: int, home: int) -> bool:
+    """Backward-shift deletion in a linear-probing table: whether the entry at `at`, whose probe run starts
+    at `home`, must stay put, the hole left at `hole` not lying on its run (its home is cyclically in
+    (hole, at])."""
+    return (hole < home <= at) if hole <= at else (home > hole or home <= at)
+
+
 @numba.njit(cache=True)
 def _unplace(buckets: np.ndarray, h: int, slot: int) -> None:
     """Drop a slot's bucket, shifting later entries of its probe run back so that no lookup stops early."""
@@ -221,9 +231,7 @@ def _unplace(buckets: np.ndarray, h: int, slot: int) -> None:
         j = (j + 1) & mask
         if buckets[j, 0] == 0:
             break
-        home = buckets[j, 1] & mask
-        # the entry at j stays unless the hole at i lies on its probe path, i.e. its home is not in (i, j]
-        if (i < home <= j) if i <= j else (home > i or home <= j):
+        if _stays(i, j, buckets[j, 1] & mask):
             continue
         buckets[i, 0], buckets[i, 1] = buckets[j, 0], buckets[j, 1]
         i = j
@@ -284,8 +292,7 @@ def _count_remove(tables, sc: np.ndarray, tag: int, value: int) -> int:
         j = (j + 1) & mask
         if counts[j, 0] == 0:
             break
-        home = _count_home(counts[j, 0] - 1, counts[j, 1], mask)
-        if (i < home <= j) if i <= j else (home > i or home <= j):
+        if _stays(i, j, _count_home(counts[j, 0] - 1, counts[j, 1], mask)):
             continue
         counts[i, 0], counts[i, 1], counts[i, 2] = counts[j, 0], counts[j, 1], counts[j, 2]
         i = j
@@ -295,8 +302,8 @@ def _count_remove(tables, sc: np.ndarray, tag: int, value: int) -> int:
 
 
 @numba.njit(cache=True)
-def _counted_distinct(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot: int, k: int, values: np.ndarray, lo: int,
-                      hi: int) -> int:
+def _counted_distinct(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot: int, k: int,
+                      values: np.ndarray, lo: int, hi: int) -> int:
     """Distinct values in values[lo:hi], moving the slot's counted window k there: a click's window moves
     by a click or two from the previous one's, so this costs a few table updates, not a scan."""
     c = 3 * k
@@ -307,7 +314,7 @@ def _counted_distinct(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndar
     if first < 0:
         first = end = lo
         n = 0
-    tag = slot * MAX_CACHES + k
+    tag = slot * MAX_DISTINCTS + k
     while end < hi:  # grow before shrinking, so that the window never turns inside out
         n += _count_add(tables, sc, tag, values[end])
         end += 1
@@ -325,46 +332,48 @@ def _counted_distinct(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndar
 
 
 @numba.njit(cache=True)
-def _forget_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, fields: np.ndarray) -> None:
-    """Drop the slot's counted windows (before the slot is freed)."""
-    for k in range(len(fields)):
-        c = 3 * k
-        if fields[k] >= 0 and windows[slot, c] >= 0:
-            rows = tables[SLOT0 + slot]
-            for p in range(windows[slot, c], windows[slot, c + 1]):
-                _count_remove(tables, sc, slot * MAX_CACHES + k, rows[1 + fields[k], p])
-            windows[slot, c] = -1
+def _drop_window(tables, sc: np.ndarray, windows: np.ndarray, slot: int, k: int, values: np.ndarray) -> None:
+    """Stop counting the slot's window k: its clicks' values leave the counts."""
+    for p in range(windows[slot, 3 * k], windows[slot, 3 * k + 1]):
+        _count_remove(tables, sc, slot * MAX_DISTINCTS + k, values[p])
+    windows[slot, 3 * k] = -1
 
 
 @numba.njit(cache=True)
-def _move_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows: np.ndarray, fields: np.ndarray,
+def _forget_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows_of: np.ndarray) -> None:
+    """Drop the slot's counted windows (before the slot is freed)."""
+    for k in range(len(rows_of)):
+        if rows_of[k] >= 0 and windows[slot, 3 * k] >= 0:
+            _drop_window(tables, sc, windows, slot, k, tables[SLOT0 + slot][1 + rows_of[k]])
+
+
+@numba.njit(cache=True)
+def _move_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows: np.ndarray, rows_of: np.ndarray,
                  s0: int) -> None:
     """The slot's live clicks [s0, end) are about to move to the start of its table: counted windows inside
     them move along, others are dropped."""
-    for k in range(len(fields)):
+    for k in range(len(rows_of)):
         c = 3 * k
-        if fields[k] >= 0 and windows[slot, c] >= 0:
+        if rows_of[k] >= 0 and windows[slot, c] >= 0:
             if windows[slot, c] >= s0:
                 windows[slot, c] -= s0
                 windows[slot, c + 1] -= s0
             else:
-                for p in range(windows[slot, c], windows[slot, c + 1]):
-                    _count_remove(tables, sc, slot * MAX_CACHES + k, rows[1 + fields[k], p])
-                windows[slot, c] = -1
+                _drop_window(tables, sc, windows, slot, k, rows[1 + rows_of[k]])
 
 
 @numba.njit(cache=True)
-def _count_inserted(tables, sc: np.ndarray, windows: np.ndarray, slot: int, fields: np.ndarray, pos: int,
+def _count_inserted(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows_of: np.ndarray, pos: int,
                     ids: np.ndarray, value_fields: np.ndarray) -> None:
     """A late click goes in at pos, shifting later clicks up by one: counted windows shift or take it in."""
-    for k in range(len(fields)):
+    for k in range(len(rows_of)):
         c = 3 * k
-        if fields[k] >= 0 and windows[slot, c] >= 0:
+        if rows_of[k] >= 0 and windows[slot, c] >= 0:
             if pos < windows[slot, c]:
                 windows[slot, c] += 1
                 windows[slot, c + 1] += 1
             elif pos < windows[slot, c + 1]:
-                windows[slot, c + 2] += _count_add(tables, sc, slot * MAX_CACHES + k, ids[value_fields[fields[k]]])
+                windows[slot, c + 2] += _count_add(tables, sc, slot * MAX_DISTINCTS + k, ids[value_fields[rows_of[k]]])
                 windows[slot, c + 1] += 1
 
 
@@ -392,14 +401,15 @@ def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, s
 
 @numba.njit(cache=True)
 def _insert(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot: int, t: int, ids: np.ndarray,
-            value_fields: np.ndarray, fields: np.ndarray) -> None:
-    """Place the click by its second (appending in the usual, in-order case)."""
+            value_fields: np.ndarray, rows_of: np.ndarray) -> None:
+    """Place the click by its second (appending in the usual, in-order case). rows_of[k]: the value row the
+    group's distinct count k reads."""
     s0, e0 = meta[slot, START], meta[slot, END]
     rows = tables[SLOT0 + slot]
     cap = rows.shape[1]
     if e0 == cap:  # full: slide the live part down, or grow
         if meta[slot, COUNTED]:
-            _move_counts(tables, sc, windows, slot, rows, fields, s0)
+            _move_counts(tables, sc, windows, slot, rows, rows_of, s0)
         n = e0 - s0
         if s0 >= cap // 2:
             rows[:, :n] = rows[:, s0:e0].copy()
@@ -414,7 +424,7 @@ def _insert(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot:
     if e0 > s0 and rows[0, e0 - 1] > t:  # a late click
         pos = s0 + np.searchsorted(rows[0, s0:e0], t, side="right")
         if meta[slot, COUNTED]:
-            _count_inserted(tables, sc, windows, slot, fields, pos, ids, value_fields)
+            _count_inserted(tables, sc, windows, slot, rows_of, pos, ids, value_fields)
         rows[:, pos + 1 : e0 + 1] = rows[:, pos:e0].copy()
     rows[0, pos] = t
     for f in range(len(value_fields)):
@@ -425,7 +435,7 @@ def _insert(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot:
 
 @numba.njit(cache=True)
 def _evict(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray,
-           sc: np.ndarray, cache_fields: np.ndarray, cutoff: int) -> None:
+           sc: np.ndarray, distinct_rows: np.ndarray, cutoff: int) -> None:
     head = sc[FIFO_HEAD]
     while head < sc[FIFO_TAIL] and fifo[head, 0] < cutoff:
         slot, gen = fifo[head, 1], fifo[head, 2]
@@ -437,7 +447,7 @@ def _evict(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free
         meta[slot, START] = s0
         if s0 == e0:  # nothing left in the window: forget the key
             if meta[slot, COUNTED]:
-                _forget_counts(tables, sc, windows, slot, cache_fields[meta[slot, GROUP]])
+                _forget_counts(tables, sc, windows, slot, distinct_rows[meta[slot, GROUP]])
             _unplace(buckets, meta[slot, HASH], slot)
             meta[slot, GEN] += 1
             meta[slot, GROUP] = -1
@@ -448,14 +458,13 @@ def _evict(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free
 
 @numba.njit(cache=True)
 def _record(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray,
-            sc: np.ndarray,
-            group_fields: np.ndarray, value_fields: np.ndarray, cache_fields: np.ndarray, ids: np.ndarray, t: int,
-            floor: int, retention: int, slots: np.ndarray) -> None:
+            sc: np.ndarray, group_fields: np.ndarray, value_fields: np.ndarray, distinct_rows: np.ndarray,
+            ids: np.ndarray, t: int, floor: int, retention: int, slots: np.ndarray) -> None:
     """Record one click under each key group; slots[g] gets the group's slot (left at -1 for a click too late
     to keep)."""
     if t > sc[WATERMARK]:
         sc[WATERMARK] = t
-        _evict(tables, meta, windows, fifo, free, buckets, sc, cache_fields, min(t, floor) - retention)
+        _evict(tables, meta, windows, fifo, free, buckets, sc, distinct_rows, min(t, floor) - retention)
     elif t < sc[WATERMARK] - retention:
         sc[LATE] += 1  # too old to matter to any click still in retention: scored, not kept
         return
@@ -465,7 +474,7 @@ def _record(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, fre
         slot = _find(meta, buckets, key, h)
         if slot < 0:
             slot = _new_slot(tables, meta, free, buckets, sc, key, h, 1 + value_fields.shape[1])
-        _insert(tables, sc, meta, windows, slot, t, ids, value_fields[g], cache_fields[g])
+        _insert(tables, sc, meta, windows, slot, t, ids, value_fields[g], distinct_rows[g])
         tail = sc[FIFO_TAIL]
         fifo[tail, 0], fifo[tail, 1], fifo[tail, 2] = t, slot, meta[slot, GEN]
         sc[FIFO_TAIL] = tail + 1
@@ -497,8 +506,8 @@ def _distinct(marks: np.ndarray, sc: np.ndarray, row: np.ndarray, lo: int, hi: i
 
 
 @numba.njit(cache=True)
-def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.ndarray, sc: np.ndarray,
-          ids: np.ndarray, t: int, slots: np.ndarray, hour_table: np.ndarray, cuts: np.ndarray,
+def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.ndarray,
+          sc: np.ndarray, ids: np.ndarray, t: int, slots: np.ndarray, hour_table: np.ndarray, cuts: np.ndarray,
           out: np.ndarray) -> None:
     """One click's features; slots[g] is the group's slot when recording found it, else -1 (looked up here)."""
     group_fields, offsets, n_offsets, bands, prevs, dists, hour = plan
@@ -548,7 +557,7 @@ def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, pl
 def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: np.ndarray, record: np.ndarray,
                 retention: int, hour_table: np.ndarray, out: np.ndarray) -> None:
     """Record the batch's clicks flagged in `record`, then write every click's features into out[i]."""
-    group_fields, value_fields, cache_fields = tables[GROUP_FIELDS], tables[VALUE_FIELDS], tables[CACHE_FIELDS]
+    group_fields, value_fields, distinct_rows = tables[GROUP_FIELDS], tables[VALUE_FIELDS], tables[DISTINCT_ROWS]
     n_groups = len(group_fields)
     _reserve(tables, sc, n_groups * int(record.sum()))
     meta, fifo, free, buckets, windows = tables[META], tables[FIFO], tables[FREE], tables[INDEX], tables[WINDOWS]
@@ -559,8 +568,8 @@ def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: n
     floor = t.min() if len(t) else 0
     for i in range(len(t)):
         if record[i]:
-            _record(tables, meta, windows, fifo, free, buckets, sc, group_fields, value_fields, cache_fields, ids[i], t[i],
-                    floor, retention, slots[i])
+            _record(tables, meta, windows, fifo, free, buckets, sc, group_fields, value_fields, distinct_rows, ids[i],
+                    t[i], floor, retention, slots[i])
     plan = (group_fields, tables[OFFSETS], tables[N_OFFSETS][0], tables[BANDS], tables[PREVS], tables[DISTS],
             tables[HOUR][0])
     cuts = np.zeros(tables[OFFSETS].shape[1], np.int64)
