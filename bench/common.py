@@ -12,6 +12,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(os.environ.get("ATTRIBUTION_BENCH_CACHE", "/tmp/attribution-bench"))
+# The real Kaggle sample, committed with the tests (tests/data/README.md says where it comes from).
+REAL_SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "train_sample.csv.gz"
 
 
 def synthetic_clicks_path(rows: int, seed: int = 0) -> Path:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import REAL_SAMPLE as SAMPLE
 from bench.common import machine, write_results
-
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "talkingdata" / "train_sample.csv"
 
 
 def main() -> None:

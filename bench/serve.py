@@ -35,8 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import CACHE, machine, write_results
-
-SAMPLE = ROOT.parent / "shared" / "data" / "talkingdata" / "train_sample.csv"
+from common import REAL_SAMPLE as SAMPLE
 
 
 def cpu_ticks() -> tuple[int, int]:

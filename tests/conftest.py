@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Kaggle sample (read from ../shared, never committed), a local Spark session,
+"""Fixtures: the real Kaggle sample (committed as tests/data/train_sample.csv.gz), a local Spark session,
 small synthetic streams."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SAMPLE = SHARED / "data" / "talkingdata" / "train_sample.csv"
-SCHEMAS = SHARED / "schemas"
+SAMPLE = ROOT / "tests" / "data" / "train_sample.csv.gz"
+SCHEMAS = ROOT / "manifests" / "schemas"
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -21,7 +20,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 @pytest.fixture(scope="session")
 def sample_path() -> Path:
     if not SAMPLE.exists():
-        pytest.fail(f"the real sample is missing at {SAMPLE}: it is read from ../shared, not committed")
+        pytest.fail(f"the real sample is missing at {SAMPLE}: it is committed with the repository")
     return SAMPLE
 
 

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
 IMAGES = REPO / "images"
 SKAFFOLD = REPO / "skaffold.yaml"
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "schemas"
+SCHEMAS = MANIFESTS / "schemas"  # vendored upstream schemas: see manifests/schemas/README.md
 SKAFFOLD_SCHEMA = SCHEMAS / "skaffold-v4beta13.json"
 CRD_FILES = {
     "InferenceService": SCHEMAS / "serving.kserve.io_inferenceservices.yaml",

@@ -23,7 +23,7 @@ import manifest_checks as mc
 
 needs_schemas = pytest.mark.skipif(
     not mc.SCHEMAS.is_dir(),
-    reason=f"CRD / skaffold schemas not found at {mc.SCHEMAS} (the shared folder next to the repo)",
+    reason=f"CRD / skaffold schemas not found at {mc.SCHEMAS}",
 )
 KUSTOMIZE_DIRS = mc.kustomize_dirs()
 DIR_IDS = [str(d.relative_to(mc.MANIFESTS)) for d in KUSTOMIZE_DIRS]
