@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("features", help="window features for every click of a file (Parquet out)", formatter_class=fmt)
     f.add_argument("--input", required=True, help="click file: CSV, CSV.gz or Parquet in the Kaggle format")
     f.add_argument("--output", required=True, help="Parquet file to write")
-    f.add_argument("--engine", default="duckdb", choices=["duckdb", "vectorized", "spark", "online"],
-                   help="duckdb: the spec's SQL (embedded default); vectorized: compiled (numba) kernel, fastest; "
-                        "spark: Spark SQL; online: replay through the serving state")
+    f.add_argument("--engine", default="vectorized", choices=["vectorized", "duckdb", "spark", "online"],
+                   help="vectorized: compiled (numba) kernel, the fastest; duckdb: the spec's SQL, embedded; "
+                        "spark: Spark SQL; online: replay through the serving state (all give identical features)")
     f.add_argument("--on-bad-rows", default="error", choices=["error", "quarantine"],
                    help="stop at the first bad row, or write bad rows with reasons to a side file")
     f.add_argument("--memory-limit", default=None, help="e.g. 16GB: process out of core in time chunks")

@@ -4,6 +4,9 @@
    metrics.json and report.html under --output;
 2. the KServe predictor starts on that model (in-process online state) on a free loopback port;
 3. a few clicks are sent to the V1 and V2 endpoints and the probabilities printed.
+
+The terminal gets one line per pipeline step, the probabilities and where things are; the pipeline's,
+the server's and the libraries' output goes to OUTPUT/demo.log.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def serve_and_query(model_dir: Path) -> list[float]:
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "serving", f"--model_dir={model_dir}", f"--http_port={port}", "--state=memory"]
     log.info("starting the predictor: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd)  # inherits stdout/stderr: the log file under the demo's output
     try:
         wait_ready(base, proc)
         v1 = post(f"{base}/v1/models/attribution:predict", {"instances": DEMO_CLICKS})
@@ -85,18 +88,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=None, help="a click file in the Kaggle format instead of synthetic data")
     p.add_argument("--output", default="out/demo")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from attribution.console import details_to
     from pipelines.local_run import run_local
 
     out = Path(a.output)
-    run_local(data=a.data, rows=None if a.data else a.rows, output=str(out))
-    probs = serve_and_query(out / "model")
-    print("\nDemo done.")
-    print(f"  model directory : {out / 'model'}")
-    print(f"  metrics         : {out / 'metrics.json'}")
-    print(f"  report          : {out / 'report.html'}")
-    for click, prob in zip(DEMO_CLICKS, probs):
-        print(f"  P(download | app={click['app']:>3} ip={click['ip']:>6} at {click['click_time']}) = {prob:.5f}")
+    log_path = out / "demo.log"
+    t0 = time.perf_counter()
+    with details_to(log_path) as say:
+        say(f"attribution demo: {'--data ' + a.data if a.data else f'{a.rows:,} synthetic clicks'}; "
+            f"details in {log_path}")
+        say("pipeline (kfp.local):")
+        try:
+            run_local(data=a.data, rows=None if a.data else a.rows, output=str(out), on_task=say)
+            say("serving (KServe, in-process state):")
+            probs = serve_and_query(out / "model")
+        except Exception as err:
+            log.exception("demo failed")
+            say(f"demo failed: {err}\n  see {log_path}")
+            raise SystemExit(1) from None
+        for click, prob in zip(DEMO_CLICKS, probs):
+            say(f"  P(download | app={click['app']:>3} ip={click['ip']:>6} at {click['click_time']}) = {prob:.5f}")
+        say(f"done in {time.perf_counter() - t0:.0f}s")
+        say(f"  model directory : {out / 'model'}")
+        say(f"  metrics         : {out / 'metrics.json'}")
+        say(f"  report          : {out / 'report.html'}")
+        say(f"  log             : {log_path}")
 
 
 if __name__ == "__main__":

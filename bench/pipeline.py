@@ -82,7 +82,7 @@ def run_direct(data: str, out: Path) -> dict:
            "report": HTML(uri=str(out / "report")), "decision": Artifact(uri=str(out / "decision"))}
     calls = [
         ("resolve_input", lambda: c.resolve_input.python_func(snapshot_date="", run_id="bench")),
-        ("extract_features", lambda: c.extract_features.python_func(data=data, feature_engine="duckdb",
+        ("extract_features", lambda: c.extract_features.python_func(data=data, feature_engine="vectorized",
                                                                     features=art["features"])),
         ("fit_cat2vec", lambda: c.fit_cat2vec.python_func(features=art["features"], cat2vec=art["cat2vec"])),
         ("tune_params", lambda: c.tune_params.python_func(features=art["features"], cat2vec=art["cat2vec"],

@@ -14,6 +14,8 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
+from attribution.features import DEFAULT_ENGINE
+
 from components import (
     deploy_model,
     evaluate_model,
@@ -61,7 +63,7 @@ class Outputs(NamedTuple):
 )
 def attribution_pipeline(
     data: str,
-    feature_engine: str = "duckdb",
+    feature_engine: str = DEFAULT_ENGINE,
     trainer: str = "xgboost",
     runtime: str = "kubernetes",
     valid_from: str = "",

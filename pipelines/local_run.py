@@ -14,7 +14,11 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from attribution.features import DEFAULT_ENGINE
+from pipelines.progress import TaskLines
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +77,15 @@ def run_local(
     valid_from: str | None = None,
     max_evals: int = 0,
     seed: int = 0,
-    feature_engine: str = "duckdb",
+    feature_engine: str = DEFAULT_ENGINE,
     trainer: str = "xgboost",
     min_roc_auc: float = 0.9,
     min_pr_auc: float = 0.05,
     deployed_model_uri: str = "",
+    on_task: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run the pipeline locally; returns where everything is (and prints it)."""
+    """Run the pipeline locally; returns where everything is (and prints it). `on_task` gets one line per
+    finished task (name, seconds, key figure)."""
     from kfp import local
 
     from pipelines.attribution_pipeline import attribution_pipeline
@@ -93,11 +99,18 @@ def run_local(
     before = set(root.iterdir()) if root.is_dir() else set()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     t1 = time.perf_counter()
-    task = attribution_pipeline(
-        data=str(Path(data).resolve()), feature_engine=feature_engine, trainer=trainer, runtime="local",
-        valid_from=valid_from or "", max_evals=max_evals, seed=seed, min_roc_auc=min_roc_auc,
-        min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri,
-    )
+    lines = TaskLines(root, on_task) if on_task else None
+    if lines:
+        logging.getLogger().addFilter(lines)
+    try:
+        task = attribution_pipeline(
+            data=str(Path(data).resolve()), feature_engine=feature_engine, trainer=trainer, runtime="local",
+            valid_from=valid_from or "", max_evals=max_evals, seed=seed, min_roc_auc=min_roc_auc,
+            min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri,
+        )
+    finally:
+        if lines:
+            logging.getLogger().removeFilter(lines)
     pipeline_seconds = time.perf_counter() - t1
     outputs = task.outputs
     run_root = next(iter(sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)), None)

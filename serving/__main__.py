@@ -15,6 +15,7 @@ from attribution.inference import DEFAULT_MAX_BATCH
 from serving import DEFAULT_MODEL_NAME
 from serving.metrics import register_core
 from serving.model import AttributionModel
+from serving.responses import install as install_responses
 from serving.runtime import settle_garbage_collector
 
 parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], description=__doc__)
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     register_core(model.core, REGISTRY)
     settle_garbage_collector()
+    install_responses()
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from attribution.data import ClickReader, OnBadRows
-from attribution.features import compute_features
+from attribution.features import DEFAULT_ENGINE, compute_features
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def read_with_progress(path: str | Path, on_bad_rows: OnBadRows = "error", progr
 def build_features_file(
     input_path: str | Path,
     output_path: str | Path,
-    engine: str = "duckdb",
+    engine: str = DEFAULT_ENGINE,
     on_bad_rows: OnBadRows = "error",
     memory_limit: str | None = None,
     progress: bool = True,
