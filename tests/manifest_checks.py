@@ -326,31 +326,30 @@ def dockerfile_policy_problems(dockerfile: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ checkov
+def _pod_view(doc: Doc, role: str, pod_spec: Doc, labels: Doc) -> Doc:
+    meta = doc.get("metadata") or {}
+    skips = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("checkov.io/")}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{meta.get('name')}-{role}", "namespace": meta.get("namespace"),
+                         "labels": labels, "annotations": skips},
+            "spec": pod_spec}
+
+
 def pod_views(docs: list[Doc]) -> list[Doc]:
     """The pods the operators make of our custom resources, for checkov (which cannot read CRDs).
 
     InferenceService predictor -> a Pod with the predictor's pod spec. SparkApplication driver and
     executor -> a Pod each with the container the Spark Operator builds: image, securityContext, and
-    resources from cores/coreRequest (cpu request), coreLimit, memory (+ memoryOverhead) and memoryLimit.
+    resources from cores/coreRequest (cpu request), coreLimit, memory and memoryLimit.
     The custom resource's `checkov.io/skip*` annotations (reasons for a skipped check) carry over.
     """
     views = []
     for doc in docs:
-        meta = doc.get("metadata") or {}
-        skips = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("checkov.io/")}
         spec = doc.get("spec") or {}
-
-        def pod(name: str, pod_spec: Doc) -> Doc:
-            return {"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": name, "namespace": meta.get("namespace"),
-                                 "labels": pod_spec.pop("_labels", {}), "annotations": dict(skips)},
-                    "spec": pod_spec}
-
         if doc.get("kind") == "InferenceService":
             predictor = copy.deepcopy(spec.get("predictor") or {})
             pod_spec = {k: v for k, v in predictor.items() if k in POD_SPEC_FIELDS}
-            pod_spec["_labels"] = predictor.get("labels") or {}
-            views.append(pod(f"{meta.get('name')}-predictor", pod_spec))
+            views.append(_pod_view(doc, "predictor", pod_spec, predictor.get("labels") or {}))
         elif doc.get("kind") == "SparkApplication":
             for role in ("driver", "executor"):
                 r = spec.get(role) or {}
@@ -368,9 +367,8 @@ def pod_views(docs: list[Doc]) -> list[Doc]:
                             "securityContext": copy.deepcopy(r.get("podSecurityContext")),
                             "initContainers": copy.deepcopy(r.get("initContainers") or []),
                             "containers": [{k: v for k, v in container.items() if v is not None}]
-                            + copy.deepcopy(r.get("sidecars") or []),
-                            "_labels": r.get("labels") or {}}
-                views.append(pod(f"{meta.get('name')}-{role}", {k: v for k, v in pod_spec.items() if v}))
+                            + copy.deepcopy(r.get("sidecars") or [])}
+                views.append(_pod_view(doc, role, {k: v for k, v in pod_spec.items() if v}, r.get("labels") or {}))
     return views
 
 

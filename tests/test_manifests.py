@@ -7,7 +7,6 @@ of them into a temp copy and shows it is reported. No cluster, Docker daemon or 
 """
 from __future__ import annotations
 
-import copy
 import importlib
 import importlib.util
 import re
