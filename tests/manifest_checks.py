@@ -428,6 +428,12 @@ def checkov_kubernetes_problems(docs: list[Doc], config: Path = MANIFESTS / "che
 WORKLOAD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
 
 
+def container_policy_problems(docs: list[Doc]) -> list[str]:
+    """checkov's Kubernetes policy for resources made outside a kustomize rendering (what the pipeline
+    renders and submits), checked beside base's NetworkPolicies, under which they run."""
+    return checkov_kubernetes_problems(docs + find(render(MANIFESTS / "base"), "NetworkPolicy"))
+
+
 def checkov_dockerfile_problems(images: Path = IMAGES, config: Path = MANIFESTS / "checkov.yaml") -> list[str]:
     report = checkov_run(images, "dockerfile", config)
     problems = _failures(report)
