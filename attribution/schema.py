@@ -14,20 +14,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# Every column name of the project lives here.
 # Kaggle train: ip,app,device,os,channel,click_time,attributed_time,is_attributed
 # Kaggle test:  click_id,ip,app,device,os,channel,click_time
-ID_FIELDS: dict[str, int] = {  # field -> largest value its compact dtype holds
-    "ip": np.iinfo(np.uint32).max,
-    "app": np.iinfo(np.uint16).max,
-    "device": np.iinfo(np.uint16).max,
-    "os": np.iinfo(np.uint16).max,
-    "channel": np.iinfo(np.uint16).max,
-}
+ID_FIELDS: tuple[str, ...] = ("ip", "app", "device", "os", "channel")  # a click's categorical ids
 ID_DTYPES: dict[str, str] = {"ip": "uint32", "app": "uint16", "device": "uint16", "os": "uint16", "channel": "uint16"}
-REQUIRED = tuple(ID_FIELDS) + ("click_time",)
-OPTIONAL = ("click_id", "attributed_time", "is_attributed", "true_probability")
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+ID_LIMITS: dict[str, int] = {f: int(np.iinfo(ID_DTYPES[f]).max) for f in ID_FIELDS}  # largest value each holds
+CLICK_TIME = "click_time"
+ROW_ID = "row_id"  # the order of a click in its file: the tie-break of equal click times
+CLICK_ID = "click_id"  # the client's id of a click: retries of one click share it
 LABEL = "is_attributed"
+ATTRIBUTED_TIME = "attributed_time"
+TRUE_PROBABILITY = "true_probability"  # the synthetic generator's ground truth (Bayes-optimal scores)
+REQUIRED = ID_FIELDS + (CLICK_TIME,)
+OPTIONAL = (CLICK_ID, ATTRIBUTED_TIME, LABEL, TRUE_PROBABILITY)
+CLICK_COLUMNS = (ROW_ID, *REQUIRED)  # what the feature engines read
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def to_epoch(ts: str | int | None) -> int | None:
@@ -121,7 +123,7 @@ def validate_batch(batch: pa.RecordBatch | pa.Table) -> tuple[pd.DataFrame, BadR
             problem[new] = len(problems) - 1
 
     out: dict[str, np.ndarray] = {}
-    for name, limit in ID_FIELDS.items():
+    for name, limit in ID_LIMITS.items():
         vals, is_int, in_range, negative = _parse_ids(batch.column(name), limit)
         flag(negative, name, "negative id")
         flag(~is_int, name, "not a non-negative integer")
