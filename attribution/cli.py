@@ -26,7 +26,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
-    from attribution.data import write_clicks
+    from attribution.io import write_clicks
     from attribution.synth import generate_slices
 
     t0 = time.perf_counter()
@@ -55,7 +55,7 @@ def cmd_features(a: argparse.Namespace) -> None:
 
 
 def cmd_sql(a: argparse.Namespace) -> None:
-    from attribution.features.sql import bigquery_file_text
+    from attribution.features.engines.sql import bigquery_file_text
 
     text = bigquery_file_text()
     if a.check:
@@ -70,7 +70,8 @@ def cmd_sql(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from attribution.model import TrainConfig, train
+    from attribution.training.config import TrainConfig
+    from attribution.training.train import train
 
     cfg = TrainConfig(
         trainer=a.trainer, valid_from=a.valid_from, max_evals=a.max_evals, negative_rate=a.negative_rate,
@@ -80,14 +81,14 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from attribution.evaluate import evaluate
+    from attribution.evaluation.evaluate import evaluate
 
     metrics = evaluate(a.model_dir, a.input, a.output, from_ts=a.from_ts)
     log.info("roc_auc=%.4f pr_auc=%.4f log_loss=%.4f -> %s", metrics["roc_auc"], metrics["pr_auc"], metrics["log_loss"], a.output)
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
-    from attribution.model import predict_file
+    from attribution.batch import predict_file
 
     n = predict_file(a.model_dir, a.input, a.output)
     log.info("scored %d clicks -> %s", n, a.output)

@@ -6,7 +6,7 @@
 
 It loads the model directory once (refusing one trained with another feature spec), validates clicks given
 as JSON-like dicts with the same rules as file input (attribution.schema.validate_batch: one place for the
-rules), records them in the online state and reads their window features (attribution.features.online),
+rules), records them in the online state and reads their window features (attribution.features.online.state),
 and scores the whole batch with one vectorised booster call. A client mistake raises `BadRequest` (a
 ValueError naming the instance and the field) before the state is touched; an unreachable state backend
 raises `StateUnavailable`. Adapters map these to 400 and 503.
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from attribution.features.online import (
+from attribution.features.online.state import (
     Click,
     MemoryStore,
     StateStore,
@@ -33,7 +33,7 @@ from attribution.features.online import (
     StoreStats,
 )
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
-from attribution.schema import ID_FIELDS, REQUIRED, TIME_FORMAT, validate_batch
+from attribution.schema import ID_FIELDS, ID_LIMITS, REQUIRED, TIME_FORMAT, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _columns_checked(instances: list | tuple) -> tuple[dict[str, list], list]:
 
 
 _ROW = itemgetter(*REQUIRED)
-_ID_LIMITS = np.array(list(ID_FIELDS.values()), np.int64)
+_ID_LIMITS = np.array([ID_LIMITS[f] for f in ID_FIELDS], np.int64)
 # "YYYY-MM-DD HH:MM:SS": where the separators are, and what they are
 _TIME_LENGTH = len("2017-11-09 04:00:00")
 _TIME_SEPARATORS = {4: "-", 7: "-", 10: " ", 13: ":", 16: ":"}
@@ -270,7 +270,7 @@ def make_store(state: str, spec: FeatureSpec = DEFAULT_SPEC) -> StateStore:
     if state == "memory":
         return MemoryStore(spec)
     if state.startswith(("redis://", "rediss://", "unix://")):
-        from attribution.features.redis_store import RedisStore
+        from attribution.features.online.redis import RedisStore
 
         return RedisStore(state, spec)
     raise ValueError(f"state must be 'memory' or a redis:// URL, not {state!r}")
@@ -295,7 +295,7 @@ class InferenceCore:
         store: StateStore | None = None,
         nthread: int = 1,
     ) -> None:
-        from attribution.model import ModelLoadError, load_model
+        from attribution.model.bundle import ModelLoadError, load_model
 
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")

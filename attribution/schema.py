@@ -14,20 +14,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# Every column name of the project lives here.
 # Kaggle train: ip,app,device,os,channel,click_time,attributed_time,is_attributed
 # Kaggle test:  click_id,ip,app,device,os,channel,click_time
-ID_FIELDS: dict[str, int] = {  # field -> largest value its compact dtype holds
-    "ip": np.iinfo(np.uint32).max,
-    "app": np.iinfo(np.uint16).max,
-    "device": np.iinfo(np.uint16).max,
-    "os": np.iinfo(np.uint16).max,
-    "channel": np.iinfo(np.uint16).max,
-}
+ID_FIELDS: tuple[str, ...] = ("ip", "app", "device", "os", "channel")  # a click's categorical ids
 ID_DTYPES: dict[str, str] = {"ip": "uint32", "app": "uint16", "device": "uint16", "os": "uint16", "channel": "uint16"}
-REQUIRED = tuple(ID_FIELDS) + ("click_time",)
-OPTIONAL = ("click_id", "attributed_time", "is_attributed", "true_probability")
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+ID_LIMITS: dict[str, int] = {f: int(np.iinfo(ID_DTYPES[f]).max) for f in ID_FIELDS}  # largest value each holds
+CLICK_TIME = "click_time"
+ROW_ID = "row_id"  # the order of a click in its file: the tie-break of equal click times
+CLICK_ID = "click_id"  # the client's id of a click: retries of one click share it
 LABEL = "is_attributed"
+ATTRIBUTED_TIME = "attributed_time"
+TRUE_PROBABILITY = "true_probability"  # the synthetic generator's ground truth (Bayes-optimal scores)
+REQUIRED = ID_FIELDS + (CLICK_TIME,)
+OPTIONAL = (CLICK_ID, ATTRIBUTED_TIME, LABEL, TRUE_PROBABILITY)
+CLICK_COLUMNS = (ROW_ID, *REQUIRED)  # what the feature engines read
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def to_epoch(ts: str | int | None) -> int | None:
@@ -121,30 +123,30 @@ def validate_batch(batch: pa.RecordBatch | pa.Table) -> tuple[pd.DataFrame, BadR
             problem[new] = len(problems) - 1
 
     out: dict[str, np.ndarray] = {}
-    for name, limit in ID_FIELDS.items():
+    for name, limit in ID_LIMITS.items():
         vals, is_int, in_range, negative = _parse_ids(batch.column(name), limit)
         flag(negative, name, "negative id")
         flag(~is_int, name, "not a non-negative integer")
         flag(~in_range, name, f"id larger than {limit}")
         out[name] = vals
-    click_time, ok = _parse_time(batch.column("click_time"))
-    flag(~ok, "click_time", f"unparseable time (expected {TIME_FORMAT} UTC)")
-    out["click_time"] = click_time
+    click_time, ok = _parse_time(batch.column(CLICK_TIME))
+    flag(~ok, CLICK_TIME, f"unparseable time (expected {TIME_FORMAT} UTC)")
+    out[CLICK_TIME] = click_time
 
-    if "click_id" in cols:
-        vals, is_int, in_range, _ = _parse_ids(batch.column("click_id"), np.iinfo(np.int64).max)
-        flag(~is_int, "click_id", "not a non-negative integer")
-        flag(~in_range, "click_id", f"id larger than {np.iinfo(np.int64).max}")
-        out["click_id"] = vals
-    if "attributed_time" in cols:
-        raw = batch.column("attributed_time")
+    if CLICK_ID in cols:
+        vals, is_int, in_range, _ = _parse_ids(batch.column(CLICK_ID), np.iinfo(np.int64).max)
+        flag(~is_int, CLICK_ID, "not a non-negative integer")
+        flag(~in_range, CLICK_ID, f"id larger than {np.iinfo(np.int64).max}")
+        out[CLICK_ID] = vals
+    if ATTRIBUTED_TIME in cols:
+        raw = batch.column(ATTRIBUTED_TIME)
         present = pc.is_valid(raw).to_numpy(zero_copy_only=False)
         if pa.types.is_string(raw.type):
             present &= pc.not_equal(pc.utf8_trim_whitespace(raw), "").fill_null(False).to_numpy(zero_copy_only=False)
         at, at_ok = _parse_time(raw)
-        flag(present & ~at_ok, "attributed_time", "unparseable time")
-        flag(present & at_ok & ok & (at < click_time), "attributed_time", "earlier than click_time")
-        out["attributed_time"] = np.where(present & at_ok, at, -1)
+        flag(present & ~at_ok, ATTRIBUTED_TIME, "unparseable time")
+        flag(present & at_ok & ok & (at < click_time), ATTRIBUTED_TIME, "earlier than click_time")
+        out[ATTRIBUTED_TIME] = np.where(present & at_ok, at, -1)
         out["_has_attributed_time"] = present & at_ok
     if LABEL in cols:
         raw = batch.column(LABEL)
@@ -157,10 +159,10 @@ def validate_batch(batch: pa.RecordBatch | pa.Table) -> tuple[pd.DataFrame, BadR
             is_label = pc.fill_null(pc.is_in(s, value_set=pa.array(["0", "1"])), False).to_numpy(zero_copy_only=False)
             out[LABEL] = np.where(is_label, pc.fill_null(pc.equal(s, "1"), False).to_numpy(zero_copy_only=False), 0)
         flag(~is_label, LABEL, "label must be 0 or 1")
-    if "true_probability" in cols:
-        p = pc.cast(batch.column("true_probability"), pa.float64()).to_numpy(zero_copy_only=False)
-        flag(~((p >= 0) & (p <= 1)), "true_probability", "must be a probability in [0, 1]")
-        out["true_probability"] = p
+    if TRUE_PROBABILITY in cols:
+        p = pc.cast(batch.column(TRUE_PROBABILITY), pa.float64()).to_numpy(zero_copy_only=False)
+        flag(~((p >= 0) & (p <= 1)), TRUE_PROBABILITY, "must be a probability in [0, 1]")
+        out[TRUE_PROBABILITY] = p
 
     good = problem == 0
     frame = _compact_frame(out, good)
@@ -171,20 +173,20 @@ def validate_batch(batch: pa.RecordBatch | pa.Table) -> tuple[pd.DataFrame, BadR
 
 def _compact_frame(cols: dict[str, np.ndarray], keep: np.ndarray) -> pd.DataFrame:
     data: dict[str, object] = {}
-    if "click_id" in cols:
-        data["click_id"] = cols["click_id"][keep].astype(np.int64)
+    if CLICK_ID in cols:
+        data[CLICK_ID] = cols[CLICK_ID][keep].astype(np.int64)
     for name, dtype in ID_DTYPES.items():
         data[name] = cols[name][keep].astype(dtype)
-    data["click_time"] = cols["click_time"][keep].astype(np.int64)
-    if "attributed_time" in cols:
-        data["attributed_time"] = pd.array(
-            np.where(cols["_has_attributed_time"][keep], cols["attributed_time"][keep], 0), dtype="Int64"
+    data[CLICK_TIME] = cols[CLICK_TIME][keep].astype(np.int64)
+    if ATTRIBUTED_TIME in cols:
+        data[ATTRIBUTED_TIME] = pd.array(
+            np.where(cols["_has_attributed_time"][keep], cols[ATTRIBUTED_TIME][keep], 0), dtype="Int64"
         )
-        data["attributed_time"][~cols["_has_attributed_time"][keep]] = pd.NA
+        data[ATTRIBUTED_TIME][~cols["_has_attributed_time"][keep]] = pd.NA
     if LABEL in cols:
         data[LABEL] = cols[LABEL][keep].astype(np.int8)
-    if "true_probability" in cols:
-        data["true_probability"] = cols["true_probability"][keep]
+    if TRUE_PROBABILITY in cols:
+        data[TRUE_PROBABILITY] = cols[TRUE_PROBABILITY][keep]
     return pd.DataFrame(data)
 
 

@@ -25,9 +25,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     a = ap.parse_args()
-    from attribution.features import compute_features
-    from attribution.model import TrainConfig, train
+    from attribution.features.compute import compute_features
     from attribution.synth import generate
+    from attribution.training.config import TrainConfig
+    from attribution.training.train import train
 
     runs = []
     for seed in a.seeds:

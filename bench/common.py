@@ -20,7 +20,7 @@ def synthetic_clicks_path(rows: int, seed: int = 0) -> Path:
     """Parquet of `rows` synthetic clicks, generated once and reused across bench runs."""
     path = CACHE / f"clicks_{rows}_{seed}.parquet"
     if not path.exists():
-        from attribution.data import write_clicks
+        from attribution.io import write_clicks
         from attribution.synth import generate
 
         CACHE.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,7 @@ def pandas_baseline(clicks):
 def measure(engine: str, rows: int) -> dict:
     import pandas as pd
 
-    from attribution.features import compute_features
+    from attribution.features.compute import compute_features
 
     clicks = pd.read_parquet(synthetic_clicks_path(rows))
     clicks["click_time"] = clicks["click_time"].astype("int64") // 10**9 if clicks["click_time"].dtype.kind == "M" else clicks["click_time"]
@@ -182,11 +182,11 @@ def main() -> None:
     notes = []
     if cli:
         notes += [
-            f"**Whole command, {cli['rows']:,} rows** (median of {cli['repeats']} interleaved runs): "
+            (f"**Whole command, {cli['rows']:,} rows** (median of {cli['repeats']} interleaved runs): "
             f"`attribution features` (default engine) {cli['cli_seconds']} s ({cli['cli_rows_per_s']:,} rows/s) against "
             f"a naive DuckDB window query of the seed's 18 counts {cli['naive_seconds']} s "
             f"({cli['naive_rows_per_s']:,} rows/s): **{cli['speedup']}x** (target >= {CLI_TARGET_X:.0f}x). The CLI also "
-            "computes the 6 distinct counts, 6 times-since-previous and the hour the naive query leaves out.",
+            "computes the 6 distinct counts, 6 times-since-previous and the hour the naive query leaves out."),
             "",
         ]
     notes += [

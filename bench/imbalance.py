@@ -25,7 +25,8 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[1.0, 0.3, 0.1, 0.03])
     ap.add_argument("--input", default=str(SAMPLE))
     a = ap.parse_args()
-    from attribution.model import TrainConfig, train
+    from attribution.training.config import TrainConfig
+    from attribution.training.train import train
 
     runs = []
     for rate in a.rates:

@@ -36,19 +36,19 @@ DAY = 86_400
 
 def ordered_frame(rows: int):
     """The synthetic clicks in time order."""
-    from attribution.data import read_clicks
+    from attribution.io import read_clicks
 
     return read_clicks(synthetic_clicks_path(rows)).sort_values(["click_time", "row_id"], kind="stable")
 
 
 def load(rows: int):
-    from attribution.features.online import clicks_from_frame
+    from attribution.features.online.state import clicks_from_frame
 
     return clicks_from_frame(ordered_frame(rows)[["ip", "app", "device", "os", "channel", "click_time"]])
 
 
 def replay_memory(events, batch: int) -> dict:
-    from attribution.features.online import MemoryStore, OnlineFeatures
+    from attribution.features.online.state import MemoryStore, OnlineFeatures
 
     proc = psutil.Process()
     OnlineFeatures(MemoryStore()).score(events[:1])  # load the compiled kernels outside the timed loop
@@ -83,7 +83,7 @@ def dense_distincts(rows: int, squeeze: int, batch: int = 1000) -> dict:
     answers. Timed over the second half, once windows are full."""
     import numpy as np
 
-    from attribution.features.online import MemoryStore
+    from attribution.features.online.state import MemoryStore
 
     df = ordered_frame(rows)
     ids = np.ascontiguousarray(df[["ip", "app", "device", "os", "channel"]].to_numpy(np.int64))
@@ -109,8 +109,8 @@ def dense_distincts(rows: int, squeeze: int, batch: int = 1000) -> dict:
 
 
 def replay_redis(events, batch: int) -> dict:
-    from attribution.features.online import OnlineFeatures
-    from attribution.features.redis_store import RedisStore
+    from attribution.features.online.redis import RedisStore
+    from attribution.features.online.state import OnlineFeatures
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

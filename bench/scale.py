@@ -7,7 +7,7 @@ Stages (each in its own process, so its peak RSS is its own):
   generate  synthetic clicks -> Parquet (stands in for the user's file)
   features  attribution.features.out_of_core: validated ingest, DuckDB time sort under the memory limit,
             vectorized kernel on time chunks with carried history
-  train     attribution.train_large: negatives down-sampled while reading, Cat2Vec on a sample,
+  train     attribution.training.large: negatives down-sampled while reading, Cat2Vec on a sample,
             QuantileDMatrix XGBoost, holdout scored in batches
 The growth exponent per stage is fitted on log(time) ~ log(rows) across the sizes; the projection to
 184.9M rows uses it. Writes bench/results/scale.{json,md}.
@@ -37,7 +37,7 @@ def stage(name: str, rows: int, memory_limit: str) -> dict:
     clicks, feats, model = work / "clicks.parquet", work / "features.parquet", work / "model"
     t0 = time.perf_counter()
     if name == "generate":
-        from attribution.data import write_clicks
+        from attribution.io import write_clicks
         from attribution.synth import generate_slices
 
         write_clicks(generate_slices(rows, seed=0), clicks)  # time slices above 20M rows
@@ -48,8 +48,8 @@ def stage(name: str, rows: int, memory_limit: str) -> dict:
         summary = build_out_of_core(clicks, feats, memory_limit=memory_limit, progress=False)
         extra = {"rows_out": summary.rows}
     elif name == "train":
-        from attribution.model import TrainConfig
-        from attribution.train_large import train_large
+        from attribution.training.config import TrainConfig
+        from attribution.training.large import train_large
 
         meta = train_large(feats, model, TrainConfig(ablation=False), progress=False)
         m = meta["holdout_metrics"]

@@ -55,7 +55,8 @@ def model_dir(arg: str | None) -> Path:
         return Path(arg)
     d = CACHE / "serve_model"
     if not (d / "model.json").exists():
-        from attribution.model import TrainConfig, train
+        from attribution.training.config import TrainConfig
+        from attribution.training.train import train
 
         train(SAMPLE, d, TrainConfig(params={"max_rounds": 30}, ablation=False, cat2vec={"epochs": 1, "vector_size": 4}))
     return d
@@ -64,7 +65,7 @@ def model_dir(arg: str | None) -> Path:
 def sample_clicks() -> list[dict]:
     import pandas as pd
 
-    from attribution.data import read_clicks
+    from attribution.io import read_clicks
 
     df = read_clicks(SAMPLE).sort_values(["click_time", "row_id"], kind="stable")
     times = pd.to_datetime(df["click_time"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S").tolist()

@@ -26,8 +26,8 @@ from bench.common import RESULTS, machine, peak_rss_mb, run_child, synthetic_cli
 
 
 def features_frame(rows: int):
-    from attribution.data import read_clicks
-    from attribution.features import compute_features
+    from attribution.features.compute import compute_features
+    from attribution.io import read_clicks
 
     return compute_features(read_clicks(synthetic_clicks_path(rows)), "vectorized")
 
@@ -35,7 +35,9 @@ def features_frame(rows: int):
 def part_xgboost(rows: int, rounds: int) -> dict:
     import xgboost as xgb
 
-    from attribution.model import DEFAULT_PARAMS, make_features, xgb_params
+    from attribution.model.estimators import make_features
+    from attribution.training.booster import xgb_params
+    from attribution.training.config import DEFAULT_PARAMS
 
     frame = features_frame(rows)
     union = make_features(use_cat2vec=True, seed=0).fit(frame.sample(n=min(len(frame), 300_000), random_state=0))
@@ -56,8 +58,10 @@ def part_xgboost(rows: int, rounds: int) -> dict:
 
 
 def part_trainers(rows: int) -> dict:
-    from attribution.model import DEFAULT_PARAMS, TimeSplit, TrainConfig, train_variant
-    from attribution.spark_train import train_variant_spark
+    from attribution.training.config import DEFAULT_PARAMS, TrainConfig
+    from attribution.training.fit import train_variant
+    from attribution.training.spark import train_variant_spark
+    from attribution.training.split import TimeSplit
 
     frame = features_frame(rows)
     cfg = TrainConfig(ablation=False)
@@ -74,7 +78,7 @@ def part_trainers(rows: int) -> dict:
 
 
 def part_cat2vec(rows: int) -> dict:
-    from attribution.cat2vec import Cat2Vec
+    from attribution.model.cat2vec import Cat2Vec
 
     frame = features_frame(rows)
     model = Cat2Vec(max_fit_rows=None, seed=0)

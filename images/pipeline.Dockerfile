@@ -30,7 +30,7 @@ RUN apt-get update \
  && groupadd --gid 10001 attribution \
  && useradd --uid 10001 --gid 10001 --home-dir /home/attribution --create-home --shell /usr/sbin/nologin attribution
 COPY --from=build /opt/venv /opt/venv
-# The Spark training and deploy steps render their resources from these templates (attribution.spark_submit).
+# The Spark training and deploy steps render their resources from these templates (attribution.platform.spark_submit).
 COPY manifests/base /app/manifests/base
 COPY sql /app/sql
 ENV PATH=/opt/venv/bin:$PATH \

@@ -2,7 +2,7 @@
 # Spark driver and executor image for the SparkApplication in manifests/base/spark-training/.
 # Python 3.11 + Java 17 + PySpark from requirements.lock (the same Spark the tests run locally), the GCS
 # connector for gs:// paths, and the package source under /app so that
-# mainApplicationFile local:///app/attribution/spark_job.py exists.
+# mainApplicationFile local:///app/attribution/training/spark_job.py exists.
 # Build (from the repo root):  docker build -f images/spark.Dockerfile -t attribution-spark .
 
 FROM python:3.11.13-slim-bookworm AS build
@@ -40,7 +40,7 @@ RUN apt-get update \
  && mkdir -p /opt/spark/work-dir /opt/spark/conf /var/data/spark-local \
  && chown -R 10001:10001 /opt/spark/work-dir /var/data/spark-local
 COPY --from=build /opt/venv /opt/venv
-# The application source, where mainApplicationFile points (local:///app/attribution/spark_job.py).
+# The application source, where mainApplicationFile points (local:///app/attribution/training/spark_job.py).
 COPY attribution/ /app/attribution/
 COPY --chmod=0755 images/spark-entrypoint.sh /opt/entrypoint.sh
 ENV PATH=/opt/venv/bin:$PATH \

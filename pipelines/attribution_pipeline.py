@@ -14,8 +14,7 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
-from attribution.features import DEFAULT_ENGINE
-
+from attribution.features.compute import DEFAULT_ENGINE
 from components import (
     deploy_model,
     evaluate_model,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from attribution.features import DEFAULT_ENGINE
+from attribution.features.compute import DEFAULT_ENGINE
 from pipelines.progress import TaskLines
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ STEP_OUTPUTS = {
 
 
 def generate_clicks(rows: int, seed: int, path: Path) -> Path:
-    from attribution.data import write_clicks
+    from attribution.io import write_clicks
     from attribution.synth import generate
 
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from attribution.features.online import StateUnavailable
+from attribution.features.online.state import StateUnavailable
 from attribution.inference import DEFAULT_MAX_BATCH, BadRequest, InferenceCore
 from serving import openapi
 from serving.metrics import register_core, request_histogram

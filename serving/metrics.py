@@ -15,13 +15,13 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from attribution.features.online import StateUnavailable, StoreStats
+from attribution.features.online.state import StateUnavailable, StoreStats
 from attribution.inference import InferenceCore
 
 
 class CoreCollector(Collector):
     def __init__(self, core: InferenceCore, stats_ttl: float | None = None) -> None:
-        from attribution.features.online import MemoryStore
+        from attribution.features.online.state import MemoryStore
 
         self.core = core
         # In-process stats are one compiled pass over the slots; Redis stats are a SCAN, worth caching between scrapes.

@@ -23,7 +23,7 @@ from kserve import Model
 from kserve.errors import InvalidInput, ServerNotReady
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from attribution.features.online import StateUnavailable
+from attribution.features.online.state import StateUnavailable
 from attribution.inference import DEFAULT_MAX_BATCH, FIELDS, BadRequest, InferenceCore
 from attribution.schema import REQUIRED
 

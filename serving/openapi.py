@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from attribution.inference import DEFAULT_MAX_BATCH
-from attribution.schema import ID_FIELDS, TIME_FORMAT
+from attribution.schema import ID_FIELDS, ID_LIMITS, TIME_FORMAT
 
 
 def click_schema() -> dict[str, Any]:
@@ -16,7 +16,7 @@ def click_schema() -> dict[str, Any]:
                 {"type": "string", "pattern": r"^\s*\d{1,19}\s*$", "description": "decimal digits"},
             ]
         }
-        for f, limit in ID_FIELDS.items()
+        for f, limit in ID_LIMITS.items()
     }
     props["click_time"] = {
         "oneOf": [

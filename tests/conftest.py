@@ -26,14 +26,14 @@ def sample_path() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_clicks(sample_path: Path) -> pd.DataFrame:
-    from attribution.data import read_clicks
+    from attribution.io import read_clicks
 
     return read_clicks(sample_path)
 
 
 @pytest.fixture(scope="session")
 def spark():
-    from attribution.spark import get_spark
+    from attribution.platform.spark_session import get_spark
 
     session = get_spark("attribution-tests", master="local[2]", shuffle_partitions=4)
     session.sparkContext.setLogLevel("ERROR")
@@ -68,7 +68,8 @@ SAMPLE_VALID_FROM = "2017-11-09 00:00:00"
 @pytest.fixture(scope="session")
 def sample_model(tmp_path_factory, sample_path):
     """The default pipeline trained once on the real sample before 2017-11-09 (the acceptance split)."""
-    from attribution.model import TrainConfig, train
+    from attribution.training.config import TrainConfig
+    from attribution.training.train import train
 
     model_dir = tmp_path_factory.mktemp("model") / "sample"
     metadata = train(sample_path, model_dir, TrainConfig(valid_from=SAMPLE_VALID_FROM, ablation=False))
@@ -85,7 +86,7 @@ def serving_model_dir(tmp_path_factory, sample_path):
 
 @pytest.fixture(scope="session")
 def expected_sample_probabilities(tmp_path_factory, serving_model_dir, sample_path):
-    """attribution.model.predict_file over the whole sample, indexed by row_id."""
+    """attribution.batch.predict_file over the whole sample, indexed by row_id."""
     from tests.redis_fixture import expected_probabilities
 
     return expected_probabilities(tmp_path_factory, serving_model_dir, sample_path)

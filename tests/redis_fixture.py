@@ -84,7 +84,8 @@ DAY = 86_400
 def trained_model(tmp_path_factory, sample_path: Path) -> Path:
     """A small model trained once per session on the real sample (fast settings), shared by every module."""
     if "model" not in _CACHE:
-        from attribution.model import TrainConfig, train
+        from attribution.training.config import TrainConfig
+        from attribution.training.train import train
 
         d = tmp_path_factory.mktemp("serving_model") / "model"
         cfg = TrainConfig(params={"max_rounds": 30}, ablation=False, cat2vec={"epochs": 1, "vector_size": 4}, n_threads=2)
@@ -94,9 +95,9 @@ def trained_model(tmp_path_factory, sample_path: Path) -> Path:
 
 
 def expected_probabilities(tmp_path_factory, model_dir: Path, sample_path: Path) -> np.ndarray:
-    """attribution.model.predict_file over the whole sample, indexed by row_id."""
+    """attribution.batch.predict_file over the whole sample, indexed by row_id."""
     if "expected" not in _CACHE:
-        from attribution.model import predict_file
+        from attribution.batch import predict_file
 
         out = tmp_path_factory.mktemp("serving_expected") / "pred.parquet"
         predict_file(model_dir, sample_path, out)

@@ -8,8 +8,8 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from attribution import bigquery as bq
-from attribution.features import compute_features, conform_output
+from attribution.features import bigquery as bq
+from attribution.features.compute import compute_features, conform_output
 from attribution.features.spec import DEFAULT_SPEC
 
 SOURCE = "my-project.attribution.clicks_2017"

@@ -1,6 +1,6 @@
 """Training component's Spark path: the SparkApplication it renders is strictly valid against the Spark
 Operator CRD, submission waits for a final state and surfaces the driver log, and the local mode trains
-through the same entry point (attribution/spark_job.py) with a local master."""
+through the same entry point (attribution/training/spark_job.py) with a local master."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import json
 import pytest
 from manifest_checks import container_policy_problems, crd_problems
 
-from attribution import spark_submit
-from attribution.images import SPARK_IMAGE
+from attribution.platform import spark_submit
+from attribution.platform.images import SPARK_IMAGE
 
 
 def rendered(**kw):
@@ -31,7 +31,7 @@ def test_rendered_spark_application_validates_strictly():
                                  "gs://attribution-pipeline/run-1/model", "--valid-from", "2017-11-09 00:00:00"]
     assert spec["executor"]["instances"] == 4 and spec["executor"]["memory"] == "12g"
     assert spec["executor"]["memoryLimit"] == "14Gi"  # heap + the template's 2g overhead
-    assert spec["mainApplicationFile"].endswith("attribution/spark_job.py")
+    assert spec["mainApplicationFile"].endswith("attribution/training/spark_job.py")
     bad = rendered()
     bad["spec"]["executor"]["gpuCount"] = 1
     assert crd_problems([bad]), "unknown fields must be rejected"
@@ -76,15 +76,15 @@ def test_failed_run_raises_with_the_log():
 
 def test_local_command_is_the_same_entry_point():
     cmd = spark_submit.local_command("f/", "m/", "2017-11-09")
-    assert cmd[1].endswith("attribution/spark_job.py") and spark_submit.ENTRY_POINT.is_file()
+    assert cmd[1].endswith("attribution/training/spark_job.py") and spark_submit.ENTRY_POINT.is_file()
     assert rendered()["spec"]["mainApplicationFile"].endswith("/".join(spark_submit.ENTRY_POINT.parts[-2:]))
 
 
 @pytest.mark.spark
 @pytest.mark.slow
 def test_local_mode_trains_through_the_entry_point(tmp_path):
-    from attribution.data import write_clicks
     from attribution.features.build import build_features_file
+    from attribution.io import write_clicks
     from attribution.synth import generate
 
     write_clicks(generate(30_000, seed=3), tmp_path / "clicks.parquet")

@@ -11,7 +11,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from manifest_checks import container_policy_problems, crd_problems
 
-from attribution import deploy
+from attribution.platform import deploy
 
 DEPLOYED = {"roc_auc": 0.95, "pr_auc": 0.30}
 

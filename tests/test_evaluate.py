@@ -1,4 +1,4 @@
-"""attribution.evaluate: metrics.json content and ranges, the self-contained report.html, --from filtering,
+"""attribution.evaluation.evaluate: metrics.json content and ranges, the self-contained report.html, --from filtering,
 the Bayes gap on synthetic data, and the CLI path. One small model (30k rows of the real sample)."""
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution.evaluate import METRICS_FILE, REPORT_FILE, evaluate
-from attribution.model import ABLATIONS, TrainConfig, load_model, train
+from attribution.evaluation.evaluate import METRICS_FILE, REPORT_FILE, evaluate
+from attribution.model.bundle import load_model
+from attribution.training.ablation import ABLATIONS
+from attribution.training.config import TrainConfig
+from attribution.training.train import train
 
 VALID_FROM = "2017-11-09 00:00:00"
 REQUIRED = ("roc_auc", "pr_auc", "log_loss", "rows", "positives", "ece", "reliability", "per_day", "per_app",
@@ -30,7 +33,7 @@ def _strict_json(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, sample_clicks: pd.DataFrame) -> dict:
-    from attribution.data import write_clicks
+    from attribution.io import write_clicks
 
     d = tmp_path_factory.mktemp("evaluate")
     clicks = write_clicks(sample_clicks.iloc[:30_000], d / "clicks.csv")
@@ -197,7 +200,7 @@ def test_from_filters_rows(trained: dict, default_eval: tuple[dict, Path]) -> No
 
 
 def test_synthetic_input_gives_bayes_gap(trained: dict) -> None:
-    from attribution.data import write_clicks
+    from attribution.io import write_clicks
     from attribution.synth import generate
 
     clicks = write_clicks(generate(20_000, seed=1, start="2017-11-08 12:00:00", days=1.5), trained["dir"] / "syn.csv")
@@ -216,7 +219,7 @@ def test_synthetic_input_gives_bayes_gap(trained: dict) -> None:
 
 
 def test_feature_parquet_input_matches_click_file(trained: dict, default_eval: tuple[dict, Path]) -> None:
-    from attribution.model import load_training_frame
+    from attribution.features.build import load_training_frame
 
     path = trained["dir"] / "features.parquet"
     load_training_frame(trained["clicks"]).to_parquet(path, index=False)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attribution.features import compute_features
-from attribution.features.online import MemoryStore
+from attribution.features.compute import compute_features
+from attribution.features.online.state import MemoryStore
 from attribution.features.spec import DEFAULT_SPEC
 from tests.conftest import tricky_stream
 

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from kserve.errors import InvalidInput, ServerNotReady
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from attribution.features.online import MemoryStore
-from attribution.features.redis_store import RedisStore
+from attribution.features.online.redis import RedisStore
+from attribution.features.online.state import MemoryStore
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 from attribution.inference import BadRequest, InferenceCore, parse_clicks
-from attribution.model import ModelLoadError
+from attribution.model.bundle import ModelLoadError
 from serving.model import AttributionModel
 from tests.redis_fixture import click_dicts, expected_probabilities, free_port, replay_order
 

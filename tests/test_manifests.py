@@ -233,7 +233,7 @@ def test_sparkapplication_contract(rendered):
     for name, docs in rendered.items():
         spec = spark_app(docs)["spec"]
         assert spec["type"] == "Python" and spec["sparkVersion"] == "4.0.0"
-        assert spec["mainApplicationFile"] == "local:///app/attribution/spark_job.py"
+        assert spec["mainApplicationFile"] == "local:///app/attribution/training/spark_job.py"
         assert spec["arguments"][0::2] == ["--input", "--model-dir"]
         assert spec["driver"]["serviceAccount"] == "attribution-spark"
         assert spec["executor"]["instances"] >= 1
@@ -350,7 +350,7 @@ def test_spark_main_file_is_where_the_image_copies_the_package(rendered):
     sources = [src.rstrip("/") + "/" + in_image.removeprefix(dest.rstrip("/") + "/")
                for src, dest in copy_destinations(mc.IMAGES / "spark.Dockerfile")
                if in_image.startswith(dest.rstrip("/") + "/")]
-    assert sources == ["attribution/spark_job.py"], f"{in_image} is not copied into the image: {sources}"
+    assert sources == ["attribution/training/spark_job.py"], f"{in_image} is not copied into the image: {sources}"
     entry = [mc.exec_form(rest) for ins, rest in mc.final_stage(mc.IMAGES / "spark.Dockerfile") if ins == "ENTRYPOINT"]
     assert entry[-1] == ["/opt/entrypoint.sh"]
     script = (mc.IMAGES / "spark-entrypoint.sh").read_text()
@@ -426,10 +426,10 @@ def test_image_requirements_cover_what_the_image_runs(image, excludes, training_
 
 
 def test_manifest_images_match_attribution_images_module(rendered):
-    """attribution/images.py is the one place the image names and tag are written in code."""
+    """attribution/platform/images.py is the one place the image names and tag are written in code."""
     if not (mc.REPO / "attribution" / "images.py").exists():
-        pytest.skip("attribution/images.py not written yet")
-    images = importlib.import_module("attribution.images")
+        pytest.skip("attribution/platform/images.py not written yet")
+    images = importlib.import_module("attribution.platform.images")
     spark = spark_app(rendered["base"])["spec"]["image"]
     serving = isvc(rendered["base"])["spec"]["predictor"]["containers"][0]["image"]
     assert (images.SPARK_IMAGE, images.SERVING_IMAGE) == (spark, serving)

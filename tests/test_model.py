@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution.cat2vec import Cat2Vec
-from attribution.features import compute_features
-from attribution.model import ModelLoadError, TimeSplit, load_model, to_epoch
+from attribution.features.compute import compute_features
+from attribution.model.bundle import ModelLoadError, load_model
+from attribution.model.cat2vec import Cat2Vec
+from attribution.schema import to_epoch
+from attribution.training.split import TimeSplit
 from tests.conftest import SAMPLE_VALID_FROM
 
 
@@ -39,8 +41,8 @@ def test_metadata_records_the_split(sample_model):
     saved = json.loads((model_dir / "metadata.json").read_text())
     assert saved["holdout_metrics"] == meta["holdout_metrics"], "what train() returns is what it saved"
     assert saved["valid_from"] == SAMPLE_VALID_FROM
-    assert pd.Timestamp(saved["train_time_range"][1]) < pd.Timestamp(SAMPLE_VALID_FROM)
-    assert pd.Timestamp(saved["tune_time_range"][1]) < pd.Timestamp(SAMPLE_VALID_FROM)
+    assert pd.Timestamp(saved["time_ranges"]["train"][1]) < pd.Timestamp(SAMPLE_VALID_FROM)
+    assert pd.Timestamp(saved["time_ranges"]["tune"][1]) < pd.Timestamp(SAMPLE_VALID_FROM)
     assert saved["rows"]["train"] + saved["rows"]["holdout"] == 100_000
     assert saved["versions"]["xgboost"] and saved["feature_spec_hash"]
 
@@ -62,7 +64,7 @@ def test_reload_in_a_fresh_process_scores_the_same(sample_model, sample_clicks, 
     here = load_model(model_dir).predict_proba(holdout)
     holdout.to_parquet(tmp_path / "holdout.parquet")
     code = (
-        "import sys, numpy as np, pandas as pd; from attribution.model import load_model;"
+        "import sys, numpy as np, pandas as pd; from attribution.model.bundle import load_model;"
         "f = pd.read_parquet(sys.argv[2]); np.save(sys.argv[3], load_model(sys.argv[1]).predict_proba(f))"
     )
     subprocess.run([sys.executable, "-c", code, str(model_dir), str(tmp_path / "holdout.parquet"),

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attribution.features.online import Click, MemoryStore, OnlineFeatures
+from attribution.features.online.state import Click, MemoryStore, OnlineFeatures
 from attribution.features.spec import Band, ClickCount, DistinctCount, FeatureSpec, SincePrevious
 
 T = 1_510_000_000
@@ -69,7 +69,7 @@ SMALL = FeatureSpec(
 @pytest.mark.parametrize("incremental_from", [64, 0])
 def test_memory_plateaus_while_replaying_days(incremental_from):
     """Several days of traffic through a 60 s window: stored events track the window, not the stream."""
-    from attribution.features import online_kernel as k
+    from attribution.features.online import kernel as k
 
     store = MemoryStore(SMALL, incremental_from=incremental_from)
     online = OnlineFeatures(store, SMALL)
@@ -96,8 +96,8 @@ def test_memory_plateaus_while_replaying_days(incremental_from):
 def test_out_of_order_arrivals_match_the_sql_over_what_has_arrived(incremental_from):
     """Each click, whenever it arrives, gets exactly the features of the clicks received so far (late
     clicks are inserted inside a key's history, which also grows and slides its arrays)."""
-    from attribution.features import compute_features
-    from attribution.features import online as online_mod
+    from attribution.features.compute import compute_features
+    from attribution.features.online import state as online_mod
     from tests.conftest import tricky_stream
 
     clicks = tricky_stream(250, seed=11).drop(columns="row_id")
@@ -115,7 +115,7 @@ def test_out_of_order_arrivals_match_the_sql_over_what_has_arrived(incremental_f
 def test_key_index_finds_every_live_key_after_any_adds_and_drops(ops: list[tuple[bool, int]]):
     """The open-addressing index against a dict: keys 0..40 in a 64-bucket table, with a hash that sends
     them all to a few buckets so that probe runs wrap and backward-shift deletion is exercised."""
-    from attribution.features import online_kernel as k
+    from attribution.features.online import kernel as k
 
     buckets = np.zeros((64, 2), np.int64)
     meta = np.zeros((41, k.META_COLUMNS), np.int64)
@@ -143,7 +143,7 @@ def test_window_counts_match_a_counter(ops: list[tuple[bool, int, int]]):
 
     from numba.typed import List
 
-    from attribution.features import online_kernel as k
+    from attribution.features.online import kernel as k
 
     tables = List([np.zeros((1, 1), np.int64) for _ in range(k.COUNTS)] + [np.zeros((8, 3), np.int64)])
     sc = np.zeros(k.N_SCALARS, np.int64)

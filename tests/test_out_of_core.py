@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution.data import write_clicks
-from attribution.features import compute_features
+from attribution.features.compute import compute_features
 from attribution.features.out_of_core import build_out_of_core, chunk_rows_for, parse_memory, time_chunks
+from attribution.io import write_clicks
 from tests.conftest import tricky_stream
 
 

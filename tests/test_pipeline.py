@@ -62,7 +62,7 @@ def test_tasks_are_sized_retried_and_cached_as_intended(spec):
 
 
 def test_components_are_offline_and_on_the_pipeline_image(spec):
-    from attribution.images import PIPELINE_IMAGE
+    from attribution.platform.images import PIPELINE_IMAGE
 
     for name, ex in spec["deploymentSpec"]["executors"].items():
         c = ex["container"]

@@ -13,7 +13,7 @@ from tests.conftest import SAMPLE, SCHEMAS
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SHA256 = "4002317e4162b3c27e4b40f604afd9f7b6f1c91e97674114279c3409a8a05b2a"
 # A path out of the checkout into a sibling folder: '../shared', parents[2] / "shared", parent / "shared".
-SIBLING = re.compile(r"\.\./shared|parents\[[2-9]\]|\.parent\s*/\s*[\"']shared[\"']")
+SIBLING = re.compile(r"\.\./shared|(parents\[\d\]|\.parent)\s*/\s*[\"']shared[\"']")
 
 
 def tracked_files() -> list[Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from attribution.data import ClickReader, read_clicks, write_clicks
+from attribution.io import ClickReader, read_clicks, write_clicks
 from attribution.schema import ClickSchemaError
 
 HEADER = "ip,app,device,os,channel,click_time,attributed_time,is_attributed\n"

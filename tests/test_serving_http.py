@@ -12,7 +12,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attribution.schema import ID_FIELDS
+from attribution.schema import ID_FIELDS, ID_LIMITS
 from tests.redis_fixture import (
     DAY,
     ServerProcess,
@@ -227,7 +227,7 @@ BAD_TIME = st.one_of(
     st.sampled_from(["2017-11-06", "2017-11-06T16:00:00Z", "2017-11-06 25:00:00",
                      "06/11/2017 16:00:00", "2017-11-06 16:00", "3017-11-06 16:00:00"]),
 )
-BAD_VALUE = {f: bad_id(limit) for f, limit in ID_FIELDS.items()}
+BAD_VALUE = {f: bad_id(limit) for f, limit in ID_LIMITS.items()}
 BAD_VALUE["click_time"] = BAD_TIME
 BAD_VALUE["click_id"] = st.one_of(st.integers(max_value=-1), st.integers(min_value=2**64), NO_DIGITS.filter(bool),
                                   st.floats(allow_nan=False), st.booleans(), st.lists(st.integers(), max_size=2))
@@ -327,7 +327,7 @@ def test_flask_fuzz_never_5xx(flask_server):
 def test_flask_openapi_and_metrics(flask_server):
     doc = requests.get(flask_server.base + "/openapi.json", timeout=10).json()
     assert doc["openapi"].startswith("3.") and {"/predict", "/talkingdata-api", "/healthz"} <= set(doc["paths"])
-    assert doc["components"]["schemas"]["Click"]["properties"]["ip"]["oneOf"][0]["maximum"] == ID_FIELDS["ip"]
+    assert doc["components"]["schemas"]["Click"]["properties"]["ip"]["oneOf"][0]["maximum"] == ID_LIMITS["ip"]
     text = requests.get(flask_server.base + "/metrics", timeout=10).text
     assert metric(text, "attribution_clicks_scored_total") > 0
     assert "attribution_http_request_seconds_bucket" in text

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import requests
 
-from attribution.features.online import Click, MemoryStore, OnlineFeatures, StateUnavailable
-from attribution.features.redis_store import RedisStore
+from attribution.features.online.redis import RedisStore
+from attribution.features.online.state import Click, MemoryStore, OnlineFeatures, StateUnavailable
 from attribution.features.spec import (
     DEFAULT_SPEC,
     Band,

@@ -1,6 +1,6 @@
 """Spark sizing follows the data: shuffle partitions, xgboost.spark workers, executors."""
 
-from attribution.spark import executor_plan, shuffle_partitions_for, xgb_workers_for
+from attribution.platform.spark_session import executor_plan, shuffle_partitions_for, xgb_workers_for
 
 
 def test_partitions_and_workers_grow_with_rows_and_respect_the_cluster():

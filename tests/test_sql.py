@@ -9,9 +9,9 @@ import pandas as pd
 import sqlglot
 from sqlglot import exp
 
-from attribution.features import compute_features, conform_output
+from attribution.features.compute import compute_features, conform_output
+from attribution.features.engines.sql import DIALECTS, bigquery_file_text, render
 from attribution.features.spec import DEFAULT_SPEC
-from attribution.features.sql import DIALECTS, bigquery_file_text, render
 
 ROOT = Path(__file__).resolve().parents[1]
 

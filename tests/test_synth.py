@@ -58,7 +58,7 @@ def test_time_range_sorted_and_daily_cycle(clicks):
 def test_slices_make_one_sorted_stream_with_the_cycle_and_exact_size(tmp_path):
     """Above the slice size the stream comes in time slices (the full 184.9M rows do not fit in memory at
     once): one sorted stream over the whole span, the exact row count, and the daily cycle kept."""
-    from attribution.data import read_clicks, write_clicks
+    from attribution.io import read_clicks, write_clicks
 
     slices = list(synth.generate_slices(60_001, seed=5, slice_rows=10_000))
     assert len(slices) == 7

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attribution.features import compute_features
-from attribution.model import TrainConfig, load_model
-from attribution.train_large import _uniform, train_large
+from attribution.features.compute import compute_features
+from attribution.model.bundle import load_model
+from attribution.training.config import TrainConfig
+from attribution.training.large import _uniform, train_large
 from tests.conftest import SAMPLE_VALID_FROM
 
 

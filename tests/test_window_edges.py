@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution.features import ENGINES, compute_features
+from attribution.features.compute import ENGINES, compute_features
 from attribution.features.spec import DEFAULT_SPEC
 
 T = 1_510_000_000

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from attribution.data import ClickReader, OnBadRows
-from attribution.features import DEFAULT_ENGINE, compute_features
+from attribution.features.compute import DEFAULT_ENGINE, compute_features
+from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
+from attribution.features.summary import BuildSummary
+from attribution.io import ClickReader, OnBadRows, read_clicks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BuildSummary:
-    rows: int
-    bad_rows: int
-    engine: str
-    seconds: float
-    output: str
-
-    def __str__(self) -> str:
-        rate = self.rows / self.seconds if self.seconds else float("nan")
-        bad = f", {self.bad_rows} bad rows quarantined" if self.bad_rows else ""
-        return f"{self.rows} rows of features ({self.engine}) -> {self.output} in {self.seconds:.1f}s ({rate:,.0f} rows/s){bad}"
 
 
 def read_with_progress(path: str | Path, on_bad_rows: OnBadRows = "error", progress: bool = True) -> tuple[pd.DataFrame, int]:
@@ -60,3 +47,29 @@ def build_features_file(
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     feats.to_parquet(output_path, index=False)
     return BuildSummary(len(feats), bad, engine, time.perf_counter() - t0, str(output_path))
+
+
+def load_training_frame(input_path: str | Path, engine: str = DEFAULT_ENGINE, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
+    """A features Parquet as is, or a click file with features computed over the whole stream first
+    (so holdout rows get the history before them)."""
+    p = Path(input_path)
+    if p.suffix == ".parquet" or p.is_dir():
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(p if p.is_file() else next(p.glob("*.parquet"))).names
+        if set(spec.feature_names) <= set(names):
+            return pd.read_parquet(p)
+    return compute_features(read_clicks(p), engine, spec)
+
+
+LARGE_ROWS = 5_000_000  # above this, a features Parquet is streamed rather than loaded whole
+
+
+def is_large_features_file(path: str | Path, spec: FeatureSpec = DEFAULT_SPEC) -> bool:
+    p = Path(path)
+    if not (p.suffix == ".parquet" or p.is_dir()):
+        return False
+    import pyarrow.dataset as ds
+
+    data = ds.dataset(p, format="parquet")
+    return set(spec.feature_names) <= set(data.schema.names) and data.count_rows() > LARGE_ROWS

@@ -25,9 +25,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from tqdm.auto import tqdm
 
-from attribution.data import ClickReader, OnBadRows, ParquetSink
-from attribution.features import conform_output, vectorized
+from attribution.features.compute import conform_output
+from attribution.features.engines import vectorized
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
+from attribution.features.summary import BuildSummary
+from attribution.io import ClickReader, OnBadRows, ParquetSink
 
 log = logging.getLogger(__name__)
 # Peak bytes per row read into one chunk (own rows and history together): the input frame, per-group orders,
@@ -67,7 +69,7 @@ DUCKDB_MIN_MEMORY = 128 * 1024**2  # DuckDB's external sort needs a few buffers 
 
 
 def sort_by_time(staged: Path, out: Path, memory_limit: str, temp_dir: Path) -> None:
-    from attribution.features.duckdb_engine import connect
+    from attribution.features.engines.duckdb import connect
 
     budget = max(parse_memory(memory_limit), DUCKDB_MIN_MEMORY)
     con = connect(memory_limit=f"{budget // 1024**2}MB", temp_directory=str(temp_dir))
@@ -138,10 +140,8 @@ def build_out_of_core(
     progress: bool = True,
     chunk_rows: int | None = None,
     work_dir: str | Path | None = None,
-):
+) -> BuildSummary:
     """Features Parquet (rows in time order, each with its row_id) under a memory budget."""
-    from attribution.features.build import BuildSummary
-
     t0 = time.perf_counter()
     output = Path(output_path)
     output.parent.mkdir(parents=True, exist_ok=True)

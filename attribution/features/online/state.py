@@ -108,7 +108,7 @@ FIELD_INDEX = {f: i for i, f in enumerate(("ip", "app", "device", "os", "channel
 
 
 class MemoryStore(StateStore):
-    """In-process state, compiled (attribution.features.online_kernel): per key, its recent clicks sorted
+    """In-process state, compiled (attribution.features.online.kernel): per key, its recent clicks sorted
     by second; evicted by event time once past the retention.
 
     Eviction is incremental: every recorded click also enters a FIFO by time, and each record pops the
@@ -116,7 +116,7 @@ class MemoryStore(StateStore):
     memory as well. click_ids (strings) are remembered here, for the same retention."""
 
     def __init__(self, spec: FeatureSpec = DEFAULT_SPEC, allowed_lateness: int = 0, incremental_from: int = 64) -> None:
-        from attribution.features import online_kernel as k
+        from attribution.features.online import kernel as k
 
         super().__init__(spec)
         # A click up to `allowed_lateness` s behind the newest still gets exact features; memory grows with it.

@@ -6,9 +6,9 @@ import tempfile
 
 import pandas as pd
 
+from attribution.features.engines.sql import render
 from attribution.features.spec import FeatureSpec
-from attribution.features.sql import render
-from attribution.spark import arrow_safe, get_spark, shuffle_partitions_for
+from attribution.platform.spark_session import arrow_safe, get_spark, shuffle_partitions_for
 
 INPUT_VIEW = "clicks_input"
 

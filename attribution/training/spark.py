@@ -17,12 +17,23 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sklearn.pipeline import FeatureUnion
 
-from attribution.features.spec import DEFAULT_SPEC
-from attribution.schema import LABEL
-from attribution.spark import arrow_safe, get_spark
+from attribution.features.spec import FeatureSpec
+from attribution.model.bundle import ModelBundle
+from attribution.platform.spark_session import arrow_safe, get_spark, xgb_workers_for
+from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, TRUE_PROBABILITY, to_epoch
+from attribution.training.booster import xgb_params
+from attribution.training.config import EARLY_STOPPING_ROUNDS, TrainConfig, negative_rate_for, refit_rounds
+from attribution.training.fit import fitted_features, resolve_params
+from attribution.training.record import finish_training, split_record
+from attribution.training.split import HOLDOUT_QUANTILE, TimeSplit, downsample
+from attribution.training.tune import tune
 
 log = logging.getLogger(__name__)
-MODEL_COLUMNS = ["ip", "app", "device", "os", "channel", "click_time", *DEFAULT_SPEC.feature_names]
+
+
+def model_columns(spec: FeatureSpec) -> list[str]:
+    """The columns the model reads: ids, time and the spec's features."""
+    return [*ID_FIELDS, CLICK_TIME, *spec.feature_names]
 
 
 def assemble(sdf: SparkFrame, union: FeatureUnion, extra: tuple[str, ...] = ()) -> SparkFrame:
@@ -44,16 +55,13 @@ def assemble(sdf: SparkFrame, union: FeatureUnion, extra: tuple[str, ...] = ()) 
 
 
 def num_workers(spark, rows: int | None = None) -> int:
-    """Task slots of the cluster, fewer when the training set is small (attribution.spark.xgb_workers_for)."""
-    from attribution.spark import xgb_workers_for
+    """Task slots of the cluster, fewer when the training set is small (attribution.platform.spark_session.xgb_workers_for)."""
 
     slots = max(1, int(spark.sparkContext.defaultParallelism))
     return slots if rows is None else xgb_workers_for(rows, slots)
 
 
 def spark_params(params: dict, seed: int) -> dict:
-    from attribution.model import xgb_params
-
     p = xgb_params(params, seed)
     for name in ("nthread", "eval_metric", "objective"):  # set by xgboost.spark itself (threads per task,
         p.pop(name, None)  # binary:logistic for a two-class label)
@@ -71,7 +79,7 @@ def fit_spark(
     spark = sdf.sparkSession
     kwargs = spark_params(params, seed)
     if rounds is None:
-        kwargs.update(n_estimators=int(params.get("max_rounds", 1500)), early_stopping_rounds=60,
+        kwargs.update(n_estimators=int(params.get("max_rounds", 1500)), early_stopping_rounds=EARLY_STOPPING_ROUNDS,
                       validation_indicator_col=valid_col)
     else:
         kwargs.update(n_estimators=int(rounds))
@@ -86,20 +94,20 @@ def fit_spark(
     return booster, used, model
 
 
-def train_variant_spark(frame: pd.DataFrame, split, cfg, params: dict, negative_rate: float):
-    """The Spark counterpart of attribution.model.train_variant on an in-memory frame."""
-    from attribution.model import downsample, fitted_features
-
+def train_variant_spark(
+    frame: pd.DataFrame, split: TimeSplit, cfg: TrainConfig, params: dict, negative_rate: float
+) -> tuple[FeatureUnion, xgb.Booster, int]:
+    """The Spark counterpart of training.fit.train_variant on an in-memory frame."""
     spark = get_spark()
     y = frame[LABEL].to_numpy()
     union = fitted_features(frame[split.train], cfg, cfg.use_window_features, cfg.use_cat2vec)
-    cols = [c for c in MODEL_COLUMNS if c in frame] + [LABEL]
+    cols = [c for c in model_columns(cfg.spec) if c in frame] + [LABEL]
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
     first = frame.loc[fit_rows | split.tune, cols].assign(is_valid=split.tune[fit_rows | split.tune])
     sdf = assemble(spark.createDataFrame(arrow_safe(first)), union, (LABEL, "is_valid"))
     t0 = time.perf_counter()
     _, rounds, _ = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
-    rounds = max(1, round(rounds / (1.0 - cfg.tune_fraction)))
+    rounds = refit_rounds(rounds, cfg.tune_fraction)
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     full = assemble(spark.createDataFrame(arrow_safe(frame.loc[train_rows, cols])), union, (LABEL,))
     booster, _, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
@@ -107,18 +115,9 @@ def train_variant_spark(frame: pd.DataFrame, split, cfg, params: dict, negative_
     return union, booster, rounds
 
 
-def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
+def train_from_parquet(features_path: str, model_dir: str | Path, cfg: TrainConfig) -> dict:
     """The cluster path: features Parquet read by Spark (any size), split by time in Spark, Cat2Vec fitted
     on a driver-side sample of the training window, everything else on the executors."""
-    from attribution.model import (
-        ModelBundle,
-        TimeSplit,
-        choose_negative_rate,
-        finish_training,
-        fitted_features,
-        resolve_params,
-        to_epoch,
-    )
 
     started = time.perf_counter()
     spark = get_spark()
@@ -126,13 +125,13 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
     if cfg.valid_from is not None:
         vf = to_epoch(cfg.valid_from)
     else:
-        vf = int(sdf.approxQuantile("click_time", [0.75], 0.001)[0])
-    train_sdf = sdf.filter(F.col("click_time") < vf)
-    tf = int(train_sdf.approxQuantile("click_time", [1.0 - cfg.tune_fraction], 0.001)[0])
+        vf = int(sdf.approxQuantile(CLICK_TIME, [HOLDOUT_QUANTILE], 0.001)[0])
+    train_sdf = sdf.filter(F.col(CLICK_TIME) < vf)
+    tf = int(train_sdf.approxQuantile(CLICK_TIME, [1.0 - cfg.tune_fraction], 0.001)[0])
     counts = train_sdf.groupBy(LABEL).count().toPandas().set_index(LABEL)["count"].to_dict()
-    negative_rate = cfg.negative_rate if cfg.negative_rate is not None else choose_negative_rate(int(counts.get(0, 0)))
+    negative_rate = negative_rate_for(cfg, int(counts.get(0, 0)))
     keep = (F.col(LABEL) == 1) | (F.rand(cfg.seed) < F.lit(negative_rate))
-    cols = [c for c in MODEL_COLUMNS if c in sdf.columns] + [LABEL]
+    cols = [c for c in model_columns(cfg.spec) if c in sdf.columns] + [LABEL]
 
     sample_rows = (cfg.cat2vec or {}).get("max_fit_rows", 1_000_000)
     n_train = int(sum(counts.values()))
@@ -140,36 +139,31 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg) -> dict:
     union = fitted_features(sample, cfg, cfg.use_window_features, cfg.use_cat2vec)
 
     def tune_fn():  # tuning on the driver sample's inner split, trials in parallel on Spark
-        from attribution.tune import tune
-
-        t = sample["click_time"].to_numpy()
+        t = sample[CLICK_TIME].to_numpy()
         return tune(sample, TimeSplit.of(t, vf, cfg.tune_fraction), cfg, negative_rate, union=union)
 
     params, trials = resolve_params(cfg, tune_fn)
-    is_tune = F.col("click_time") >= tf
+    is_tune = F.col(CLICK_TIME) >= tf
     first = train_sdf.filter(keep | is_tune).select(*cols).withColumn("is_valid", is_tune)
     expected_rows = int(counts.get(1, 0) + counts.get(0, 0) * negative_rate)
     _, rounds, _ = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid",
                              rows=expected_rows)
-    rounds = max(1, round(rounds / (1.0 - cfg.tune_fraction)))
+    rounds = refit_rounds(rounds, cfg.tune_fraction)
     booster, _, _ = fit_spark(
         assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds,
         rows=expected_rows,
     )
 
-    bundle = ModelBundle(union, booster, DEFAULT_SPEC, negative_rate)
-    holdout = sdf.filter(F.col("click_time") >= vf).select(*cols, *(["true_probability"] if "true_probability" in sdf.columns else []))
+    bundle = ModelBundle(union, booster, cfg.spec, negative_rate)
+    holdout = sdf.filter(F.col(CLICK_TIME) >= vf).select(*cols, *([TRUE_PROBABILITY] if TRUE_PROBABILITY in sdf.columns else []))
     scored = holdout.mapInPandas(
         lambda it: (pd.DataFrame({"y": pdf[LABEL].to_numpy(), "p": bundle.predict_proba(pdf),
-                                  "tp": pdf["true_probability"].to_numpy() if "true_probability" in pdf else np.nan})
+                                  "tp": pdf[TRUE_PROBABILITY].to_numpy() if TRUE_PROBABILITY in pdf else np.nan})
                     for pdf in it),
         "y long, p double, tp double",
     ).toPandas()
-    info = {
-        "valid_from": str(pd.Timestamp(vf, unit="s")),
-        "rows": {"train": n_train, "holdout": len(scored)},
-        "positives": {"train": int(counts.get(1, 0)), "holdout": int(scored["y"].sum())},
-    }
+    info = split_record(vf, {"train": n_train, "holdout": len(scored)},
+                        {"train": int(counts.get(1, 0)), "holdout": int(scored["y"].sum())})
     true_p = scored["tp"].to_numpy() if scored["tp"].notna().all() and len(scored) else None
     return finish_training(model_dir, cfg, union, booster, negative_rate, params, rounds, info,
                            scored["y"].to_numpy(), scored["p"].to_numpy(), true_p, trials, None, started)

@@ -105,7 +105,7 @@ def decide(candidate: dict, baseline: dict | None, min_roc_auc: float, min_pr_au
 
 # ---- the InferenceService ------------------------------------------------------------------------------------
 def load_template(path: str | Path | None = None) -> dict:
-    from attribution.spark_submit import manifests_root
+    from attribution.platform.spark_submit import manifests_root
 
     p = Path(path) if path else manifests_root() / "base" / "serving" / "inferenceservice.yaml"
     return yaml.safe_load(Path(p).read_text())

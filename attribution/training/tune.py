@@ -12,11 +12,18 @@ import math
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from hyperopt.pyll import scope
+from sklearn.pipeline import FeatureUnion
 
-from attribution.metrics import binary_metrics
-from attribution.schema import LABEL
+from attribution.evaluation.metrics import binary_metrics
+from attribution.features.build import load_training_frame
+from attribution.schema import CLICK_TIME, LABEL, to_epoch
+from attribution.training.booster import fit_booster
+from attribution.training.config import DEFAULT_PARAMS, TrainConfig, choose_negative_rate
+from attribution.training.fit import fitted_features
+from attribution.training.split import TimeSplit, downsample
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +39,10 @@ SPACE = {
 }
 
 
-def tune(frame: pd.DataFrame, split, cfg, negative_rate: float, union=None) -> tuple[dict, list[dict]]:
+def tune(
+    frame: pd.DataFrame, split: TimeSplit, cfg: TrainConfig, negative_rate: float, union: FeatureUnion | None = None
+) -> tuple[dict, list[dict]]:
     """Best parameters by tuning-part ROC-AUC, and every trial as a record (params, metrics, rounds)."""
-    from attribution.model import downsample, fit_booster, fitted_features
 
     y = frame[LABEL].to_numpy()
     if union is None:
@@ -42,11 +50,11 @@ def tune(frame: pd.DataFrame, split, cfg, negative_rate: float, union=None) -> t
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
     X_fit, y_fit = union.transform(frame[fit_rows]), y[fit_rows]
     X_tune, y_tune = union.transform(frame[split.tune]), y[split.tune]
-    assert int(frame["click_time"].to_numpy()[fit_rows | split.tune].max()) < split.valid_from
+    assert int(frame[CLICK_TIME].to_numpy()[fit_rows | split.tune].max()) < split.valid_from
 
     def objective(params: dict) -> dict:
         booster, rounds = fit_booster(X_fit, y_fit, X_tune, y_tune, params, cfg.seed, cfg.n_threads)
-        p = booster.predict(__import__("xgboost").DMatrix(X_tune), iteration_range=(0, rounds))
+        p = booster.predict(xgb.DMatrix(X_tune), iteration_range=(0, rounds))
         m = binary_metrics(y_tune, p)
         loss = -m["roc_auc"] if not np.isnan(m["roc_auc"]) else 0.0
         return {"loss": loss, "status": STATUS_OK, "rounds": rounds, "metrics": m}
@@ -54,7 +62,7 @@ def tune(frame: pd.DataFrame, split, cfg, negative_rate: float, union=None) -> t
     if cfg.trainer == "spark":
         from hyperopt import SparkTrials
 
-        from attribution.spark import get_spark
+        from attribution.platform.spark_session import get_spark
 
         get_spark()
         trials = SparkTrials(parallelism=2)
@@ -81,21 +89,13 @@ def tune_file(
 ) -> dict:
     """The pipeline's tuning step: {"params", "trials", "max_evals"[, "negative_rate"]} for a features file,
     with the Cat2Vec vectors of the pipeline's own step. max_evals=0 returns the defaults."""
-    from attribution.model import (
-        DEFAULT_PARAMS,
-        TimeSplit,
-        TrainConfig,
-        choose_negative_rate,
-        load_training_frame,
-        to_epoch,
-    )
 
     doc: dict = {"params": dict(DEFAULT_PARAMS), "trials": [], "max_evals": max_evals}
     if max_evals <= 0:
         return doc
     cfg = TrainConfig(valid_from=valid_from, max_evals=max_evals, seed=seed, cat2vec_dir=cat2vec_dir)
     frame = load_training_frame(features_path)
-    split = TimeSplit.of(frame["click_time"].to_numpy(), to_epoch(cfg.valid_from), cfg.tune_fraction)
+    split = TimeSplit.of(frame[CLICK_TIME].to_numpy(), to_epoch(cfg.valid_from), cfg.tune_fraction)
     negative_rate = choose_negative_rate(int((frame[LABEL].to_numpy()[split.train] == 0).sum()))
     best, trials = tune(frame, split, cfg, negative_rate)
     doc.update(params=best, trials=trials, negative_rate=negative_rate)

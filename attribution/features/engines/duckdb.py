@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from attribution.features.engines.sql import render
 from attribution.features.spec import FeatureSpec
-from attribution.features.sql import render
 
 
 def connect(memory_limit: str | None = None, temp_directory: str | None = None, threads: int | None = None):

@@ -26,7 +26,7 @@ bumped, so stale entries skip it). Memory therefore follows the window, not the 
 searches over a slot's seconds and, for distinct counts, one pass over the window's values with a stamped
 mark table.
 
-The semantics are those of attribution.features.online (documented there); this module is its engine.
+The semantics are those of attribution.features.online.state (documented there); this module is its engine.
 """
 
 from __future__ import annotations

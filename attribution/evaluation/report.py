@@ -1,4 +1,4 @@
-"""report.html from an evaluation's metrics (attribution.evaluate): one self-contained file, plots as
+"""report.html from an evaluation's metrics (attribution.evaluation.evaluate): one self-contained file, plots as
 base64 PNGs (matplotlib Agg), inline CSS, no external assets. `render_report(metrics)` needs only the
 metrics.json content, so a report can be rebuilt from a stored metrics.json."""
 
@@ -296,7 +296,7 @@ def render_report(m: dict) -> str:
         ("evaluated time range (UTC)", _range(m.get("time_range"))),
         ("from", f"{m.get('from_ts') or 'first click'} ({m.get('from_source')})"),
         ("input time range", _range(m.get("input_time_range"))),
-        ("model trained on", _range(model.get("train_time_range"))),
+        ("model trained on", _range((model.get("time_ranges") or {}).get("train"))),
         ("model holdout from", model.get("valid_from")),
         ("feature spec hash", model.get("feature_spec_hash")), ("model git commit", model.get("git_commit")),
         ("generated", m.get("generated_at")),

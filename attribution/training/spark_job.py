@@ -1,7 +1,7 @@
 """Entry point of the Spark training job (the SparkApplication's mainApplicationFile, and the KFP
 component's local mode): features Parquet in, model directory out, through xgboost.spark.
 
-    spark-submit attribution/spark_job.py --input FEATURES --model-dir DIR [--valid-from TS] [--max-evals N]
+    spark-submit attribution/training/spark_job.py --input FEATURES --model-dir DIR [--valid-from TS] [--max-evals N]
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file by spark-submit: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from attribution.model import TrainConfig
-    from attribution.spark_train import train_from_parquet
+    from attribution.training.config import TrainConfig
+    from attribution.training.spark import train_from_parquet
 
     p = argparse.ArgumentParser(description="Train the attribution model on Spark (xgboost.spark).")
     p.add_argument("--input", required=True, help="features Parquet (file or directory; gs:// on a cluster)")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(trainer="spark", valid_from=a.valid_from, max_evals=a.max_evals,
                       negative_rate=a.negative_rate, seed=a.seed, params=params)
     meta = train_from_parquet(a.input, a.model_dir, cfg)
-    logging.getLogger("attribution.spark_job").info("holdout metrics: %s", meta["holdout_metrics"])
+    logging.getLogger("attribution.training.spark_job").info("holdout metrics: %s", meta["holdout_metrics"])
     return 0
 
 

@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from attribution.features.online import (
+from attribution.features.online.state import (
     FIELD_INDEX,
     Click,
     History,

@@ -25,9 +25,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from attribution.metrics import binary_metrics
-from attribution.model import ID_FIELDS, ModelBundle, feature_names, load_model, load_training_frame, to_epoch
-from attribution.schema import LABEL
+from attribution.evaluation.metrics import binary_metrics
+from attribution.features.build import load_training_frame
+from attribution.model.bundle import ModelBundle, load_model
+from attribution.model.estimators import RAW_ID_FEATURES, feature_names
+from attribution.schema import LABEL, TRUE_PROBABILITY, to_epoch
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -36,7 +38,6 @@ BASELINE_VARIANT = "ids + hour (baseline)"
 RELIABILITY_BINS = 10
 TOP_APPS = 10
 MAX_CURVE_POINTS = 200
-TRUE_PROBABILITY = "true_probability"
 CONFUSION_CATEGORIES = ["not_attributed", "attributed"]
 
 
@@ -107,7 +108,7 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def reliability_curve(y: np.ndarray, p: np.ndarray, bins: int = RELIABILITY_BINS) -> list[dict]:
-    """Equal-count bins of the prediction (the same bins as attribution.metrics' ECE): mean predicted
+    """Equal-count bins of the prediction (the same bins as attribution.evaluation.metrics' ECE): mean predicted
     vs observed rate, with the bin's count and a 95% Wilson interval of the observed rate."""
     order = np.argsort(p, kind="stable")
     out = []
@@ -151,7 +152,7 @@ def importance_table(bundle: ModelBundle) -> list[dict]:
 
 
 def feature_family(name: str, bundle: ModelBundle) -> str:
-    if name in ID_FIELDS:
+    if name in RAW_ID_FEATURES:
         return "ids"
     if name in bundle.spec.hour_names:
         return "hour"
@@ -246,7 +247,7 @@ def compute_metrics(frame: pd.DataFrame, p: np.ndarray, bundle: ModelBundle) -> 
 
 
 def model_summary(model_dir: str | Path, metadata: dict) -> dict:
-    keys = ("trainer", "valid_from", "train_time_range", "holdout_time_range", "rows", "positives", "rounds",
+    keys = ("trainer", "valid_from", "time_ranges", "rows", "positives", "rounds",
             "negative_rate", "feature_spec_hash", "git_commit", "holdout_metrics", "params")
     return {"model_dir": str(model_dir), **{k: metadata.get(k) for k in keys}}
 
@@ -291,7 +292,7 @@ def evaluate(model_dir: str | Path, input_path: str | Path, output_dir: str | Pa
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False))
-    from attribution.report import render_report
+    from attribution.evaluation.report import render_report
 
     (out / REPORT_FILE).write_text(render_report(metrics), encoding="utf-8")
     log.info("evaluated %d clicks (%d positives) from %s: roc_auc=%.4f pr_auc=%.4f -> %s",

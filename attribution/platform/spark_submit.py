@@ -3,7 +3,7 @@ submit it with the Kubernetes API, wait for a final state, and bring back the dr
 
     doc = render_spark_application("gs://b/features/", "gs://b/models/run-1", valid_from="2017-11-09")
     result = submit_and_wait(doc)          # in the cluster, with the pipeline's service account
-    run_local("features/", "model/")       # the same entry point (attribution/spark_job.py), local master
+    run_local("features/", "model/")       # the same entry point (attribution/training/spark_job.py), local master
 
 The template is manifests/base/spark-training/sparkapplication.yaml; only image, arguments, executor
 instances / memory (with the pod memory limit kept equal to heap + overhead) and a unique name change.
@@ -24,18 +24,18 @@ from pathlib import Path
 
 import yaml
 
-from attribution.images import SPARK_IMAGE
+from attribution.platform.images import SPARK_IMAGE
 
 log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
-ENTRY_POINT = Path(__file__).resolve().parent / "spark_job.py"
+ENTRY_POINT = Path(__file__).resolve().parents[1] / "training" / "spark_job.py"
 FINAL_STATES = {"COMPLETED", "FAILED", "SUBMISSION_FAILED", "FAILING_OUT_OF_RETRIES"}  # operator states
 SUCCESS_STATES = {"COMPLETED"}
 
 
 def manifests_root() -> Path:
     """The manifests/ folder: $ATTRIBUTION_MANIFESTS, the source checkout, or /app/manifests (images)."""
-    candidates = [os.environ.get("ATTRIBUTION_MANIFESTS"), Path(__file__).resolve().parents[1] / "manifests",
+    candidates = [os.environ.get("ATTRIBUTION_MANIFESTS"), Path(__file__).resolve().parents[2] / "manifests",
                   "/app/manifests"]
     for c in candidates:
         if c and (Path(c) / "base").is_dir():
@@ -193,7 +193,7 @@ def local_command(input_path: str, model_dir: str, valid_from: str | None = None
 
 def run_local(input_path: str, model_dir: str, valid_from: str | None = None, master: str = "local[2]",
               extra_arguments: list[str] | None = None, timeout_s: float | None = None) -> int:
-    """Run attribution/spark_job.py in a subprocess with SPARK_MASTER=master; raises on failure."""
+    """Run attribution/training/spark_job.py in a subprocess with SPARK_MASTER=master; raises on failure."""
     if not ENTRY_POINT.is_file():
         raise FileNotFoundError(f"Spark training entry point {ENTRY_POINT} is missing")
     env = {**os.environ, "SPARK_MASTER": master}

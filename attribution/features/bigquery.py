@@ -20,11 +20,11 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
+from attribution.features.engines.sql import BIGQUERY_SOURCE, bigquery_file_text
 from attribution.features.spec import DEFAULT_SPEC
-from attribution.features.sql import BIGQUERY_SOURCE, bigquery_file_text
 
 log = logging.getLogger(__name__)
-SQL_FILE = Path(__file__).resolve().parents[1] / "sql" / "features.sql"
+SQL_FILE = Path(__file__).resolve().parents[2] / "sql" / "features.sql"
 PLACEHOLDER_TABLE = BIGQUERY_SOURCE.strip("`")  # "attribution.clicks"
 START_PARAM, END_PARAM = "start_time", "end_time"
 
@@ -210,7 +210,7 @@ QUERY_BYTES_PER_ROW = 8 * 8
 def build_click_table_load(source_uris: list[str], table: str, location: str | None = None):
     """Load job for the click table the feature query reads: partitioned by day of click_time (a time-range
     run scans only its days) and clustered by ip (the key every window partitions on). Parquet written by
-    `attribution.data.write_clicks` plus a row_id column is the expected input."""
+    `attribution.io.write_clicks` plus a row_id column is the expected input."""
     from google.cloud import bigquery
 
     config = bigquery.LoadJobConfig(

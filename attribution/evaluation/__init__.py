@@ -1,0 +1,1 @@
+"""Holdout metrics, the evaluation a deploy gate reads, and its HTML report."""

@@ -1,0 +1,122 @@
+"""The loaded model and its directory (no pickles): a fitted feature union (model.estimators) and a native
+XGBoost booster, with the feature spec it was built with.
+
+    save_model(model_dir, union, booster, spec, negative_rate, metadata)
+    load_model(model_dir).predict_proba(frame)   # calibrated P(attributed) per click
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.pipeline import FeatureUnion
+
+from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
+from attribution.model.cat2vec import Cat2Vec
+from attribution.model.estimators import FeatureAssembler, feature_names, recalibrate
+from attribution.schema import ID_FIELDS
+
+MODEL_FILE = "model.json"
+SPEC_FILE = "feature_spec.json"
+PIPELINE_FILE = "pipeline.json"
+METADATA_FILE = "metadata.json"
+TRIALS_FILE = "trials.json"
+
+
+class ModelLoadError(ValueError):
+    """A model directory that the predictor must refuse: missing or corrupt files, another feature spec."""
+
+
+@dataclass
+class ModelBundle:
+    union: FeatureUnion
+    booster: xgb.Booster
+    spec: FeatureSpec
+    negative_rate: float
+    metadata: dict = field(default_factory=dict)
+
+    def matrix(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+        # The union's own transform goes through joblib, which costs milliseconds per call; the predictor
+        # scores one request at a time, so the fitted parts are applied directly (same columns, same order).
+        parts = [step.transform(frame) for _, step in self.union.transformer_list]
+        return np.hstack(parts) if len(parts) > 1 else parts[0]
+
+    def predict_proba(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Calibrated P(attributed) for clicks with their window features (a frame, or column name ->
+        array); one booster call."""
+        if len(frame[ID_FIELDS[0]]) == 0:
+            return np.empty(0, dtype=np.float64)
+        raw = self.booster.inplace_predict(self.matrix(frame))
+        return recalibrate(np.asarray(raw, dtype=np.float64), self.negative_rate)
+
+
+def save_model(
+    model_dir: str | Path, union: FeatureUnion, booster: xgb.Booster, spec: FeatureSpec, negative_rate: float,
+    metadata: dict,
+) -> Path:
+    """Write the model directory; `spec` is the one the union was built with, and the one hashed."""
+    d = Path(model_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    booster.save_model(d / MODEL_FILE)
+    cfg: dict = {"negative_rate": negative_rate, "steps": []}
+    for name, step in union.transformer_list:
+        if isinstance(step, Cat2Vec):
+            step.save(d)
+            cfg["steps"].append({"name": name, "kind": "cat2vec"})
+        else:
+            if step.spec().hash != spec.hash:
+                raise ValueError(f"the feature union was built with spec {step.spec().hash}, not {spec.hash}")
+            cfg["steps"].append({"name": name, "kind": "assemble", "use_window_features": step.use_window_features})
+    cfg["feature_names"] = feature_names(union)
+    (d / PIPELINE_FILE).write_text(json.dumps(cfg, indent=2))
+    (d / SPEC_FILE).write_text(json.dumps({"hash": spec.hash, "spec": spec.to_dict()}, indent=2))
+    (d / METADATA_FILE).write_text(json.dumps({**metadata, "feature_spec_hash": spec.hash}, indent=2, default=str))
+    return d
+
+
+def load_model(model_dir: str | Path, expected_spec: FeatureSpec = DEFAULT_SPEC) -> ModelBundle:
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ModelLoadError(f"model directory {d} does not exist")
+    for name in (MODEL_FILE, SPEC_FILE, PIPELINE_FILE, METADATA_FILE):
+        if not (d / name).is_file():
+            raise ModelLoadError(f"model directory {d} is missing {name}")
+    try:
+        spec_doc = json.loads((d / SPEC_FILE).read_text())
+        cfg = json.loads((d / PIPELINE_FILE).read_text())
+        metadata = json.loads((d / METADATA_FILE).read_text())
+        spec = FeatureSpec.from_dict(spec_doc["spec"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ModelLoadError(f"model directory {d}: unreadable {SPEC_FILE}/{PIPELINE_FILE}/{METADATA_FILE}: {err}") from err
+    if spec.hash != spec_doc.get("hash"):
+        raise ModelLoadError(f"{d / SPEC_FILE} is corrupt: its spec hashes to {spec.hash}, the file says {spec_doc.get('hash')}")
+    if spec.hash != expected_spec.hash:
+        raise ModelLoadError(
+            f"model directory {d} was trained with feature spec hash {spec.hash}, but this code computes "
+            f"feature spec hash {expected_spec.hash}: retrain the model or deploy the matching code"
+        )
+    parts = []
+    try:
+        for step in cfg["steps"]:
+            if step["kind"] == "cat2vec":
+                parts.append((step["name"], Cat2Vec.load(d)))
+            else:
+                parts.append((step["name"], FeatureAssembler(spec.to_json(), step["use_window_features"])))
+        booster = xgb.Booster()
+        booster.load_model(d / MODEL_FILE)
+    except (xgb.core.XGBoostError, OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"model directory {d}: cannot load the model files: {err}") from err
+    union = FeatureUnion(parts)
+    if booster.num_features() != len(cfg["feature_names"]):
+        raise ModelLoadError(
+            f"model directory {d}: booster expects {booster.num_features()} features, pipeline makes {len(cfg['feature_names'])}"
+        )
+    return ModelBundle(union, booster, spec, float(cfg["negative_rate"]), metadata)
+
+

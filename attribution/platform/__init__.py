@@ -1,0 +1,1 @@
+"""Where the library meets the cluster: image names, Spark sessions and submission, the deploy gate."""

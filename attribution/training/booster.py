@@ -1,0 +1,42 @@
+"""XGBoost parameters and the early-stopped fit that every trainer and Hyperopt trial runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import xgboost as xgb
+
+from attribution.training.config import EARLY_STOPPING_ROUNDS
+
+
+def xgb_params(params: dict, seed: int, n_threads: int | None = None) -> dict:
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": ["logloss", "auc"],
+        "tree_method": "hist",
+        "max_depth": int(params["max_depth"]),
+        "learning_rate": float(params["learning_rate"]),
+        "min_child_weight": float(params["min_child_weight"]),
+        "subsample": float(params["subsample"]),
+        "colsample_bytree": float(params["colsample_bytree"]),
+        "reg_alpha": float(params["reg_alpha"]),
+        "reg_lambda": float(params["reg_lambda"]),
+        "seed": seed,
+        **({"nthread": n_threads} if n_threads else {}),
+    }
+
+
+def fit_booster(
+    X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None, params: dict,
+    seed: int, n_threads: int | None = None, rounds: int | None = None,
+) -> tuple[xgb.Booster, int]:
+    """Early-stopped on the validation part when `rounds` is None; returns the booster and its rounds."""
+    dfit = xgb.QuantileDMatrix(X_fit, y_fit)
+    p = xgb_params(params, seed, n_threads)
+    if rounds is not None:
+        return xgb.train(p, dfit, num_boost_round=rounds), rounds
+    dval = xgb.QuantileDMatrix(X_val, y_val, ref=dfit)
+    booster = xgb.train(
+        p, dfit, num_boost_round=int(params.get("max_rounds", 1500)), evals=[(dval, "tune")],
+        early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False,
+    )
+    return booster, booster.best_iteration + 1

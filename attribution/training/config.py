@@ -1,0 +1,61 @@
+"""What a training run is asked to do (TrainConfig) and the defaults every trainer shares."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
+
+DEFAULT_PARAMS: dict[str, float | int] = {
+    "max_depth": 6,
+    "learning_rate": 0.05,
+    "min_child_weight": 4.0,
+    "subsample": 0.8,
+    "colsample_bytree": 0.7,
+    "reg_alpha": 0.0,
+    "reg_lambda": 1.0,
+    "max_rounds": 1500,
+}
+EARLY_STOPPING_ROUNDS = 60
+MAX_TRAIN_NEGATIVES = 3_000_000
+ABLATION_MAX_ROWS = 3_000_000  # the ablation trains four more models: only on small training sets
+
+
+@dataclass
+class TrainConfig:
+    trainer: str = "xgboost"  # or "spark"
+    valid_from: str | None = None  # holdout start (UTC); default: the last quarter of the time range
+    max_evals: int = 0  # Hyperopt trials; 0 = DEFAULT_PARAMS
+    negative_rate: float | None = None  # kept fraction of negatives; None = chosen from the data size
+    use_cat2vec: bool = True
+    use_window_features: bool = True
+    seed: int = 0
+    tune_fraction: float = 0.2  # the last part of the training period, for early stopping and tuning
+    ablation: bool | None = None  # None = only when the training set is small (< ABLATION_MAX_ROWS)
+    params: dict | None = None  # explicit parameters (skip tuning)
+    cat2vec: dict = field(default_factory=dict)
+    cat2vec_dir: str | None = None  # use these fitted vectors instead of fitting Cat2Vec again
+    n_threads: int | None = None
+    spec: FeatureSpec = DEFAULT_SPEC  # the features the model reads: hashed into the model directory
+
+    def record(self) -> dict:
+        """The configuration as metadata (the spec by its hash: the directory holds the spec itself)."""
+        doc = {k: v for k, v in asdict(self).items() if k != "spec"}
+        return {**doc, "spec_hash": self.spec.hash}
+
+    def wants_ablation(self, training_rows: int) -> bool:
+        return bool(self.ablation) or (self.ablation is None and training_rows < ABLATION_MAX_ROWS)
+
+
+def choose_negative_rate(n_negatives: int) -> float:
+    """Keep every negative up to a few million; beyond, down-sample so that training stays bounded."""
+    return 1.0 if n_negatives <= MAX_TRAIN_NEGATIVES else MAX_TRAIN_NEGATIVES / n_negatives
+
+
+def negative_rate_for(cfg: TrainConfig, n_negatives: int) -> float:
+    return cfg.negative_rate if cfg.negative_rate is not None else choose_negative_rate(n_negatives)
+
+
+def refit_rounds(early_stopped_rounds: int, tune_fraction: float) -> int:
+    """Rounds for the refit on the whole training period: grown for the extra data the tuning part adds."""
+    return max(1, round(early_stopped_rounds / (1.0 - tune_fraction)))

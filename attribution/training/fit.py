@@ -1,0 +1,82 @@
+"""One model variant fitted on a time split: Cat2Vec on the training window, XGBoost early-stopped on the
+tuning part, then refit on the whole training period. The local, streaming and ablation paths share it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import xgboost as xgb
+from sklearn.pipeline import FeatureUnion
+
+from attribution.features.build import load_training_frame
+from attribution.model.cat2vec import Cat2Vec
+from attribution.model.estimators import make_features
+from attribution.schema import CLICK_TIME, LABEL, to_epoch
+from attribution.training.booster import fit_booster
+from attribution.training.config import DEFAULT_PARAMS, TrainConfig, refit_rounds
+from attribution.training.split import TimeSplit, downsample
+
+log = logging.getLogger(__name__)
+
+
+def fitted_features(
+    train_rows: pd.DataFrame, cfg: TrainConfig, use_window_features: bool, use_cat2vec: bool
+) -> FeatureUnion:
+    """The feature union fitted on the training window, reusing Cat2Vec vectors fitted earlier (the
+    pipeline's own step) when cfg.cat2vec_dir names them."""
+    union = make_features(cfg.spec, use_window_features, use_cat2vec, cfg.seed, **cfg.cat2vec)
+    if use_cat2vec and cfg.cat2vec_dir:
+        union.transformer_list[-1] = ("cat2vec", Cat2Vec.load(cfg.cat2vec_dir))
+        return union  # the assembler has nothing to fit
+    return union.fit(train_rows)
+
+
+def train_variant(
+    frame: pd.DataFrame, split: TimeSplit, cfg: TrainConfig, params: dict, negative_rate: float,
+    use_window_features: bool, use_cat2vec: bool,
+) -> tuple[FeatureUnion, xgb.Booster, int]:
+    """Fit Cat2Vec on the training window, early-stop on the tuning part, refit on all training rows."""
+    y = frame[LABEL].to_numpy()
+    t0 = time.perf_counter()
+    union = fitted_features(frame[split.train], cfg, use_window_features, use_cat2vec)
+    t1 = time.perf_counter()
+    fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
+    _, rounds = fit_booster(
+        union.transform(frame[fit_rows]), y[fit_rows], union.transform(frame[split.tune]), y[split.tune],
+        params, cfg.seed, cfg.n_threads,
+    )
+    t2 = time.perf_counter()
+    rounds = refit_rounds(rounds, cfg.tune_fraction)
+    train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
+    booster, _ = fit_booster(
+        union.transform(frame[train_rows]), y[train_rows], None, None, params, cfg.seed, cfg.n_threads, rounds=rounds
+    )
+    log.info(
+        "fit: features %.1fs, early-stopped fit %.1fs, refit %d rounds on %d rows %.1fs",
+        t1 - t0, t2 - t1, rounds, int(train_rows.sum()), time.perf_counter() - t2,
+    )
+    return union, booster, rounds
+
+
+def resolve_params(cfg: TrainConfig, tune_fn: Callable[[], tuple[dict, list[dict]]]) -> tuple[dict, list[dict] | None]:
+    """Explicit parameters, Hyperopt's best (tune_fn() -> (params, trials)), or the defaults."""
+    if cfg.params:
+        return {**DEFAULT_PARAMS, **cfg.params}, None
+    if cfg.max_evals > 0:
+        params, trials = tune_fn()
+        return {**DEFAULT_PARAMS, **params}, trials
+    return dict(DEFAULT_PARAMS), None
+
+
+def fit_cat2vec_file(features_path: str | Path, output_dir: str | Path, valid_from: str | None = None, seed: int = 0) -> dict:
+    """Cat2Vec on the training window of a features file, saved as arrays (the pipeline's own step)."""
+    frame = load_training_frame(features_path)
+    cfg = TrainConfig(seed=seed)
+    split = TimeSplit.of(frame[CLICK_TIME].to_numpy(), to_epoch(valid_from), cfg.tune_fraction)
+    model = Cat2Vec(seed=seed, **cfg.cat2vec).fit(frame[split.train])
+    model.save(output_dir)
+    return {"vocabulary": len(model.vocabulary_), "training_rows": int(split.train.sum())}

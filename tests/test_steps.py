@@ -1,0 +1,192 @@
+"""Every branch of every pipeline step, called as the KFP components call them but without KFP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from manifest_checks import crd_problems
+from test_components import FakeCore, FakeCustom
+from test_deploy_gate import FakeApi
+
+from attribution import steps
+from attribution.io import write_clicks
+from attribution.synth import generate
+from attribution.training.config import DEFAULT_PARAMS
+
+VALID_FROM = "2017-11-09 12:00:00"
+
+
+@pytest.fixture(scope="module")
+def clicks_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("clicks") / "clicks.parquet"
+    write_clicks(generate(40_000, seed=11, start="2017-11-08 00:00:00", days=2), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory, clicks_file) -> Path:
+    out = tmp_path_factory.mktemp("features")
+    steps.extract_features(str(clicks_file), "vectorized", str(out), str(out))
+    return out
+
+
+def test_resolve_input_pins_the_cache_only_with_a_snapshot():
+    pinned = steps.resolve_input("2017-11-09", "run-1")
+    assert pinned == steps.InputWindow("snapshot:2017-11-09", "2017-11-10")
+    unpinned = steps.resolve_input("", "run-2")
+    assert unpinned.cache_token == "run:run-2" and unpinned.window_end > "2017-11-10"
+
+
+@pytest.mark.parametrize("engine", ["vectorized", "duckdb"])
+def test_extract_features_with_a_file_engine(tmp_path, clicks_file, engine):
+    meta = steps.extract_features(str(clicks_file), engine, str(tmp_path / "f"), "gs://unused/f")
+    frame = pd.read_parquet(tmp_path / "f" / "features.parquet")
+    assert meta["engine"] == engine and meta["rows"] == len(frame) == 40_000 and meta["source"] == str(clicks_file)
+
+
+def test_extract_features_refuses_what_it_cannot_do(tmp_path, clicks_file):
+    with pytest.raises(ValueError, match="feature_engine must be"):
+        steps.extract_features(str(clicks_file), "pandas", str(tmp_path), str(tmp_path))
+    with pytest.raises(ValueError, match="exports to GCS"):
+        steps.extract_features("p.d.clicks", "bigquery", str(tmp_path), str(tmp_path))
+    assert not any(tmp_path.iterdir()), "a refused extraction wrote nothing"
+
+
+def test_bigquery_staging_tables_are_per_window_and_per_output():
+    a = steps.staging_table("p", "staging", "2017-11-10", "gs://b/run-1/features")
+    assert a == steps.staging_table("p", "staging", "2017-11-10", "gs://b/run-1/features")  # retries overwrite
+    assert a.startswith("p.staging.features_20171110_")
+    assert a != steps.staging_table("p", "staging", "2017-11-10", "gs://b/run-2/features")
+    assert a != steps.staging_table("p", "staging", "2017-11-11", "gs://b/run-1/features")
+
+
+@pytest.fixture(scope="module")
+def cat2vec_dir(tmp_path_factory, features_dir) -> Path:
+    out = tmp_path_factory.mktemp("cat2vec")
+    meta = steps.fit_cat2vec(str(features_dir), str(out), VALID_FROM, seed=0)
+    assert meta["vocabulary"] > 0 and 0 < meta["training_rows"] < 40_000
+    return out
+
+
+@pytest.fixture(scope="module")
+def default_params(tmp_path_factory, features_dir, cat2vec_dir) -> Path:
+    path = tmp_path_factory.mktemp("params") / "params.json"
+    meta = steps.tune_params(str(features_dir), str(cat2vec_dir), str(path), VALID_FROM, max_evals=0)
+    assert meta["max_evals"] == 0 and meta["max_depth"] == DEFAULT_PARAMS["max_depth"]
+    return path
+
+
+def test_tune_params_with_trials(tmp_path, features_dir, cat2vec_dir):
+    meta = steps.tune_params(str(features_dir), str(cat2vec_dir), str(tmp_path / "p.json"), VALID_FROM, max_evals=2)
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert len(doc["trials"]) == 2 and meta["max_evals"] == 2
+    assert {k: v for k, v in doc["params"].items() if isinstance(v, (int, float))} == {
+        k: v for k, v in meta.items() if k != "max_evals"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, features_dir, cat2vec_dir, default_params) -> tuple[Path, dict]:
+    model = tmp_path_factory.mktemp("model")
+    meta = steps.train_model(str(features_dir), str(features_dir), str(cat2vec_dir), str(default_params), str(model),
+                             "gs://unused/model", "xgboost", "local", VALID_FROM)
+    return model, meta
+
+
+def test_train_model_with_xgboost(trained):
+    model, meta = trained
+    written = json.loads((model / "metadata.json").read_text())
+    assert meta["trainer"] == "xgboost" and meta["feature_spec_hash"] == written["feature_spec_hash"]
+    assert meta["holdout_roc_auc"] == written["holdout_metrics"]["roc_auc"] and meta["valid_from"] == VALID_FROM
+
+
+def test_train_model_refuses_unknown_trainers_and_runtimes(tmp_path, default_params):
+    for trainer, runtime, match in (("lightgbm", "local", "trainer"), ("xgboost", "cloud", "runtime")):
+        with pytest.raises(ValueError, match=match):
+            steps.train_model("f", "f", "c", str(default_params), str(tmp_path), "u", trainer, runtime)
+
+
+def test_train_model_with_spark_on_kubernetes_reads_the_model_from_its_uri(tmp_path, default_params):
+    # The SparkApplication writes the model straight to model_uri: the step reads its metadata from there.
+    written = tmp_path / "bucket" / "model"
+    written.mkdir(parents=True)
+    (written / "metadata.json").write_text(json.dumps(
+        {"feature_spec_hash": "abc", "valid_from": VALID_FROM, "holdout_metrics": {"roc_auc": 0.91, "pr_auc": float("nan")}}))
+    custom = FakeCustom(["RUNNING", "COMPLETED"])
+    meta = steps.train_model("unused", "gs://b/features", "unused", str(default_params), str(tmp_path / "empty"),
+                             str(written), "spark", "kubernetes", VALID_FROM, spark_executors=3,
+                             kube_apis=(custom, FakeCore()), spark_poll_s=0)
+    app = custom.created
+    assert crd_problems([app]) == [] and app["spec"]["executor"]["instances"] == 3
+    args = app["spec"]["arguments"]
+    assert args[args.index("--input") + 1] == "gs://b/features" and args[args.index("--model-dir") + 1] == str(written)
+    assert json.loads(args[args.index("--params") + 1]) == json.loads(default_params.read_text())["params"]
+    assert meta["spark_state"] == "COMPLETED" and meta["holdout_roc_auc"] == 0.91 and "holdout_pr_auc" not in meta
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_train_model_with_spark_locally(tmp_path, features_dir, cat2vec_dir):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"params": {**DEFAULT_PARAMS, "max_depth": 3, "learning_rate": 0.2}}))
+    meta = steps.train_model(str(features_dir), str(features_dir), str(cat2vec_dir), str(params), str(tmp_path / "m"),
+                             "gs://unused", "spark", "local", VALID_FROM)
+    written = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert meta["trainer"] == "spark" and written["trainer"] == "spark" and written["params"]["max_depth"] == 3
+
+
+def test_evaluate_model(tmp_path, trained, features_dir):
+    model, _ = trained
+    result = steps.evaluate_model(str(model), str(features_dir), str(tmp_path / "m" / "metrics.json"),
+                                  str(tmp_path / "r" / "report.html"))
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert result.scalars["roc_auc"] == metrics["roc_auc"] and result.scalars["rows"] > 0
+    assert "<html" in (tmp_path / "r" / "report.html").read_text().lower()
+    fpr, tpr, thresholds = result.roc
+    assert len(fpr) == len(tpr) == len(thresholds) and max(thresholds) <= 1.0
+    categories, matrix = result.confusion
+    assert sum(map(sum, matrix)) == metrics["rows"] and len(categories) == 2
+
+
+def write_metrics(tmp_path: Path, roc_auc: float) -> Path:
+    path = tmp_path / f"metrics-{roc_auc}.json"
+    path.write_text(json.dumps({"roc_auc": roc_auc, "pr_auc": 0.3}))
+    return path
+
+
+def test_deploy_model_locally_writes_the_manifest_only_past_the_gate(tmp_path):
+    ok = steps.deploy_model("gs://m/run-1", str(write_metrics(tmp_path, 0.95)), str(tmp_path / "yes"), 0.9, 0.05,
+                            runtime="local")
+    assert ok["deployed"] and (tmp_path / "yes" / "inferenceservice.yaml").is_file()
+    no = steps.deploy_model("gs://m/run-1", str(write_metrics(tmp_path, 0.85)), str(tmp_path / "no"), 0.9, 0.05,
+                            runtime="local")
+    assert not no["deployed"] and not (tmp_path / "no" / "inferenceservice.yaml").exists() and no["reasons"]
+
+
+def test_deploy_model_on_kubernetes_applies_through_the_api(tmp_path):
+    api = FakeApi()
+    result = steps.deploy_model("gs://m/run-2", str(write_metrics(tmp_path, 0.95)), str(tmp_path / "d"), 0.9, 0.05,
+                                runtime="kubernetes", api=api)
+    created = [c for c in api.calls if c[0] == "create"]
+    assert result["deployed"] and len(created) == 1 and crd_problems([created[0][2]]) == []
+    with pytest.raises(ValueError, match="runtime"):
+        steps.deploy_model("gs://m/run-2", str(write_metrics(tmp_path, 0.95)), str(tmp_path / "e"), 0.9, 0.05,
+                           runtime="cloud")
+
+
+COMPONENTS = sorted(Path(__file__).resolve().parents[1].joinpath("components").glob("[!_]*.py"))
+
+
+@pytest.mark.parametrize("path", COMPONENTS, ids=lambda p: p.stem)
+def test_component_bodies_are_one_call_into_steps(path):
+    import ast
+
+    source = path.read_text()
+    (fn,) = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)]
+    body_lines = fn.end_lineno - fn.body[0].lineno + 1
+    calls = {f"{c.func.value.id}.{c.func.attr}" for c in ast.walk(fn) if isinstance(c, ast.Call)
+             and isinstance(c.func, ast.Attribute) and isinstance(c.func.value, ast.Name) and c.func.value.id == "steps"}
+    assert body_lines <= 30, f"{path.name}: {body_lines} lines of body"
+    assert calls - {"steps.configure_logging"} == {f"steps.{fn.name}"}, f"{path.name} calls {calls}"
