@@ -307,9 +307,13 @@ def exec_form(args: str) -> list[str] | None:
 
 
 def dockerfile_policy_problems(dockerfile: Path) -> list[str]:
-    """Our image policy beyond hadolint and checkov (which check tags, :latest and the final USER):
-    multi-stage (no compilers in the runtime image) and bases pinned to a full x.y.z version."""
+    """Our image policy beyond hadolint and checkov (which check tags, :latest and a root final USER):
+    multi-stage (no compilers in the runtime image), bases pinned to a full x.y.z version, and a numeric
+    final USER (the kubelet can verify runAsNonRoot only for a numeric one)."""
     problems = []
+    users = [rest.split(":")[0] for ins, rest in final_stage(dockerfile) if ins == "USER"]
+    if users and not users[-1].isdigit():
+        problems.append(f"{dockerfile.name}: final USER {users[-1]!r} is not a numeric uid")
     froms = [rest.split() for ins, rest in dockerfile_instructions(dockerfile) if ins == "FROM"]
     froms = [[p for p in parts if not p.startswith("--")] for parts in froms]
     if len(froms) < 2:

@@ -156,11 +156,13 @@ def test_checkov_dockerfile_root_user_and_latest_base(tree):
     assert any(p.startswith("CKV_DOCKER_7") and "spark.Dockerfile" in p for p in problems), problems
 
 
-def test_dockerfile_policy_single_stage_and_loose_base(tree):
+def test_dockerfile_policy_single_stage_loose_base_and_named_user(tree):
     path = tree / "images" / "serving.Dockerfile"
     text = path.read_text()
     path.write_text(text.replace("python:3.11.13-slim-bookworm", "python:3.11-slim"))
     assert any("not pinned to a full version" in p for p in mc.dockerfile_policy_problems(path))
+    path.write_text(text.replace("USER 10001:10001", "USER attribution"))
+    assert any("not a numeric uid" in p for p in mc.dockerfile_policy_problems(path))
     final = text[text.rindex("FROM "):]
     path.write_text(final.replace("COPY --from=build", "COPY"))
     assert any("not multi-stage" in p for p in mc.dockerfile_policy_problems(path))
