@@ -301,7 +301,9 @@ def test_skaffold_profiles_select_overlays():
     assert "gitCommit" in config["build"]["tagPolicy"]
     assert "kubectl" in config["deploy"]
     profiles = {p["name"]: p["manifests"]["kustomize"]["paths"] for p in config["profiles"]}
-    assert profiles == {"dev": ["manifests/overlays/dev"], "prod": ["manifests/overlays/prod"]}
+    # one profile per overlay, each deploying its own
+    overlays = sorted(d.name for d in (mc.MANIFESTS / "overlays").iterdir() if (d / "kustomization.yaml").is_file())
+    assert profiles == {name: [f"manifests/overlays/{name}"] for name in overlays}
     for art in config["build"]["artifacts"]:
         assert art["context"] == "."
         assert art["docker"]["dockerfile"] == f"images/{art['image'].removeprefix('attribution-')}.Dockerfile"
