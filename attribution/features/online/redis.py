@@ -1,23 +1,30 @@
-"""Online state in Redis, shared by every predictor replica: one round trip per request.
+"""Online state in Redis, shared by every predictor replica: one atomic script per request, cost flat in history.
 
-Layout (prefix `attr:<spec hash>:`, so a model with another spec never reads this state):
+The design, its invariants and sizing are in docs/online-state.md. Layout (every key carries the hash tag
+`{attr:<spec hash>}`, so a request's keys share one Redis Cluster slot; every key a script touches is declared):
 
-    <prefix>meta               hash: wm (largest second recorded), seq (event counter), late, dup
-    <prefix>idx                sorted set: each key's latest second, so keys gone quiet are dropped by
-                               event time (as MemoryStore's expiry queue does), not only by their TTL
-    <prefix>id:<click_id>      SET NX with a TTL: a retried click is recorded once, whichever replica gets it
-    <prefix>g<j>:<k1>:<k2>..   sorted set per key group j and key: score = second, member =
-                               "<seq>[:<v1>:<v2>..]" (a unique event id, then the values the group's
-                               distinct counts need), so identical clicks stay distinct members
+    {P}meta                    hash: wm (largest second recorded), seq (event counter), late, dup
+    {P}ids                     sorted set: click_id -> its second; a retried id is recorded once, and ids
+                               leave with their clicks, by event time
+    {P}idx                     sorted set: each key's events-set name -> its latest second, so that keys gone
+                               quiet are found (and swept) by event time
+    {P}e:<j>:<k1>:<k2>..       sorted set per key group j and key: score = second, member =
+                               "<seq>[:<v1>:<v2>..]" (a unique event id, then the values the group's distinct
+                               counts need)
+    {P}w:<j>:<k1>..            hash: per distinct-count window w of the group, its counted range a<w>, b<w>
+    {P}c<k>:<j>:<k1>..         hash: for distinct count k of the group, value -> clicks with it in that range
 
-One Lua script (EVALSHA; redis-py's Script reloads it on NOSCRIPT, e.g. after Redis restarts) records the
-batch with the same rules as MemoryStore (retries skipped, clicks older than the watermark minus the
-horizon counted as late and not kept), trims each touched key by event time past the horizon, refreshes
-its TTL, deletes keys whose latest click is past the horizon (needs Redis >= 6.2 for ZADD GT), and returns every key's members in [earliest click - horizon, latest click - 1]. The histories
-come back as `History` objects, so the same FeaturePlan computes the features as for MemoryStore: parity
-is by construction. Scripts run atomically, so concurrent replicas see each batch whole.
+Band counts are ZCOUNTs and the time since the previous click one ZREVRANGEBYSCORE, O(log n) each; a distinct
+count is the HLEN of a counts hash whose range follows the clicks (a click's range differs from the previous
+click's by the clicks between them, so a move costs a few HINCRBYs, not a scan). Same rules as MemoryStore
+(attribution.features.online.state): retries skipped, late clicks not recorded and read from the retained part
+of their window; tests/test_online_redis.py holds the two to equal features on the real sample, adversarial
+and hypothesis streams.
 
-A Redis that cannot be reached raises StateUnavailable; redis-py reconnects on the next request.
+Failures: a Redis that cannot be reached, or refuses a write (OOM at maxmemory, MISCONF, LOADING...), raises
+StateUnavailable naming the cause; a script refused at its start (OOM) changed nothing. A connection lost
+after the script was sent is retried only when every click carries a click_id (then a rerun cannot record a
+click twice); otherwise the client gets a 503 and decides.
 """
 
 from __future__ import annotations
@@ -26,140 +33,272 @@ import json
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from attribution.features.online.state import (
-    FIELD_INDEX,
-    Click,
-    History,
-    HistoryStore,
-    StateUnavailable,
-    StoreStats,
-)
-from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
+from attribution.features.online.clock import DEFAULT_MAX_SKEW
+from attribution.features.online.state import StateStore, StateUnavailable, StoreStats
+from attribution.features.spec import DEFAULT_SPEC, KEY_FIELDS, FeatureSpec
 
 log = logging.getLogger(__name__)
 
-# ARGV: meta key, key prefix, horizon, ttl, n groups, clicks, reads. `clicks` is a JSON array, per click:
-# second, id key ('' if none), then per group: key suffix, member suffix; `reads` a JSON array of
-# (key suffix, min score, max score). Returns one string: per read, "member score member score ..." on a line.
-RECORD_AND_FETCH = r"""
-local meta, P = ARGV[1], ARGV[2]
-local horizon = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
-local g = tonumber(ARGV[5])
-local clicks = cjson.decode(ARGV[6])
-local reads = cjson.decode(ARGV[7])
-local stride = 2 + 2 * g
+# KEYS: meta, ids, idx, then per key of the batch its events set (and, for a group with distinct counts, its
+# windows hash and one counts hash per distinct count). ARGV: retention, late_by, the groups' plan (JSON: per
+# group, window offsets past 0, since-previous windows, counted windows [[seconds, [[count k, member field]..]]..]),
+# the clicks (JSON, flat: second, click id or '', then per group the KEYS index of the key's events set and the
+# member's value suffix). Returns the stale sweep's cut and the features' raw integers: per click and group, the
+# clicks in [max(t - o, floor), t - 1] per offset o, t - previous second (-1: none), each distinct count.
+RECORD_AND_READ = r"""
+local meta, ids, idx = KEYS[1], KEYS[2], KEYS[3]
+local retention = tonumber(ARGV[1])
+local late_by = tonumber(ARGV[2])
+local groups = cjson.decode(ARGV[3])
+local clicks = cjson.decode(ARGV[4])
+local G = #groups
+local stride = 2 + 2 * G
 local n = #clicks / stride
-local wm = tonumber(redis.call('HGET', meta, 'wm') or '-4611686018427387904')
+local function s(x) return string.format('%d', x) end
+local wm = tonumber(redis.call('HGET', meta, 'wm'))
 local seq = redis.call('HINCRBY', meta, 'seq', n) - n
-local late, dup = 0, 0
-local lo = nil
-local touched = {}
-for i = 1, n do
-  local base = (i - 1) * stride
-  local t = clicks[base + 1]
-  local cid = clicks[base + 2]
-  if lo == nil or t < lo then lo = t end
-  local keep = true
-  if cid ~= '' and not redis.call('SET', P .. cid, string.format('%d', t), 'NX', 'EX', ttl) then
-    dup = dup + 1
-    keep = false
-  end
-  if keep then
-    if t > wm then
-      wm = t
-    elseif t < wm - horizon then
-      late = late + 1
-      keep = false
-    end
-  end
-  if keep then
-    local member = string.format('%d', seq + i)
-    for j = 1, g do
-      local key = P .. clicks[base + 1 + 2 * j]
-      redis.call('ZADD', key, t, member .. clicks[base + 2 + 2 * j])
-      local last = touched[key]
-      if last == nil or t > last then touched[key] = t end
+
+local function apply(b, dists, members, delta)
+  for _, m in ipairs(members) do
+    local parts = {}
+    for tok in string.gmatch(m, '[^:]+') do parts[#parts + 1] = tok end
+    for _, d in ipairs(dists) do
+      local ck = KEYS[b + 1 + d[1]]
+      if redis.call('HINCRBY', ck, parts[d[2]], delta) <= 0 then redis.call('HDEL', ck, parts[d[2]]) end
     end
   end
 end
-if lo ~= nil then
-  -- evict no further than this batch's earliest click still needs (as MemoryStore does)
-  local cut = '(' .. string.format('%d', math.min(wm, lo) - horizon)
-  local idx = P .. 'idx'
-  for key, last in pairs(touched) do
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
-    redis.call('EXPIRE', key, ttl)
-    redis.call('ZADD', idx, 'GT', last, key)
+local function add_range(b, dists, lo, hi, delta)
+  if lo <= hi then apply(b, dists, redis.call('ZRANGEBYSCORE', KEYS[b], s(lo), s(hi)), delta) end
+end
+-- move counted window wi of the key at KEYS[b] to [a, z] (empty when a > z)
+local function move(b, wi, dists, a, z)
+  local wk = KEYS[b + 1]
+  local cur = redis.call('HMGET', wk, 'a' .. wi, 'b' .. wi)
+  local lo, hi = tonumber(cur[1]), tonumber(cur[2])
+  if lo == nil or a > z or z < lo or a > hi then
+    if lo ~= nil then for _, d in ipairs(dists) do redis.call('DEL', KEYS[b + 1 + d[1]]) end end
+    add_range(b, dists, a, z, 1)
+  else
+    if a < lo then add_range(b, dists, a, lo - 1, 1) end
+    if z > hi then add_range(b, dists, hi + 1, z, 1) end
+    if a > lo then add_range(b, dists, lo, a - 1, -1) end
+    if z < hi then add_range(b, dists, z + 1, hi, -1) end
   end
-  -- keys whose latest click fell behind the horizon leave, by event time (a bounded sweep per batch)
-  local stale = redis.call('ZRANGEBYSCORE', idx, '-inf', cut, 'LIMIT', 0, 1000)
-  for _, key in ipairs(stale) do redis.call('DEL', key) end
-  if #stale > 0 then redis.call('ZREM', idx, unpack(stale)) end
-  redis.call('EXPIRE', idx, ttl)
-  redis.call('HSET', meta, 'wm', string.format('%d', wm))
+  if a > z then redis.call('HDEL', wk, 'a' .. wi, 'b' .. wi)
+  else redis.call('HSET', wk, 'a' .. wi, s(a), 'b' .. wi, s(z)) end
+end
+
+-- record, in batch order
+local late, dup, lo = 0, 0, nil
+local floors, in_batch, touched = {}, {}, {}
+for i = 1, n do
+  local base = (i - 1) * stride
+  local t, cid = clicks[base + 1], clicks[base + 2]
+  if lo == nil or t < lo then lo = t end
+  local rec = true
+  if cid ~= '' then
+    if in_batch[cid] or redis.call('ZSCORE', ids, cid) then dup = dup + 1; rec = false end
+    in_batch[cid] = true
+  end
+  if wm ~= nil and t < wm - late_by then
+    floors[i] = wm - retention
+    if rec then late = late + 1; rec = false end
+  elseif rec then
+    if wm == nil or t > wm then wm = t end
+    if cid ~= '' then redis.call('ZADD', ids, t, cid) end
+    local member = s(seq + i)
+    for j = 1, G do
+      local b, suffix = clicks[base + 1 + 2 * j], clicks[base + 2 + 2 * j]
+      redis.call('ZADD', KEYS[b], t, member .. suffix)
+      for wi, win in ipairs(groups[j][3]) do  -- a counted window already over this second takes the click in
+        local cur = redis.call('HMGET', KEYS[b + 1], 'a' .. wi, 'b' .. wi)
+        if cur[1] and t >= tonumber(cur[1]) and t <= tonumber(cur[2]) then apply(b, win[2], {member .. suffix}, 1) end
+      end
+      local last = touched[b]
+      if last == nil or t > last[1] then touched[b] = {t, j} end
+    end
+  end
+end
+
+-- evict by event time, no further than this batch's earliest click still needs
+local cut = nil
+if lo ~= nil and wm ~= nil then
+  cut = math.min(wm, lo) - retention
+  for b, last in pairs(touched) do
+    for wi, win in ipairs(groups[last[2]][3]) do
+      local cur = redis.call('HMGET', KEYS[b + 1], 'a' .. wi, 'b' .. wi)
+      if cur[1] and tonumber(cur[1]) < cut then move(b, wi, win[2], cut, tonumber(cur[2])) end
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[b], '-inf', '(' .. s(cut))
+    redis.call('ZADD', idx, 'GT', last[1], KEYS[b])
+  end
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. s(cut))
+  redis.call('HSET', meta, 'wm', s(wm))
 end
 if late > 0 then redis.call('HINCRBY', meta, 'late', late) end
 if dup > 0 then redis.call('HINCRBY', meta, 'dup', dup) end
-redis.call('EXPIRE', meta, ttl)
+
+-- read
 local out = {}
-for k = 1, #reads, 3 do
-  local r = redis.call('ZRANGEBYSCORE', P .. reads[k], string.format('%d', reads[k + 1]),
-                      string.format('%d', reads[k + 2]), 'WITHSCORES')
-  out[#out + 1] = table.concat(r, ' ')
+for i = 1, n do
+  local base = (i - 1) * stride
+  local t = clicks[base + 1]
+  local floor = floors[i]
+  local hi = s(t - 1)
+  for j = 1, G do
+    local b, plan = clicks[base + 1 + 2 * j], groups[j]
+    for _, o in ipairs(plan[1]) do
+      out[#out + 1] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), hi)
+    end
+    for _, w in ipairs(plan[2]) do
+      local r = redis.call('ZREVRANGEBYSCORE', KEYS[b], hi, s(floor and math.max(t - w, floor) or t - w),
+                           'WITHSCORES', 'LIMIT', 0, 1)
+      out[#out + 1] = r[2] and (t - tonumber(r[2])) or -1
+    end
+    for wi, win in ipairs(plan[3]) do
+      move(b, wi, win[2], floor and math.max(t - win[1], floor) or t - win[1], t - 1)
+      for _, d in ipairs(win[2]) do out[#out + 1] = redis.call('HLEN', KEYS[b + 1 + d[1]]) end
+    end
+  end
 end
-return table.concat(out, '\n')
+local stale = {}
+if cut ~= nil then stale = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. s(cut), 'LIMIT', 0, 256) end
+return {cut and s(cut) or '', table.concat(out, ' '), stale}
+"""
+
+# KEYS: idx, then per stale key its events set, windows hash and counts hashes (as many as ARGV[2 + i] says);
+# ARGV: the cut, then per stale key its number of keys. Drops keys whose latest click is still before the cut.
+SWEEP = r"""
+local idx, cut = KEYS[1], tonumber(ARGV[1])
+local k = 2
+for i = 2, #ARGV do
+  local m = tonumber(ARGV[i])
+  local last = tonumber(redis.call('ZSCORE', idx, KEYS[k]))
+  if last ~= nil and last < cut then
+    for j = k, k + m - 1 do redis.call('DEL', KEYS[j]) end
+    redis.call('ZREM', idx, KEYS[k])
+  end
+  k = k + m
+end
+return 0
 """
 
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
 # Server-side refusals that mean "the state is not usable right now", not a bug in the script.
-_UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
+_UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS", "BUSY")
 
 
-class RedisStore(HistoryStore):
+class _GroupPlan:
+    """One key group as the script and the decoder see it."""
+
+    def __init__(self, spec: FeatureSpec, j: int, group: tuple[str, ...]) -> None:
+        self.j = j
+        self.key_fields = [KEY_FIELDS.index(f) for f in group]
+        fields = spec.distinct_fields(group)
+        self.value_fields = [KEY_FIELDS.index(f) for f in fields]
+        offsets = spec.window_offsets(group)
+        self.offsets = offsets[1:]
+        self.prevs = [p for p in spec.since_previous if p.keys == group]
+        dists = [d for d in spec.distincts if d.keys == group]
+        windows = sorted({d.window for d in dists})
+        # counted windows: [seconds, [[count k (1-based), member field (1-based: the event id is field 1)]]]
+        self.windows = [[w, [[k + 1, fields.index(d.of) + 2] for k, d in enumerate(dists) if d.window == w]]
+                        for w in windows]
+        self.dists = [d for w in windows for d in dists if d.window == w]  # in output order
+        self.n_keys = 1 + (1 + len(dists) if dists else 0)
+        self.width = len(self.offsets) + len(self.prevs) + len(self.dists)
+
+    def script_plan(self) -> list:
+        return [self.offsets, [p.window for p in self.prevs], self.windows]
+
+
+class RedisStore(StateStore):
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
         spec: FeatureSpec = DEFAULT_SPEC,
         prefix: str | None = None,
-        ttl_slack: int = 3600,
+        max_clock_skew: int = DEFAULT_MAX_SKEW,
+        allowed_lateness: int = 0,
         socket_timeout: float = 5.0,
         connect_timeout: float = 1.0,
         client: redis.Redis | None = None,
     ) -> None:
-        super().__init__(spec)
+        super().__init__(spec, max_clock_skew, allowed_lateness)
         self.url = url
-        self.prefix = prefix if prefix is not None else f"attr:{spec.hash}:"
-        self.meta = self.prefix + "meta"
-        # Keys outlive the largest window by a margin of wall-clock time; event-time trimming does the rest.
-        self.ttl = int(self.horizon + ttl_slack)
-        # One quick retry on a dropped connection (a stale pooled socket after Redis restarted); timeouts are
-        # not retried, as the script may have run and clicks without an id would be recorded twice.
+        self.prefix = prefix if prefix is not None else f"{{attr:{spec.hash}}}:"
+        if not (self.prefix.startswith("{") and "}" in self.prefix):
+            raise ValueError(f"the key prefix must start with a hash tag ({{...}}), got {self.prefix!r}")
+        self.meta, self.ids, self.idx = self.prefix + "meta", self.prefix + "ids", self.prefix + "idx"
+        # No automatic retry: a script whose reply was lost may have run (see _run).
         self.client = client or redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
         )
-        self._script = self.client.register_script(RECORD_AND_FETCH)
-        self._plan = [
-            (
-                f"g{j}:",
-                tuple(FIELD_INDEX[k] for k in g),
-                tuple(FIELD_INDEX[f] for f in self.fields[g]),
-                self.fields[g],
-            )
-            for j, g in enumerate(self.groups)
-        ]
+        self._script = self.client.register_script(RECORD_AND_READ)
+        self._sweep = self.client.register_script(SWEEP)
+        self._groups = [_GroupPlan(spec, j, g) for j, g in enumerate(spec.key_groups)]
+        self._group_json = json.dumps([g.script_plan() for g in self._groups], separators=(",", ":"))
+        self._stale: tuple[str, list[bytes]] | None = None  # (cut, events-set names) to sweep with the next call
+        self._decode = self._decoder(spec)
 
+    # ---- decoding the script's integers into features --------------------------------------------------------
+    def _decoder(self, spec: FeatureSpec):
+        names = {n: i for i, n in enumerate(spec.feature_names)}
+        width = sum(g.width for g in self._groups)
+        zero = width  # a column of zeros appended: the count "since offset 0"
+        band_at, band_hi, band_lo, prev_at, prev_col, dist_at, dist_col = [], [], [], [], [], [], []
+        col = 0
+        for g, group in zip(self._groups, spec.key_groups):
+            at = {o: col + k for k, o in enumerate(g.offsets)}
+            at[0] = zero
+            for c in spec.counts:
+                if c.keys == group:
+                    for b, name in zip(c.bands, c.names()):
+                        band_at.append(names[name])
+                        band_hi.append(at[b.end])
+                        band_lo.append(at[b.start - 1])
+            col += len(g.offsets)
+            for p in g.prevs:
+                prev_at.append(names[p.name])
+                prev_col.append(col)
+                col += 1
+            for d in g.dists:
+                dist_at.append(names[d.name])
+                dist_col.append(col)
+                col += 1
+        hour = [names["hour_sin"], names["hour_cos"]] if spec.hour_of_day else None
+        table = np.array(FeatureSpec.hour_table(), np.float64)
+        n_features = len(names)
+        ix = [np.array(a, np.int64) for a in (band_at, band_hi, band_lo, prev_at, prev_col, dist_at, dist_col)]
+
+        def decode(raw: np.ndarray, t: np.ndarray) -> np.ndarray:
+            m = np.concatenate([raw.reshape(len(t), width), np.zeros((len(t), 1), np.int64)], axis=1)
+            out = np.empty((len(t), n_features), np.float64)
+            out[:, ix[0]] = m[:, ix[1]] - m[:, ix[2]]
+            prev = m[:, ix[4]].astype(np.float64)
+            prev[prev < 0] = np.nan
+            out[:, ix[3]] = prev
+            out[:, ix[5]] = m[:, ix[6]]
+            if hour is not None:
+                out[:, hour] = table[(t // 3600) % 24]
+            return out
+
+        return decode
+
+    # ---- errors -----------------------------------------------------------------------------------------------
     def _unavailable(self, err: Exception) -> StateUnavailable:
         where = self.client.get_connection_kwargs()
         target = f"{where.get('host', where.get('path', '?'))}:{where.get('port', '')}"
-        return StateUnavailable(f"Redis state at {target} is unavailable: {type(err).__name__}: {err}")
+        text = str(err)
+        if text.startswith("OOM"):
+            text = f"Redis is at maxmemory and refuses writes (nothing was recorded): {text}"
+        return StateUnavailable(f"Redis state at {target} is unavailable: {type(err).__name__}: {text}")
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -171,58 +310,91 @@ class RedisStore(HistoryStore):
                 raise self._unavailable(err) from err
             raise
 
-    # ---- the one round trip ---------------------------------------------------------------------------------
-    def record_and_fetch(self, clicks: Sequence[Click]) -> list[dict[tuple[str, ...], History]]:
-        if not clicks:
-            return []
-        plan = self._plan
-        flat: list = []
-        reads: dict[str, list] = {}  # key suffix -> [earliest second, latest second, group fields]
-        per_click: list[list[str]] = []
-        for c in clicks:
-            ids = (c.ip, c.app, c.device, c.os, c.channel)
-            t = c.click_time
-            flat.append(t)
-            flat.append("" if c.click_id is None else "id:" + c.click_id)
-            keys = []
-            for kp, kidx, fidx, fields in plan:
-                key = kp + ":".join([str(ids[i]) for i in kidx])
-                flat.append(key)
-                flat.append("".join([":" + str(ids[i]) for i in fidx]))
-                keys.append(key)
-                r = reads.get(key)
-                if r is None:
-                    reads[key] = [t, t, fields]
-                else:
-                    r[0] = min(r[0], t)
-                    r[1] = max(r[1], t)
-            per_click.append(keys)
-        wanted: list = []
-        for key, (lo, hi, _) in reads.items():
-            wanted += (key, lo - self.horizon, hi - 1)
-        args = [self.meta, self.prefix, self.horizon, self.ttl, len(plan), json.dumps(flat, separators=(",", ":")), json.dumps(wanted, separators=(",", ":"))]
-        text = self._call(self._script, args=args)
-        lines = text.split(b"\n")
-        if len(lines) != len(reads):
-            raise RuntimeError(f"Redis state script returned {len(lines)} histories for {len(reads)} keys")
-        histories: dict[str, History] = {}
-        for (key, (_, _, fields)), line in zip(reads.items(), lines):
-            tokens = line.split()
-            h = History(times=[int(s) for s in tokens[1::2]], values={})
-            if fields:
-                parts = [m.split(b":") for m in tokens[0::2]]
-                for k, f in enumerate(fields, start=1):
-                    h.values[f] = [int(p[k]) for p in parts]
-            histories[key] = h
-        groups = self.groups
-        return [{g: histories[k] for g, k in zip(groups, keys)} for keys in per_click]
+    # ---- the one round trip -----------------------------------------------------------------------------------
+    def _sweep_args(self) -> tuple[list[str], list] | None:
+        if not self._stale:
+            return None
+        cut, names = self._stale
+        keys, args = [self.idx], [cut]
+        for name in names:
+            text = name.decode()
+            j = int(text[len(self.prefix) + 2 :].split(":", 1)[0])
+            rest = text[len(self.prefix) + 2 :]
+            n = self._groups[j].n_keys
+            keys += [text] + ([self.prefix + "w:" + rest] if n > 1 else []) + [
+                self.prefix + f"c{k}:" + rest for k in range(1, n - 1)]
+            args.append(n)
+        return keys, args
 
-    # ---- health and size ----------------------------------------------------------------------------------
+    def score_arrays(self, ids: np.ndarray, t: np.ndarray, click_ids: Sequence[str | None] | None = None) -> np.ndarray:
+        n = len(t)
+        if n == 0:
+            return np.empty((0, len(self.spec.feature_names)))
+        keys = [self.meta, self.ids, self.idx]
+        where: dict[str, int] = {}  # key suffix -> KEYS index (1-based) of its events set
+        flat: list = []
+        ids_list = ids.tolist()
+        t_list = t.tolist()
+        cids = click_ids if click_ids is not None else [None] * n
+        P = self.prefix
+        for row, ti, cid in zip(ids_list, t_list, cids):
+            flat.append(ti)
+            flat.append("" if cid is None else cid)
+            for g in self._groups:
+                rest = f"{g.j}:" + ":".join([str(row[i]) for i in g.key_fields])
+                b = where.get(rest)
+                if b is None:
+                    b = where[rest] = len(keys) + 1
+                    keys.append(P + "e:" + rest)
+                    if g.n_keys > 1:
+                        keys.append(P + "w:" + rest)
+                        keys += [P + f"c{k}:" + rest for k in range(1, g.n_keys - 1)]
+                flat.append(b)
+                flat.append("".join([":" + str(row[i]) for i in g.value_fields]))
+        args = [self.retention, self.late_by, self._group_json, json.dumps(flat, separators=(",", ":"))]
+        idempotent = click_ids is not None and all(c is not None for c in click_ids)
+        reply = self._run(keys, args, idempotent)
+        cut, text, stale = reply
+        self._stale = (cut.decode(), stale) if stale else None
+        raw = np.array(text.split(), np.int64)
+        return self._decode(raw, np.asarray(t, np.int64))
+
+    def _run(self, keys: list[str], args: list, idempotent: bool) -> list:
+        """The sweep of keys gone quiet (if the last reply named any) and this batch's script, in one round trip."""
+        sweep = self._sweep_args()
+        for attempt in (0, 1):
+            try:
+                if sweep is None:
+                    return self._script(keys=keys, args=args)
+                pipe = self.client.pipeline(transaction=False)
+                self._sweep(keys=sweep[0], args=sweep[1], client=pipe)
+                self._script(keys=keys, args=args, client=pipe)
+                swept, reply = pipe.execute(raise_on_error=False)
+                if isinstance(reply, Exception):
+                    raise reply
+                return reply
+            except UNAVAILABLE as err:
+                if isinstance(err, redis.exceptions.ConnectionError) and idempotent and attempt == 0:
+                    log.warning("Redis connection lost mid-request; retrying (every click has an id): %s", err)
+                    continue
+                raise self._unavailable(err) from err
+            except redis.exceptions.ResponseError as err:
+                if str(err).split(" ", 1)[0].upper() in _UNAVAILABLE_REPLIES:
+                    raise self._unavailable(err) from err
+                raise
+        raise AssertionError("unreachable")
+
+    # ---- health and size --------------------------------------------------------------------------------------
     def ping(self) -> None:
         self._call(self.client.ping)
 
+    @property
+    def watermark(self) -> int | None:
+        wm = self._call(self.client.hget, self.meta, "wm")
+        return None if wm is None else int(wm)
+
     def stats(self, max_keys: int = 200_000) -> StoreStats:
-        """Events and keys held (a SCAN over the prefix, capped at max_keys keys), late and duplicate clicks."""
+        """Events and keys held (a SCAN over the events sets, capped at max_keys keys), late and duplicate clicks."""
 
         def collect() -> StoreStats:
             meta = self.client.hgetall(self.meta)
@@ -236,7 +408,8 @@ class RedisStore(HistoryStore):
                 out.events += sum(pipe.execute())
                 batch.clear()
 
-            for key in self.client.scan_iter(match=self.prefix + "g*", count=1000):
+            for key in self.client.scan_iter(match=self.prefix.replace("{", "\\{").replace("}", "\\}") + "e:*",
+                                             count=1000):
                 out.keys += 1
                 batch.append(key)
                 if len(batch) >= 1000:
@@ -253,7 +426,9 @@ class RedisStore(HistoryStore):
         """Drop this spec's state (tests and benchmarks)."""
 
         def drop() -> None:
-            for key in self.client.scan_iter(match=self.prefix + "*", count=1000):
+            pattern = self.prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+            for key in self.client.scan_iter(match=pattern, count=1000):
                 self.client.delete(key)
 
         self._call(drop)
+        self._stale = None
