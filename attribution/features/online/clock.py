@@ -7,7 +7,9 @@ lateness, more than `max_skew` ahead. Two references:
 - "server": the server's own clock (production: live clicks are never from the future).
 - "stream": the median of the last `window` click times submitted (refused ones included, so that a genuine
   jump after a quiet spell is followed once it is most of the stream), for replays of history, whose clicks
-  are days behind the server's clock. One forged click moves a median by at most one rank.
+  are days behind the server's clock. One forged click moves a median by at most one rank. The stream's
+  first click has nothing to be judged against and is admitted: start a replay warm (--warm-from) or with
+  genuine clicks.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ class ReferenceClock:
         if self.kind == "server":
             return int(time.time())
         seen = self._recent if t is None else np.concatenate([self._recent, t])
-        return int(np.median(seen[-max(self._window, 0 if t is None else len(t)):])) if len(seen) else None
+        if not len(seen):
+            return None
+        # the lower median: with two clicks known, one of them forged, the reference is the genuine one
+        return int(np.quantile(seen[-max(self._window, 0 if t is None else len(t)):], 0.5, method="lower"))
 
     def observe(self, t: np.ndarray) -> None:
         """Learn click times without judging them (a warm start's replay of accepted clicks)."""
