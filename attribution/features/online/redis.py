@@ -11,12 +11,14 @@ The design, its invariants and sizing are in docs/online-state.md. Layout (every
     {P}e:<j>:<k1>:<k2>..       sorted set per key group j and key: score = second, member =
                                "<seq>[:<v1>:<v2>..]" (a unique event id, then the values the group's distinct
                                counts need)
-    {P}w:<j>:<k1>..            hash: per distinct-count window w of the group, its counted range a<w>, b<w>
-    {P}c<k>:<j>:<k1>..         hash: for distinct count k of the group, value -> clicks with it in that range
+    {P}w:<j>:<k1>..            hash (a busy key's counted windows): per distinct-count window w of the group
+                               its counted range a<w>, b<w>; per distinct count k, n<k> (distinct values in
+                               its range) and "<k>:<value>" -> clicks with that value in the range
 
-Band counts are ZCOUNTs and the time since the previous click one ZREVRANGEBYSCORE, O(log n) each; a distinct
-count is the HLEN of a counts hash whose range follows the clicks (a click's range differs from the previous
-click's by the clicks between them, so a move costs a few HINCRBYs, not a scan). Same rules as MemoryStore
+A key with fewer than SMALL_KEY clicks is read whole (one ZRANGEBYSCORE) and its features counted in the script.
+A busier key's band counts are ZCOUNTs and the time since the previous click one ZREVRANGEBYSCORE, O(log n)
+each; its distinct counts are kept in its windows hash, whose ranges follow the clicks (a click's range differs
+from the previous click's by the clicks between them, so a move costs a few HINCRBYs, not a scan). Same rules as MemoryStore
 (attribution.features.online.state): retries skipped, late clicks not recorded and read from the retained part
 of their window; tests/test_online_redis.py holds the two to equal features on the real sample, adversarial
 and hypothesis streams.
@@ -45,17 +47,19 @@ from attribution.features.spec import DEFAULT_SPEC, KEY_FIELDS, FeatureSpec
 log = logging.getLogger(__name__)
 
 # KEYS: meta, ids, idx, then per key of the batch its events set (and, for a group with distinct counts, its
-# windows hash and one counts hash per distinct count). ARGV: retention, late_by, the groups' plan (JSON: per
-# group, window offsets past 0, since-previous windows, counted windows [[seconds, [[count k, member field]..]]..]),
+# windows hash). ARGV: retention, late_by, the groups' plan (JSON: per group, window offsets past 0,
+# since-previous windows, counted windows [[seconds, [[count k, member field]..]]..], number of distinct counts),
 # the clicks (JSON, flat: second, click id or '', then per group the KEYS index of the key's events set and the
-# member's value suffix). Returns the stale sweep's cut and the features' raw integers: per click and group, the
-# clicks in [max(t - o, floor), t - 1] per offset o, t - previous second (-1: none), each distinct count.
+# member's value suffix), and the size under which a key is read whole. Returns the stale sweep's cut, the
+# features' raw integers (per click and group: the clicks in [max(t - o, floor), t - 1] per offset o,
+# t - previous second (-1: none), each distinct count) and keys gone quiet.
 RECORD_AND_READ = r"""
 local meta, ids, idx = KEYS[1], KEYS[2], KEYS[3]
 local retention = tonumber(ARGV[1])
 local late_by = tonumber(ARGV[2])
 local groups = cjson.decode(ARGV[3])
 local clicks = cjson.decode(ARGV[4])
+local S = tonumber(ARGV[5])
 local G = #groups
 local stride = 2 + 2 * G
 local n = #clicks / stride
@@ -63,35 +67,66 @@ local function s(x) return string.format('%d', x) end
 local wm = tonumber(redis.call('HGET', meta, 'wm'))
 local seq = redis.call('HINCRBY', meta, 'seq', n) - n
 
-local function apply(b, dists, members, delta)
+-- counted windows, read once per key and batch: w.lo[wi], w.hi[wi] (nil: none), w.n[k] (distinct values)
+local wins = {}
+local function load(b, plan)
+  local w = wins[b]
+  if w == nil then
+    local f = {}
+    for wi = 1, #plan[3] do f[#f + 1] = 'a' .. wi; f[#f + 1] = 'b' .. wi end
+    for k = 1, plan[4] do f[#f + 1] = 'n' .. k end
+    local r = redis.call('HMGET', KEYS[b + 1], unpack(f))
+    w = {lo = {}, hi = {}, n = {}, dirty = false}
+    local i = 1
+    for wi = 1, #plan[3] do w.lo[wi] = tonumber(r[i]); w.hi[wi] = tonumber(r[i + 1]); i = i + 2 end
+    for k = 1, plan[4] do w.n[k] = tonumber(r[i]) or 0; i = i + 1 end
+    wins[b] = w
+  end
+  return w
+end
+local function split(m)
+  local parts = {}
+  for tok in string.gmatch(m, '[^:]+') do parts[#parts + 1] = tok end
+  return parts
+end
+local function apply(b, w, dists, members, delta)
+  local wk = KEYS[b + 1]
   for _, m in ipairs(members) do
-    local parts = {}
-    for tok in string.gmatch(m, '[^:]+') do parts[#parts + 1] = tok end
+    local parts = split(m)
     for _, d in ipairs(dists) do
-      local ck = KEYS[b + 1 + d[1]]
-      if redis.call('HINCRBY', ck, parts[d[2]], delta) <= 0 then redis.call('HDEL', ck, parts[d[2]]) end
+      local field = d[1] .. ':' .. parts[d[2]]
+      local c = redis.call('HINCRBY', wk, field, delta)
+      if delta > 0 and c == 1 then w.n[d[1]] = w.n[d[1]] + 1 end
+      if c <= 0 then redis.call('HDEL', wk, field); w.n[d[1]] = w.n[d[1]] - 1 end
     end
   end
+  w.dirty = true
 end
-local function add_range(b, dists, lo, hi, delta)
-  if lo <= hi then apply(b, dists, redis.call('ZRANGEBYSCORE', KEYS[b], s(lo), s(hi)), delta) end
+local function add_range(b, w, dists, lo, hi, delta)
+  if lo <= hi then apply(b, w, dists, redis.call('ZRANGEBYSCORE', KEYS[b], s(lo), s(hi)), delta) end
 end
--- move counted window wi of the key at KEYS[b] to [a, z] (empty when a > z)
-local function move(b, wi, dists, a, z)
-  local wk = KEYS[b + 1]
-  local cur = redis.call('HMGET', wk, 'a' .. wi, 'b' .. wi)
-  local lo, hi = tonumber(cur[1]), tonumber(cur[2])
-  if lo == nil or a > z or z < lo or a > hi then
-    if lo ~= nil then for _, d in ipairs(dists) do redis.call('DEL', KEYS[b + 1 + d[1]]) end end
-    add_range(b, dists, a, z, 1)
-  else
-    if a < lo then add_range(b, dists, a, lo - 1, 1) end
-    if z > hi then add_range(b, dists, hi + 1, z, 1) end
-    if a > lo then add_range(b, dists, lo, a - 1, -1) end
-    if z < hi then add_range(b, dists, z + 1, hi, -1) end
+-- move counted window wi of the key to [a, z]
+local function move(b, w, plan, wi, a, z)
+  local dists = plan[3][wi][2]
+  local lo, hi = w.lo[wi], w.hi[wi]
+  if lo ~= nil and (z < lo or a > hi) then  -- no overlap: start over
+    if #plan[3] == 1 then
+      redis.call('DEL', KEYS[b + 1])
+      for _, d in ipairs(dists) do w.n[d[1]] = 0 end
+    else
+      add_range(b, w, dists, lo, hi, -1)
+    end
+    lo = nil
   end
-  if a > z then redis.call('HDEL', wk, 'a' .. wi, 'b' .. wi)
-  else redis.call('HSET', wk, 'a' .. wi, s(a), 'b' .. wi, s(z)) end
+  if lo == nil then
+    add_range(b, w, dists, a, z, 1)
+  else
+    if a < lo then add_range(b, w, dists, a, lo - 1, 1) end
+    if z > hi then add_range(b, w, dists, hi + 1, z, 1) end
+    if a > lo then add_range(b, w, dists, lo, a - 1, -1) end
+    if z < hi then add_range(b, w, dists, z + 1, hi, -1) end
+  end
+  w.lo[wi], w.hi[wi], w.dirty = a, z, true
 end
 
 -- record, in batch order
@@ -114,65 +149,114 @@ for i = 1, n do
     if cid ~= '' then redis.call('ZADD', ids, t, cid) end
     local member = s(seq + i)
     for j = 1, G do
-      local b, suffix = clicks[base + 1 + 2 * j], clicks[base + 2 + 2 * j]
+      local b, suffix, plan = clicks[base + 1 + 2 * j], clicks[base + 2 + 2 * j], groups[j]
       redis.call('ZADD', KEYS[b], t, member .. suffix)
-      for wi, win in ipairs(groups[j][3]) do  -- a counted window already over this second takes the click in
-        local cur = redis.call('HMGET', KEYS[b + 1], 'a' .. wi, 'b' .. wi)
-        if cur[1] and t >= tonumber(cur[1]) and t <= tonumber(cur[2]) then apply(b, win[2], {member .. suffix}, 1) end
+      if #plan[3] > 0 then  -- a counted window already over this second takes the click in
+        local w = load(b, plan)
+        for wi, win in ipairs(plan[3]) do
+          if w.lo[wi] ~= nil and t >= w.lo[wi] and t <= w.hi[wi] then apply(b, w, win[2], {member .. suffix}, 1) end
+        end
       end
       local last = touched[b]
-      if last == nil or t > last[1] then touched[b] = {t, j} end
+      if last == nil or t > last then touched[b] = t end
     end
   end
 end
-
--- evict by event time, no further than this batch's earliest click still needs
+-- events before the cut are no longer needed by any click that is not late (nor by this batch's)
 local cut = nil
-if lo ~= nil and wm ~= nil then
-  cut = math.min(wm, lo) - retention
-  for b, last in pairs(touched) do
-    for wi, win in ipairs(groups[last[2]][3]) do
-      local cur = redis.call('HMGET', KEYS[b + 1], 'a' .. wi, 'b' .. wi)
-      if cur[1] and tonumber(cur[1]) < cut then move(b, wi, win[2], cut, tonumber(cur[2])) end
-    end
-    redis.call('ZREMRANGEBYSCORE', KEYS[b], '-inf', '(' .. s(cut))
-    redis.call('ZADD', idx, 'GT', last[1], KEYS[b])
-  end
-  redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. s(cut))
-  redis.call('HSET', meta, 'wm', s(wm))
-end
-if late > 0 then redis.call('HINCRBY', meta, 'late', late) end
-if dup > 0 then redis.call('HINCRBY', meta, 'dup', dup) end
+if lo ~= nil and wm ~= nil then cut = math.min(wm, lo) - retention end
 
 -- read
-local out = {}
+local out, trim = {}, {}
 for i = 1, n do
   local base = (i - 1) * stride
   local t = clicks[base + 1]
   local floor = floors[i]
-  local hi = s(t - 1)
+  local hi = t - 1
   for j = 1, G do
     local b, plan = clicks[base + 1 + 2 * j], groups[j]
-    for _, o in ipairs(plan[1]) do
-      out[#out + 1] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), hi)
+    local w = nil
+    if #plan[3] > 0 then w = load(b, plan) end
+    local r = nil
+    if w == nil or w.lo[1] == nil then  -- a key with few clicks is read whole (older ones too, to trim them)
+      r = redis.call('ZRANGEBYSCORE', KEYS[b], '-inf', s(hi), 'WITHSCORES', 'LIMIT', 0, S)
+      if #r >= 2 * S then r = nil end
+      if r and cut and #r > 0 and tonumber(r[2]) < cut then trim[b] = true end
     end
-    for _, w in ipairs(plan[2]) do
-      local r = redis.call('ZREVRANGEBYSCORE', KEYS[b], hi, s(floor and math.max(t - w, floor) or t - w),
-                           'WITHSCORES', 'LIMIT', 0, 1)
-      out[#out + 1] = r[2] and (t - tonumber(r[2])) or -1
-    end
-    for wi, win in ipairs(plan[3]) do
-      move(b, wi, win[2], floor and math.max(t - win[1], floor) or t - win[1], t - 1)
-      for _, d in ipairs(win[2]) do out[#out + 1] = redis.call('HLEN', KEYS[b + 1 + d[1]]) end
+    if r then
+      local m = #r / 2
+      for _, o in ipairs(plan[1]) do
+        local a = floor and math.max(t - o, floor) or t - o
+        local c = 0
+        for q = m, 1, -1 do if tonumber(r[2 * q]) >= a then c = c + 1 else break end end
+        out[#out + 1] = c
+      end
+      for _, pw in ipairs(plan[2]) do
+        local a = floor and math.max(t - pw, floor) or t - pw
+        if m > 0 and tonumber(r[2 * m]) >= a then out[#out + 1] = t - tonumber(r[2 * m]) else out[#out + 1] = -1 end
+      end
+      for _, win in ipairs(plan[3]) do
+        local a = floor and math.max(t - win[1], floor) or t - win[1]
+        local seen, cnt = {}, {}
+        for _, d in ipairs(win[2]) do seen[d[1]] = {}; cnt[d[1]] = 0 end
+        for q = m, 1, -1 do
+          if tonumber(r[2 * q]) < a then break end
+          local parts = split(r[2 * q - 1])
+          for _, d in ipairs(win[2]) do
+            local v = parts[d[2]]
+            if not seen[d[1]][v] then seen[d[1]][v] = true; cnt[d[1]] = cnt[d[1]] + 1 end
+          end
+        end
+        for _, d in ipairs(win[2]) do out[#out + 1] = cnt[d[1]] end
+      end
+    else  -- a busy key: counts by rank, distinct counts from its counted windows
+      if touched[b] then trim[b] = true end
+      for _, o in ipairs(plan[1]) do
+        out[#out + 1] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi))
+      end
+      for _, pw in ipairs(plan[2]) do
+        local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(floor and math.max(t - pw, floor) or t - pw),
+                             'WITHSCORES', 'LIMIT', 0, 1)
+        out[#out + 1] = p[2] and (t - tonumber(p[2])) or -1
+      end
+      for wi, win in ipairs(plan[3]) do
+        move(b, w, plan, wi, floor and math.max(t - win[1], floor) or t - win[1], hi)
+        for _, d in ipairs(win[2]) do out[#out + 1] = w.n[d[1]] end
+      end
     end
   end
 end
+
+-- write back: counted windows, eviction by event time (every window now starts at or after the cut), the index
+for b, w in pairs(wins) do
+  if w.dirty then
+    local f = {}
+    for wi = 1, #w.lo do
+      if w.lo[wi] ~= nil then f[#f + 1] = 'a' .. wi; f[#f + 1] = s(w.lo[wi]); f[#f + 1] = 'b' .. wi; f[#f + 1] = s(w.hi[wi]) end
+    end
+    for k, v in pairs(w.n) do f[#f + 1] = 'n' .. k; f[#f + 1] = s(v) end
+    if #f > 0 then redis.call('HSET', KEYS[b + 1], unpack(f)) end
+  end
+end
 local stale = {}
-if cut ~= nil then stale = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. s(cut), 'LIMIT', 0, 256) end
+if cut ~= nil then
+  for b, _ in pairs(trim) do redis.call('ZREMRANGEBYSCORE', KEYS[b], '-inf', '(' .. s(cut)) end
+  local pairs_ = {}
+  for b, last in pairs(touched) do
+    pairs_[#pairs_ + 1] = last; pairs_[#pairs_ + 1] = KEYS[b]
+    if #pairs_ >= 1000 then redis.call('ZADD', idx, 'GT', unpack(pairs_)); pairs_ = {} end
+  end
+  if #pairs_ > 0 then redis.call('ZADD', idx, 'GT', unpack(pairs_)) end
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. s(cut))
+  redis.call('HSET', meta, 'wm', s(wm))
+  stale = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. s(cut), 'LIMIT', 0, 256)
+end
+if late > 0 then redis.call('HINCRBY', meta, 'late', late) end
+if dup > 0 then redis.call('HINCRBY', meta, 'dup', dup) end
 return {cut and s(cut) or '', table.concat(out, ' '), stale}
 """
 
-# KEYS: idx, then per stale key its events set, windows hash and counts hashes (as many as ARGV[2 + i] says);
+# KEYS: idx, then per stale key its events set and windows hash if any (as many as ARGV[2 + i] says);
 # ARGV: the cut, then per stale key its number of keys. Drops keys whose latest click is still before the cut.
 SWEEP = r"""
 local idx, cut = KEYS[1], tonumber(ARGV[1])
@@ -189,6 +273,7 @@ end
 return 0
 """
 
+SMALL_KEY = 48  # clicks under which a key is read whole rather than counted (see docs/online-state.md)
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
 # Server-side refusals that mean "the state is not usable right now", not a bug in the script.
 _UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS", "BUSY")
@@ -197,7 +282,7 @@ _UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "CLUSTERDOWN"
 class _GroupPlan:
     """One key group as the script and the decoder see it."""
 
-    def __init__(self, spec: FeatureSpec, j: int, group: tuple[str, ...]) -> None:
+    def __init__(self, spec: FeatureSpec, j: int, group: tuple[str, ...], prefix: str) -> None:
         self.j = j
         self.key_fields = [KEY_FIELDS.index(f) for f in group]
         fields = spec.distinct_fields(group)
@@ -211,11 +296,13 @@ class _GroupPlan:
         self.windows = [[w, [[k + 1, fields.index(d.of) + 2] for k, d in enumerate(dists) if d.window == w]]
                         for w in windows]
         self.dists = [d for w in windows for d in dists if d.window == w]  # in output order
-        self.n_keys = 1 + (1 + len(dists) if dists else 0)
+        self.n_keys = 2 if dists else 1
         self.width = len(self.offsets) + len(self.prevs) + len(self.dists)
+        self.key_format = prefix + f"e:{j}:" + ":".join(["%d"] * len(group))  # the key's events set
+        self.value_format = "".join([":%d"] * len(fields))  # the member's values after its event id
 
     def script_plan(self) -> list:
-        return [self.offsets, [p.window for p in self.prevs], self.windows]
+        return [self.offsets, [p.window for p in self.prevs], self.windows, len(self.dists)]
 
 
 class RedisStore(StateStore):
@@ -242,7 +329,7 @@ class RedisStore(StateStore):
         )
         self._script = self.client.register_script(RECORD_AND_READ)
         self._sweep = self.client.register_script(SWEEP)
-        self._groups = [_GroupPlan(spec, j, g) for j, g in enumerate(spec.key_groups)]
+        self._groups = [_GroupPlan(spec, j, g, self.prefix) for j, g in enumerate(spec.key_groups)]
         self._group_json = json.dumps([g.script_plan() for g in self._groups], separators=(",", ":"))
         self._stale: tuple[str, list[bytes]] | None = None  # (cut, events-set names) to sweep with the next call
         self._decode = self._decoder(spec)
@@ -321,8 +408,7 @@ class RedisStore(StateStore):
             j = int(text[len(self.prefix) + 2 :].split(":", 1)[0])
             rest = text[len(self.prefix) + 2 :]
             n = self._groups[j].n_keys
-            keys += [text] + ([self.prefix + "w:" + rest] if n > 1 else []) + [
-                self.prefix + f"c{k}:" + rest for k in range(1, n - 1)]
+            keys += [text] + ([self.prefix + "w:" + rest] if n > 1 else [])
             args.append(n)
         return keys, args
 
@@ -331,27 +417,25 @@ class RedisStore(StateStore):
         if n == 0:
             return np.empty((0, len(self.spec.feature_names)))
         keys = [self.meta, self.ids, self.idx]
-        where: dict[str, int] = {}  # key suffix -> KEYS index (1-based) of its events set
-        flat: list = []
-        ids_list = ids.tolist()
-        t_list = t.tolist()
-        cids = click_ids if click_ids is not None else [None] * n
-        P = self.prefix
-        for row, ti, cid in zip(ids_list, t_list, cids):
-            flat.append(ti)
-            flat.append("" if cid is None else cid)
-            for g in self._groups:
-                rest = f"{g.j}:" + ":".join([str(row[i]) for i in g.key_fields])
-                b = where.get(rest)
+        where: dict[str, int] = {}  # events-set name -> its KEYS index (1-based)
+        per_group = []
+        for g in self._groups:
+            names = [g.key_format % tuple(r) for r in ids[:, g.key_fields].tolist()]
+            suffixes = ([g.value_format % tuple(r) for r in ids[:, g.value_fields].tolist()] if g.value_fields
+                        else [""] * n)
+            at = []
+            for name in names:
+                b = where.get(name)
                 if b is None:
-                    b = where[rest] = len(keys) + 1
-                    keys.append(P + "e:" + rest)
+                    b = where[name] = len(keys) + 1
+                    keys.append(name)
                     if g.n_keys > 1:
-                        keys.append(P + "w:" + rest)
-                        keys += [P + f"c{k}:" + rest for k in range(1, g.n_keys - 1)]
-                flat.append(b)
-                flat.append("".join([":" + str(row[i]) for i in g.value_fields]))
-        args = [self.retention, self.late_by, self._group_json, json.dumps(flat, separators=(",", ":"))]
+                        keys.append(name.replace(self.prefix + "e:", self.prefix + "w:", 1))
+                at.append(b)
+            per_group += [at, suffixes]
+        cids = [("" if c is None else c) for c in click_ids] if click_ids is not None else [""] * n
+        flat = [v for row in zip(t.tolist(), cids, *per_group) for v in row]
+        args = [self.retention, self.late_by, self._group_json, json.dumps(flat, separators=(",", ":")), SMALL_KEY]
         idempotent = click_ids is not None and all(c is not None for c in click_ids)
         reply = self._run(keys, args, idempotent)
         cut, text, stale = reply
