@@ -316,8 +316,10 @@ class RedisStore(StateStore):
         socket_timeout: float = 5.0,
         connect_timeout: float = 1.0,
         client: redis.Redis | None = None,
+        small_key: int = SMALL_KEY,
     ) -> None:
         super().__init__(spec, max_clock_skew, allowed_lateness)
+        self.small_key = small_key  # tests set 1 to count every key's windows
         self.url = url
         self.prefix = prefix if prefix is not None else f"{{attr:{spec.hash}}}:"
         if not (self.prefix.startswith("{") and "}" in self.prefix):
@@ -435,7 +437,7 @@ class RedisStore(StateStore):
             per_group += [at, suffixes]
         cids = [("" if c is None else c) for c in click_ids] if click_ids is not None else [""] * n
         flat = [v for row in zip(t.tolist(), cids, *per_group) for v in row]
-        args = [self.retention, self.late_by, self._group_json, json.dumps(flat, separators=(",", ":")), SMALL_KEY]
+        args = [self.retention, self.late_by, self._group_json, json.dumps(flat, separators=(",", ":")), self.small_key]
         idempotent = click_ids is not None and all(c is not None for c in click_ids)
         reply = self._run(keys, args, idempotent)
         cut, text, stale = reply
