@@ -5,11 +5,12 @@ client (a forged click, a device sending local time) can push the state's waterm
 lateness, more than `max_skew` ahead. Two references:
 
 - "server": the server's own clock (production: live clicks are never from the future).
-- "stream": the median of the last `window` click times submitted (refused ones included, so that a genuine
-  jump after a quiet spell is followed once it is most of the stream), for replays of history, whose clicks
-  are days behind the server's clock. One forged click moves a median by at most one rank. The stream's
-  first click has nothing to be judged against and is admitted: start a replay warm (--warm-from) or with
-  genuine clicks.
+- "stream": for replays of history, whose clicks are days behind the server's clock: the `quorum`-th largest
+  of the last `window` click times submitted, this request's included (refused ones too, so that a genuine
+  jump after a quiet spell is followed once `quorum` clicks agree). Fewer than `quorum` clicks ahead move
+  nothing, and the reference lags the stream's newest click by only `quorum` clicks whatever the rate (a
+  median would lag by half the window: minutes on a sparse stream). A stream's first click has nothing to
+  be judged against and is admitted: start a replay warm (--warm-from) or with genuine clicks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 
 CLOCKS = ("server", "stream")
 DEFAULT_MAX_SKEW = 300  # seconds
-STREAM_WINDOW = 255  # clicks the stream's median is taken over
+STREAM_WINDOW = 255  # recent clicks the stream reference is taken from
+STREAM_QUORUM = 3  # clicks that must agree before the stream reference moves to them
 
 
 class ClockSkew(ValueError):
@@ -38,14 +40,15 @@ class ClockSkew(ValueError):
 class ReferenceClock:
     """Admits batches of click times; thread-safe."""
 
-    def __init__(self, kind: str = "server", max_skew: int = DEFAULT_MAX_SKEW, window: int = STREAM_WINDOW) -> None:
+    def __init__(self, kind: str = "server", max_skew: int = DEFAULT_MAX_SKEW, window: int = STREAM_WINDOW,
+                 quorum: int = STREAM_QUORUM) -> None:
         if kind not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, not {kind!r}")
         if max_skew < 0:
             raise ValueError(f"max clock skew must be >= 0 s, got {max_skew}")
         self.kind, self.max_skew = kind, int(max_skew)
         self._recent = np.zeros(0, np.int64)
-        self._window = window
+        self._window, self._quorum = window, quorum
         self._lock = threading.Lock()
 
     def reference(self, t: np.ndarray | None = None) -> int | None:
@@ -53,10 +56,11 @@ class ReferenceClock:
         if self.kind == "server":
             return int(time.time())
         seen = self._recent if t is None else np.concatenate([self._recent, t])
+        seen = seen[-max(self._window, 0 if t is None else len(t)):]
         if not len(seen):
             return None
-        # the lower median: with two clicks known, one of them forged, the reference is the genuine one
-        return int(np.quantile(seen[-max(self._window, 0 if t is None else len(t)):], 0.5, method="lower"))
+        # with fewer clicks known than the quorum, the smallest: of two clicks, one forged, the genuine one
+        return int(np.sort(seen)[-min(self._quorum, len(seen))])
 
     def observe(self, t: np.ndarray) -> None:
         """Learn click times without judging them (a warm start's replay of accepted clicks)."""

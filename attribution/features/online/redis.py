@@ -249,7 +249,8 @@ if cut ~= nil then
   if #pairs_ > 0 then redis.call('ZADD', idx, 'GT', unpack(pairs_)) end
   redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. s(cut))
   redis.call('HSET', meta, 'wm', s(wm))
-  stale = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. s(cut), 'LIMIT', 0, 256)
+  -- a batch adds at most G keys per click: sweeping up to 2 G per click keeps pace
+  stale = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. s(cut), 'LIMIT', 0, 64 + 2 * G * n)
 end
 if late > 0 then redis.call('HINCRBY', meta, 'late', late) end
 if dup > 0 then redis.call('HINCRBY', meta, 'dup', dup) end
