@@ -56,12 +56,24 @@ def throughput(make_store, ids: np.ndarray, t: np.ndarray, batch: int, rows: int
     store.score_arrays(ids[:1], t[:1])  # compiled kernels / script loaded outside the timing
     n = min(rows, len(t))
     la = load()
-    t0 = time.perf_counter()
+    cpu0 = redis_cpu(store)
+    t0, p0 = time.perf_counter(), time.process_time()
     for i in range(1, n, batch):
         store.score_arrays(ids[i : i + batch], t[i : i + batch])
-    dt = time.perf_counter() - t0
-    return {"batch": batch, "clicks": n - 1, "seconds": round(dt, 3), "clicks_per_s": round((n - 1) / dt),
-            "load_before": la, "load_after": load()}
+    dt, client = time.perf_counter() - t0, time.process_time() - p0
+    out = {"batch": batch, "clicks": n - 1, "seconds": round(dt, 3), "clicks_per_s": round((n - 1) / dt),
+           "client_cpu_us_per_click": round(client / (n - 1) * 1e6, 1), "load_before": la, "load_after": load()}
+    if cpu0 is not None:  # Redis is single-threaded: its CPU per click bounds one instance's clicks/s
+        out["redis_cpu_us_per_click"] = round((redis_cpu(store) - cpu0) / (n - 1) * 1e6, 1)
+    return out
+
+
+def redis_cpu(store) -> float | None:
+    client = getattr(store, "client", None)
+    if client is None:
+        return None
+    info = client.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
 
 
 def busy_stream(events: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -184,9 +196,11 @@ def render(out: dict) -> str:
     lines = ["# Online state", "", f"Machine: {out['machine']}", "",
              "Load average (1 min) beside each figure: the machine has 2 cores shared with other work.", "",
              "## Clicks/s (real sample in time order, record + read)", "",
-             "| store | batch | clicks | clicks/s | load before/after |", "|---|---|---|---|---|"]
+             "| store | batch | clicks | clicks/s | client CPU us/click | Redis CPU us/click | load before/after |",
+             "|---|---|---|---|---|---|---|"]
     for r in out["throughput"]:
-        lines.append(f"| {r['store']} | {r['batch']} | {r['clicks']:,} | {r['clicks_per_s']:,} | {r['load_before']} / {r['load_after']} |")
+        lines.append(f"| {r['store']} | {r['batch']} | {r['clicks']:,} | {r['clicks_per_s']:,} | {r['client_cpu_us_per_click']} "
+                     f"| {r.get('redis_cpu_us_per_click', '')} | {r['load_before']} / {r['load_after']} |")
     lines += ["", "## Single-click latency, one ip with N clicks in its window", "",
               "| store | N | p50 ms | p99 ms | load before/after |", "|---|---|---|---|---|"]
     for r in out["latency"]:

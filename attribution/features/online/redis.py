@@ -275,7 +275,9 @@ return 0
 """
 
 SMALL_KEY = 48  # clicks under which a key is read whole rather than counted (see docs/online-state.md)
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
+# (redis-py maps "OOM ..." replies to OutOfMemoryError and "LOADING" to BusyLoadingError, a ConnectionError)
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError,
+               redis.exceptions.OutOfMemoryError)
 # Server-side refusals that mean "the state is not usable right now", not a bug in the script.
 _UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS", "BUSY")
 
@@ -386,7 +388,7 @@ class RedisStore(StateStore):
         where = self.client.get_connection_kwargs()
         target = f"{where.get('host', where.get('path', '?'))}:{where.get('port', '')}"
         text = str(err)
-        if text.startswith("OOM"):
+        if isinstance(err, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
             text = f"Redis is at maxmemory and refuses writes (nothing was recorded): {text}"
         return StateUnavailable(f"Redis state at {target} is unavailable: {type(err).__name__}: {text}")
 
@@ -461,7 +463,7 @@ class RedisStore(StateStore):
                     raise reply
                 return reply
             except UNAVAILABLE as err:
-                if isinstance(err, redis.exceptions.ConnectionError) and idempotent and attempt == 0:
+                if type(err) is redis.exceptions.ConnectionError and idempotent and attempt == 0:
                     log.warning("Redis connection lost mid-request; retrying (every click has an id): %s", err)
                     continue
                 raise self._unavailable(err) from err
