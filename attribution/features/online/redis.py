@@ -274,6 +274,7 @@ end
 return 0
 """
 
+SWEEP_AT = 64  # stale keys known before a sweep rides along with a request
 SMALL_KEY = 48  # clicks under which a key is read whole rather than counted (see docs/online-state.md)
 # (redis-py maps "OOM ..." replies to OutOfMemoryError and "LOADING" to BusyLoadingError, a ConnectionError)
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError,
@@ -336,7 +337,8 @@ class RedisStore(StateStore):
         self._sweep = self.client.register_script(SWEEP)
         self._groups = [_GroupPlan(spec, j, g, self.prefix) for j, g in enumerate(spec.key_groups)]
         self._group_json = json.dumps([g.script_plan() for g in self._groups], separators=(",", ":"))
-        self._stale: tuple[str, list[bytes]] | None = None  # (cut, events-set names) to sweep with the next call
+        # keys gone quiet, named by the scripts' replies: swept, pipelined with a request, once SWEEP_AT are known
+        self._stale_cut, self._stale = "", set()
         self._decode = self._decoder(spec)
 
     # ---- decoding the script's integers into features --------------------------------------------------------
@@ -404,11 +406,10 @@ class RedisStore(StateStore):
 
     # ---- the one round trip -----------------------------------------------------------------------------------
     def _sweep_args(self) -> tuple[list[str], list] | None:
-        if not self._stale:
+        if len(self._stale) < SWEEP_AT:
             return None
-        cut, names = self._stale
-        keys, args = [self.idx], [cut]
-        for name in names:
+        keys, args = [self.idx], [self._stale_cut]
+        for name in self._stale:
             text = name.decode()
             j = int(text[len(self.prefix) + 2 :].split(":", 1)[0])
             rest = text[len(self.prefix) + 2 :]
@@ -444,7 +445,9 @@ class RedisStore(StateStore):
         idempotent = click_ids is not None and all(c is not None for c in click_ids)
         reply = self._run(keys, args, idempotent)
         cut, text, stale = reply
-        self._stale = (cut.decode(), stale) if stale else None
+        if stale:
+            self._stale_cut = cut.decode()
+            self._stale.update(stale)
         raw = np.array(text.split(), np.int64)
         return self._decode(raw, np.asarray(t, np.int64))
 
@@ -461,6 +464,8 @@ class RedisStore(StateStore):
                 swept, reply = pipe.execute(raise_on_error=False)
                 if isinstance(reply, Exception):
                     raise reply
+                if not isinstance(swept, Exception):
+                    self._stale.clear()
                 return reply
             except UNAVAILABLE as err:
                 if type(err) is redis.exceptions.ConnectionError and idempotent and attempt == 0:
@@ -520,4 +525,4 @@ class RedisStore(StateStore):
                 self.client.delete(key)
 
         self._call(drop)
-        self._stale = None
+        self._stale.clear()
