@@ -77,6 +77,20 @@ def redis_cpu(store) -> float | None:
     return info["used_cpu_user"] + info["used_cpu_sys"]
 
 
+def redis_call_cpu_us(url: str, calls: int = 60_000) -> float:
+    """CPU of one bare redis.call (ZCOUNT on a small set) inside a script: this machine's yardstick."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.zadd("calibrate", {str(i): i for i in range(10)})
+    info0 = client.info("cpu")
+    client.eval(f"for i = 1, {calls} do redis.call('ZCOUNT', KEYS[1], '0', '5') end return 0", 1, "calibrate")
+    info1 = client.info("cpu")
+    used = sum(info1[k] - info0[k] for k in ("used_cpu_user", "used_cpu_sys"))
+    client.delete("calibrate")
+    return round(used / calls * 1e6, 2)
+
+
 def busy_stream(events: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One ip's `events` clicks spread over the 8 h before T0 (apps, devices, oses, channels varied)."""
     rng = np.random.default_rng(seed)
@@ -176,6 +190,7 @@ def main() -> None:
         last = RESULTS / "online.json"
         out: dict = json.loads(last.read_text()) if last.exists() and len(args.parts) < 3 else {}
         out["machine"] = machine()
+        out["redis_call_cpu_us"] = redis_call_cpu_us(server.url)
         for part in args.parts:
             out[part] = []
         for name, make in stores.items() if "throughput" in args.parts else ():
@@ -204,6 +219,8 @@ def main() -> None:
 
 def render(out: dict) -> str:
     lines = ["# Online state", "", f"Machine: {out['machine']}", "",
+             f"Yardstick: one bare redis.call (ZCOUNT) inside a script costs {out.get('redis_call_cpu_us')} us of Redis "
+             "CPU here (typically well under 1 us on a current server core).", "",
              "Load average (1 min) beside each figure: the machine has 2 cores shared with other work.", "",
              "## Clicks/s (real sample in time order, record + read)", "",
              "| store | batch | clicks | clicks/s | client CPU us/click | Redis CPU us/click | load before/after |",

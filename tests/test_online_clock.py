@@ -69,7 +69,7 @@ def _scored(stream: list[tuple[int, int, int]], late_ok: int) -> tuple[np.ndarra
     return out, refused
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(0, 40)), min_size=5, max_size=120),
     st.integers(0, 119), st.one_of(st.integers(-400, 400), st.integers(-40 * 3600, 40 * 3600)), st.integers(0, 120),

@@ -59,8 +59,9 @@ class ReferenceClock:
         seen = seen[-max(self._window, 0 if t is None else len(t)):]
         if not len(seen):
             return None
-        # with fewer clicks known than the quorum, the smallest: of two clicks, one forged, the genuine one
-        return int(np.sort(seen)[-min(self._quorum, len(seen))])
+        # the quorum-th largest, or while few clicks are known, the (upper) median: of two clicks, one forged
+        # ahead, the genuine one; of three, one of them forged behind, a genuine one
+        return int(np.sort(seen)[-min(self._quorum, len(seen) // 2 + 1)])
 
     def observe(self, t: np.ndarray) -> None:
         """Learn click times without judging them (a warm start's replay of accepted clicks)."""
