@@ -6,7 +6,8 @@ lateness, more than `max_skew` ahead. Two references:
 
 - "server": the server's own clock (production: live clicks are never from the future).
 - "stream": for replays of history, whose clicks are days behind the server's clock: the `quorum`-th largest
-  of the last `window` click times submitted, this request's included (refused ones too, so that a genuine
+  (while fewer than 2 x quorum - 2 are known: the upper median) of the last `window` click times submitted,
+  this request's included (refused ones too, so that a genuine
   jump after a quiet spell is followed once `quorum` clicks agree). Fewer than `quorum` clicks ahead move
   nothing, and the reference lags the stream's newest click by only `quorum` clicks whatever the rate (a
   median would lag by half the window: minutes on a sparse stream). A stream's first click has nothing to
