@@ -261,17 +261,25 @@ return {cut and s(cut) or '', table.concat(out, ' '), stale}
 # ARGV: the cut, then per stale key its number of keys. Drops keys whose latest click is still before the cut.
 SWEEP = r"""
 local idx, cut = KEYS[1], tonumber(ARGV[1])
+local heads, at = {}, {}
 local k = 2
 for i = 2, #ARGV do
-  local m = tonumber(ARGV[i])
-  local last = tonumber(redis.call('ZSCORE', idx, KEYS[k]))
-  if last ~= nil and last < cut then
-    for j = k, k + m - 1 do redis.call('DEL', KEYS[j]) end
-    redis.call('ZREM', idx, KEYS[k])
-  end
-  k = k + m
+  heads[#heads + 1] = KEYS[k]; at[#at + 1] = k
+  k = k + tonumber(ARGV[i])
 end
-return 0
+at[#at + 1] = k
+local last = redis.call('ZMSCORE', idx, unpack(heads))  -- one call for all (Redis >= 6.2)
+local dead, gone = {}, {}
+for i = 1, #heads do
+  if last[i] and tonumber(last[i]) < cut then  -- still quiet: its keys go
+    for j = at[i], at[i + 1] - 1 do dead[#dead + 1] = KEYS[j] end
+    gone[#gone + 1] = heads[i]
+  end
+  if #dead >= 500 then redis.call('DEL', unpack(dead)); dead = {} end
+end
+if #dead > 0 then redis.call('DEL', unpack(dead)) end
+for i = 1, #gone, 500 do redis.call('ZREM', idx, unpack(gone, i, math.min(i + 499, #gone))) end
+return #gone
 """
 
 SWEEP_AT = 64  # stale keys known before a sweep rides along with a request
