@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from attribution.features.online.clock import DEFAULT_MAX_SKEW, ClockSkew, ReferenceClock
 from attribution.features.online.state import (
     Click,
     MemoryStore,
@@ -265,14 +266,15 @@ def parse_clicks(instances: object, max_batch: int = DEFAULT_MAX_BATCH) -> Click
 
 
 # ---- state ------------------------------------------------------------------------------------------------
-def make_store(state: str, spec: FeatureSpec = DEFAULT_SPEC) -> StateStore:
+def make_store(state: str, spec: FeatureSpec = DEFAULT_SPEC, max_clock_skew: int = DEFAULT_MAX_SKEW,
+               allowed_lateness: int = 0) -> StateStore:
     """'memory' (in-process, one replica) or a redis:// / rediss:// / unix:// URL (shared by replicas)."""
     if state == "memory":
-        return MemoryStore(spec)
+        return MemoryStore(spec, max_clock_skew, allowed_lateness)
     if state.startswith(("redis://", "rediss://", "unix://")):
         from attribution.features.online.redis import RedisStore
 
-        return RedisStore(state, spec)
+        return RedisStore(state, spec, max_clock_skew=max_clock_skew, allowed_lateness=allowed_lateness)
     raise ValueError(f"state must be 'memory' or a redis:// URL, not {state!r}")
 
 
@@ -294,6 +296,10 @@ class InferenceCore:
         max_batch: int = DEFAULT_MAX_BATCH,
         store: StateStore | None = None,
         nthread: int = 1,
+        clock: str = "server",
+        max_clock_skew: int = DEFAULT_MAX_SKEW,
+        allowed_lateness: int = 0,
+        warm_from: str | None = None,
     ) -> None:
         from attribution.model.bundle import ModelLoadError, load_model
 
@@ -313,7 +319,9 @@ class InferenceCore:
         self.spec = self.bundle.spec
         self._feature_names = self.spec.feature_names  # a property that builds the list: once, not per request
         self.state = "memory" if store is None and state == "memory" else state
-        self.store = store if store is not None else make_store(state, self.spec)
+        self.store = store if store is not None else make_store(state, self.spec, max_clock_skew, allowed_lateness)
+        # clicks too far ahead of this clock are refused before they reach the state (docs/online-state.md)
+        self.clock = ReferenceClock(clock, max_clock_skew)
         self.max_batch = max_batch
         self.counters = Counters()
         # MemoryStore is in-process state mutated in place; Redis batches are atomic server-side (Lua) and need no lock.
@@ -323,6 +331,10 @@ class InferenceCore:
             # Compile (or load from numba's cache) the state kernels now, on a scratch store, so that the
             # server reports ready only when the first request will not wait seconds for the compiler.
             MemoryStore(self.spec).score([Click(1, 1, 1, 1, 1, 1_500_000_000)])
+        if warm_from:
+            from attribution.features.online.warm import warm_start
+
+            warm_start(self.store, warm_from, self.clock)
         log.info(
             "loaded model %s (spec %s) with %s state in %.2fs",
             model_dir, self.spec.hash, type(self.store).__name__, time.perf_counter() - t0,
@@ -331,7 +343,12 @@ class InferenceCore:
     # ---- scoring --------------------------------------------------------------------------------------
     def validate(self, instances: object) -> ClickBatch:
         try:
-            return parse_clicks(instances, self.max_batch)
+            batch = parse_clicks(instances, self.max_batch)
+            try:
+                self.clock.admit(batch.t)
+            except ClockSkew as err:
+                raise BadRequest(str(err), err.index, "click_time", err.value) from None
+            return batch
         except BadRequest:
             self._count(bad_requests=1)
             raise

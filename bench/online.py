@@ -1,12 +1,14 @@
-"""Online state benchmark: the in-process store replaying a synthetic stream in time order.
+"""Online state benchmark (issue 14.5): the in-process store and the Redis store on a local redis-server.
 
-    python bench/online.py [--rows 1000000] [--batch 1] [--redis-rows 100000]
+    python bench/online.py [--busy 2000 20000 100000] [--probes 300] [--quick]
 
-- clicks/s of OnlineFeatures over MemoryStore (record + read features), one click per call by default
-- the state's size (events, keys) and process RSS after each synthetic day: it plateaus, since the state
-  holds 8 h of clicks whatever the stream's length
-- the same clicks squeezed in time (--squeeze): distinct counts that follow their windows against scans
-- optionally the Redis store (one Lua round trip per batch of 100) on the first --redis-rows clicks
+- clicks/s in batches of 1, 100 and 1,000 (the real sample in time order, record + read features)
+- single-click latency p50/p99 for an ip holding 2k, 20k and 100k clicks in its 8 h window (the ip's clicks
+  spread over the window, then one click per call at the ip's own rate, window / N seconds apart, so that as
+  many clicks leave its window as enter it: the steady state of an ip that busy)
+- bytes per event: Redis used_memory over the clicks held (per click, and per stored entry: a click is kept
+  under each of the spec's key groups); the in-process store's tables; the in-process click-id memory
+- the load average beside every figure: the machine is shared (2 cores)
 Writes bench/results/online.json and online.md.
 """
 
@@ -15,175 +17,229 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
+import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
-import psutil
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import CACHE, machine, synthetic_clicks_path, write_results
+import json
+
+from common import RESULTS, machine
 
 from attribution.features.spec import DEFAULT_SPEC
 
-DAY = 86_400
+SAMPLE = ROOT / "tests" / "data" / "train_sample.csv.gz"
+T0 = 1_510_000_000
+GROUPS = len(DEFAULT_SPEC.key_groups)
 
 
-def ordered_frame(rows: int):
-    """The synthetic clicks in time order."""
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def sample_arrays() -> tuple[np.ndarray, np.ndarray]:
     from attribution.io import read_clicks
 
-    return read_clicks(synthetic_clicks_path(rows)).sort_values(["click_time", "row_id"], kind="stable")
+    ordered = read_clicks(SAMPLE).sort_values(["click_time", "row_id"], kind="stable")
+    cols = ordered[["ip", "app", "device", "os", "channel", "click_time"]].to_numpy(np.int64)
+    return np.ascontiguousarray(cols[:, :5]), np.ascontiguousarray(cols[:, 5])
 
 
-def load(rows: int):
-    from attribution.features.online.state import clicks_from_frame
-
-    return clicks_from_frame(ordered_frame(rows)[["ip", "app", "device", "os", "channel", "click_time"]])
-
-
-def replay_memory(events, batch: int) -> dict:
-    from attribution.features.online.state import MemoryStore, OnlineFeatures
-
-    proc = psutil.Process()
-    OnlineFeatures(MemoryStore()).score(events[:1])  # load the compiled kernels outside the timed loop
-    store = MemoryStore()
-    online = OnlineFeatures(store)
-    start = events[0].click_time
-    next_day = start + DAY
-    days = []
-    t0 = time.perf_counter()
-    scored = 0
-    for i in range(0, len(events), batch):
-        chunk = events[i : i + batch]
-        online.score(chunk)
-        scored += len(chunk)
-        if chunk[-1].click_time >= next_day:
-            st = store.stats()
-            days.append({"day": len(days) + 1, "clicks": scored, "events": st.events, "keys": st.keys,
-                         "rss_mb": round(proc.memory_info().rss / 2**20, 1)})
-            next_day += DAY
-    elapsed = time.perf_counter() - t0
-    st = store.stats()
-    days.append({"day": "end", "clicks": scored, "events": st.events, "keys": st.keys,
-                 "rss_mb": round(proc.memory_info().rss / 2**20, 1)})
-    return {"clicks": scored, "seconds": round(elapsed, 1), "clicks_per_s": round(scored / elapsed, 1),
-            "us_per_click": round(elapsed / scored * 1e6, 1), "batch": batch, "days": days}
-
-
-def dense_distincts(rows: int, squeeze: int, batch: int = 1000) -> dict:
-    """The same clicks squeezed into 1/squeeze of their time, so that each 8 h window holds squeeze times as
-    many (full TalkingData rates are ~20x the 4-day synthetic stream's): the state with distinct counts that
-    follow their windows, against the same state scanning every window (the baseline), same clicks, same
-    answers. Timed over the second half, once windows are full."""
-    import numpy as np
-
-    from attribution.features.online.state import MemoryStore
-
-    df = ordered_frame(rows)
-    ids = np.ascontiguousarray(df[["ip", "app", "device", "os", "channel"]].to_numpy(np.int64))
-    t = df["click_time"].to_numpy(np.int64)
-    t = t[0] + (t - t[0]) // squeeze
-    out: dict = {"clicks": len(t), "squeeze": squeeze, "hours": round(float(t[-1] - t[0]) / 3600, 1)}
-    answers = {}
-    for name, incremental_from in (("counted", 64), ("scan", 2**62)):
-        store = MemoryStore(incremental_from=incremental_from)
-        store.score_arrays(ids[:1], t[:1])  # compiled kernels loaded outside the timing
-        store = MemoryStore(incremental_from=incremental_from)
-        half = (len(t) // 2) // batch * batch
-        parts = []
-        for i in range(0, len(t), batch):
-            if i == half:
-                t0 = time.perf_counter()
-            parts.append(store.score_arrays(ids[i : i + batch], t[i : i + batch]))
-        elapsed = time.perf_counter() - t0
-        answers[name] = np.vstack(parts)
-        out[name] = {"us_per_click": round(elapsed / (len(t) - half) * 1e6, 2), "events_held": store.stats().events}
-    out["same_features"] = bool(np.array_equal(answers["counted"], answers["scan"], equal_nan=True))
+def throughput(make_store, ids: np.ndarray, t: np.ndarray, batch: int, rows: int) -> dict:
+    store = make_store()
+    store.score_arrays(ids[:1], t[:1])  # compiled kernels / script loaded outside the timing
+    n = min(rows, len(t))
+    la = load()
+    cpu0 = redis_cpu(store)
+    t0, p0 = time.perf_counter(), time.process_time()
+    for i in range(1, n, batch):
+        store.score_arrays(ids[i : i + batch], t[i : i + batch])
+    dt, client = time.perf_counter() - t0, time.process_time() - p0
+    out = {"batch": batch, "clicks": n - 1, "seconds": round(dt, 3), "clicks_per_s": round((n - 1) / dt),
+           "client_cpu_us_per_click": round(client / (n - 1) * 1e6, 1), "load_before": la, "load_after": load()}
+    if cpu0 is not None:  # Redis is single-threaded: its CPU per click bounds one instance's clicks/s
+        out["redis_cpu_us_per_click"] = round((redis_cpu(store) - cpu0) / (n - 1) * 1e6, 1)
     return out
 
 
-def replay_redis(events, batch: int) -> dict:
-    from attribution.features.online.redis import RedisStore
-    from attribution.features.online.state import OnlineFeatures
+def redis_cpu(store) -> float | None:
+    client = getattr(store, "client", None)
+    if client is None:
+        return None
+    info = client.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    d = CACHE / f"redis-online-{port}"
-    d.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(d)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        store = RedisStore(f"redis://127.0.0.1:{port}/0")
-        online = OnlineFeatures(store)
+
+def redis_call_cpu_us(url: str, calls: int = 60_000) -> float:
+    """CPU of one bare redis.call (ZCOUNT on a small set) inside a script: this machine's yardstick."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.zadd("calibrate", {str(i): i for i in range(10)})
+    info0 = client.info("cpu")
+    client.eval(f"for i = 1, {calls} do redis.call('ZCOUNT', KEYS[1], '0', '5') end return 0", 1, "calibrate")
+    info1 = client.info("cpu")
+    used = sum(info1[k] - info0[k] for k in ("used_cpu_user", "used_cpu_sys"))
+    client.delete("calibrate")
+    return round(used / calls * 1e6, 2)
+
+
+def busy_stream(events: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One ip's `events` clicks spread over the 8 h before T0 (apps, devices, oses, channels varied)."""
+    rng = np.random.default_rng(seed)
+    t = T0 - DEFAULT_SPEC.max_window + np.sort(rng.integers(0, DEFAULT_SPEC.max_window, events))
+    ids = np.column_stack([np.full(events, 5348), rng.integers(1, 400, events), rng.integers(1, 4, events),
+                           rng.integers(1, 60, events), rng.integers(100, 500, events)]).astype(np.int64)
+    return ids, t.astype(np.int64)
+
+
+def latency(make_store, events: int, probes: int) -> dict:
+    store = make_store()
+    ids, t = busy_stream(events)
+    for i in range(0, events, 1000):
+        store.score_arrays(ids[i : i + 1000], t[i : i + 1000])
+    probe_ids, _ = busy_stream(probes, seed=1)
+    spacing = DEFAULT_SPEC.max_window / events
+    times = []
+    la = load()
+    for k in range(probes):
+        second = np.array([T0 + int(k * spacing)], np.int64)
         t0 = time.perf_counter()
-        for i in range(0, len(events), batch):
-            online.score(events[i : i + batch])
-        elapsed = time.perf_counter() - t0
-        st = store.stats()
-        info = store.client.info("memory")
-        return {"clicks": len(events), "batch": batch, "seconds": round(elapsed, 1),
-                "clicks_per_s": round(len(events) / elapsed, 1), "events": st.events, "keys": st.keys,
-                "redis_used_memory_mb": round(info["used_memory"] / 2**20, 1)}
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(d, ignore_errors=True)
+        store.score_arrays(probe_ids[k : k + 1], second)
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1e3
+    return {"events_in_window": events, "probes": probes, "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "load_before": la, "load_after": load()}
+
+
+def redis_bytes(url: str, make_store, ids: np.ndarray, t: np.ndarray, label: str) -> dict:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    base = client.info("memory")["used_memory"]
+    store = make_store()
+    for i in range(0, len(t), 1000):
+        store.score_arrays(ids[i : i + 1000], t[i : i + 1000])
+    used = client.info("memory")["used_memory"] - base
+    stats = store.stats(max_keys=10**9)
+    clicks = stats.events // GROUPS  # every click held is one entry per key group
+    return {"stream": label, "clicks_held": clicks, "entries_held": stats.events, "keys": stats.keys,
+            "used_memory_bytes": used, "bytes_per_click": round(used / clicks, 1),
+            "bytes_per_entry": round(used / stats.events, 1)}
+
+
+def memory_bytes(ids: np.ndarray, t: np.ndarray, label: str) -> dict:
+    from attribution.features.online.state import MemoryStore
+
+    store = MemoryStore()
+    for i in range(0, len(t), 1000):
+        store.score_arrays(ids[i : i + 1000], t[i : i + 1000])
+    s = store.stats()
+    tables = sum(a.nbytes for a in store._state.store) + store._state.marks.nbytes
+    return {"stream": label, "clicks_held": s.events // GROUPS, "table_bytes": tables,
+            "bytes_per_click": round(tables / max(1, s.events // GROUPS), 1)}
+
+
+def seen_id_bytes(n: int = 200_000) -> dict:
+    from attribution.features.online.state import SeenIds
+
+    tracemalloc.start()
+    seen = SeenIds()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        seen.add(str(10_000_000_000 + i), T0 + i // 50)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {"ids": n, "bytes": used, "bytes_per_id": round(used / n, 1)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--redis-rows", type=int, default=100_000, help="0 to skip the Redis store")
-    ap.add_argument("--redis-batch", type=int, default=100)
-    ap.add_argument("--squeeze", type=int, default=10, help="time compression of the dense comparison (0: skip)")
-    a = ap.parse_args()
-    events = load(a.rows)
-    span_days = (events[-1].click_time - events[0].click_time) / DAY
-    result = {"title": "Online state benchmark", "machine": machine(), "rows": a.rows, "span_days": round(span_days, 2),
-              "load_avg_at_start": os.getloadavg()}
-    result["memory"] = replay_memory(events, a.batch)
-    print("memory", {k: v for k, v in result["memory"].items() if k != "days"}, flush=True)
-    if a.squeeze:
-        result["dense"] = dense_distincts(a.rows, a.squeeze)
-        print("dense", result["dense"], flush=True)
-    if a.redis_rows:
-        result["redis"] = replay_redis(events[: a.redis_rows], a.redis_batch)
-        print("redis", result["redis"], flush=True)
-    result["load_avg_at_end"] = os.getloadavg()
-    m = result["memory"]
-    rows = [[d["day"], d["clicks"], d["events"], d["keys"], d["rss_mb"]] for d in m["days"]]
-    notes = [
-        (f"{a.rows:,} synthetic clicks ({span_days:.1f} days, attribution.synth.generate) replayed in time order through "
-         f"OnlineFeatures + MemoryStore, {a.batch} click(s) per call: **{m['clicks_per_s']:,.0f} clicks/s** "
-         f"({m['us_per_click']} µs per click: record + read all {len(DEFAULT_SPEC.feature_names)} features)."),
-        f"Machine: {machine()['cpus']} CPUs shared with other jobs (load average {result['load_avg_at_start'][0]:.1f} at start).",
-        "State size after each day (it plateaus: only the last 8 h of clicks are kept, keys gone quiet are evicted):",
-    ]
-    if a.squeeze:
-        d = result["dense"]
-        notes.append(f"Dense: the same clicks squeezed into {d['hours']} h ({d['squeeze']}x the rate; ~{d['counted']['events_held']:,} "
-                     f"events held), batches of 1,000: **{d['counted']['us_per_click']} µs per click** with distinct counts "
-                     f"that follow their windows, against {d['scan']['us_per_click']} µs scanning every window; "
-                     f"same features: {d['same_features']}.")
-    if a.redis_rows:
-        r = result["redis"]
-        notes.append(f"Redis store, first {r['clicks']:,} clicks in batches of {r['batch']}: {r['clicks_per_s']:,.0f} clicks/s, "
-                     f"{r['events']:,} events in {r['keys']:,} keys, Redis used_memory {r['redis_used_memory_mb']} MB.")
-    write_results("online", result, ["after day", "clicks replayed", "events held", "keys held", "process RSS MB"], rows, notes)
+    ap.add_argument("--busy", type=int, nargs="+", default=[2_000, 20_000, 100_000])
+    ap.add_argument("--probes", type=int, default=300)
+    ap.add_argument("--rows", type=int, default=100_000, help="sample clicks for batches of 100 and 1,000")
+    ap.add_argument("--single-rows", type=int, default=5_000, help="sample clicks for batches of 1")
+    ap.add_argument("--parts", nargs="+", default=["throughput", "latency", "bytes"],
+                    help="what to measure; the other parts keep their figures from the last results")
+    args = ap.parse_args()
+    if shutil.which("redis-server") is None:
+        sys.exit("redis-server is not on PATH")
+    from attribution.features.online.redis import RedisStore
+    from attribution.features.online.state import MemoryStore
+    from tests.redis_fixture import RedisServer
+
+    server = RedisServer(Path(tempfile.mkdtemp()))
+    server.start()
+    try:
+        def fresh_redis():
+            import redis
+
+            redis.Redis.from_url(server.url).flushall()
+            return RedisStore(server.url)
+
+        stores = {"memory": MemoryStore, "redis": fresh_redis}
+        ids, t = sample_arrays()
+        last = RESULTS / "online.json"
+        out: dict = json.loads(last.read_text()) if last.exists() and len(args.parts) < 3 else {}
+        out["machine"] = machine()
+        out["redis_call_cpu_us"] = redis_call_cpu_us(server.url)
+        for part in args.parts:
+            out[part] = []
+        for name, make in stores.items() if "throughput" in args.parts else ():
+            for batch in (1, 100, 1000):
+                r = throughput(make, ids, t, batch, args.single_rows if batch == 1 else args.rows)
+                out["throughput"].append({"store": name, **r})
+                print(name, r, flush=True)
+        for name, make in stores.items() if "latency" in args.parts else ():
+            for events in args.busy:
+                r = latency(make, events, args.probes)
+                out["latency"].append({"store": name, **r})
+                print(name, r, flush=True)
+        if "bytes" in args.parts:
+            out["bytes"].append(redis_bytes(server.url, lambda: RedisStore(server.url), ids, t, "real sample"))
+            bi, bt = busy_stream(100_000)
+            out["bytes"].append(redis_bytes(server.url, lambda: RedisStore(server.url), bi, bt, "one ip, 100k clicks in 8 h"))
+            out["memory_store_bytes"] = [memory_bytes(ids, t, "real sample"), memory_bytes(bi, bt, "one ip, 100k clicks in 8 h")]
+            out["seen_ids"] = seen_id_bytes()
+            print(out["bytes"], out["memory_store_bytes"], out["seen_ids"], flush=True)
+    finally:
+        server.stop()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "online.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / "online.md").write_text(render(out))
+
+
+def render(out: dict) -> str:
+    lines = ["# Online state", "", f"Machine: {out['machine']}", "",
+             f"Yardstick: one bare redis.call (ZCOUNT) inside a script costs {out.get('redis_call_cpu_us')} us of Redis "
+             "CPU here (typically well under 1 us on a current server core).", "",
+             "Load average (1 min) beside each figure: the machine has 2 cores shared with other work.", "",
+             "## Clicks/s (real sample in time order, record + read)", "",
+             "| store | batch | clicks | clicks/s | client CPU us/click | Redis CPU us/click | load before/after |",
+             "|---|---|---|---|---|---|---|"]
+    for r in out["throughput"]:
+        lines.append(f"| {r['store']} | {r['batch']} | {r['clicks']:,} | {r['clicks_per_s']:,} | {r['client_cpu_us_per_click']} "
+                     f"| {r.get('redis_cpu_us_per_click', '')} | {r['load_before']} / {r['load_after']} |")
+    lines += ["", "## Single-click latency, one ip with N clicks in its window", "",
+              "| store | N | p50 ms | p99 ms | load before/after |", "|---|---|---|---|---|"]
+    for r in out["latency"]:
+        lines.append(f"| {r['store']} | {r['events_in_window']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['load_before']} / {r['load_after']} |")
+    lines += ["", "## Bytes per event", "", "| store | stream | clicks held | bytes/click | bytes/entry |", "|---|---|---|---|---|"]
+    for r in out["bytes"]:
+        lines.append(f"| redis used_memory | {r['stream']} | {r['clicks_held']:,} | {r['bytes_per_click']} | {r['bytes_per_entry']} |")
+    for r in out["memory_store_bytes"]:
+        lines.append(f"| memory tables | {r['stream']} | {r['clicks_held']:,} | {r['bytes_per_click']} | |")
+    s = out["seen_ids"]
+    lines += ["", f"In-process click ids: {s['bytes_per_id']} B per id ({s['ids']:,} ids, tracemalloc).", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import kserve
 from kserve import logging as kserve_logging
 from prometheus_client import REGISTRY
 
+from attribution.features.online.clock import CLOCKS, DEFAULT_MAX_SKEW
 from attribution.inference import DEFAULT_MAX_BATCH
 from serving import DEFAULT_MODEL_NAME
 from serving.metrics import register_core
@@ -22,6 +23,15 @@ parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], descripti
 parser.add_argument("--model_dir", default="/mnt/models", help="local model directory (KServe mounts it here)")
 parser.add_argument("--state", default="memory", help="online state: memory, or redis://HOST:PORT/DB shared by replicas")
 parser.add_argument("--max_batch", type=int, default=DEFAULT_MAX_BATCH, help="most clicks per request")
+# online state time and warm start (docs/online-state.md)
+parser.add_argument("--clock", choices=CLOCKS, default="server",
+                    help="reference for --max-clock-skew: server (production) or stream (replays of history)")
+parser.add_argument("--max-clock-skew", dest="max_clock_skew", type=int, default=DEFAULT_MAX_SKEW,
+                    help="seconds a click_time may be ahead of the reference clock (else 400)")
+parser.add_argument("--allowed-lateness", dest="allowed_lateness", type=int, default=0,
+                    help="seconds behind the stream a click is still recorded (later: scored, not recorded, counted)")
+parser.add_argument("--warm-from", dest="warm_from", default=None,
+                    help="click log (CSV/Parquet) to rebuild the state from before reporting ready")
 parser.set_defaults(model_name=DEFAULT_MODEL_NAME)
 
 
@@ -30,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
     log = logging.getLogger("serving")
-    model = AttributionModel(args.model_name, args.model_dir, args.state, args.max_batch)
+    model = AttributionModel(args.model_name, args.model_dir, args.state, args.max_batch, state_options={
+        "clock": args.clock, "max_clock_skew": args.max_clock_skew, "allowed_lateness": args.allowed_lateness,
+        "warm_from": args.warm_from})
     try:
         model.load()
     except ValueError as err:  # ModelLoadError (missing/corrupt files, another feature spec), bad --state

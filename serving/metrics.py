@@ -52,7 +52,7 @@ class CoreCollector(Collector):
         if stats is not None:
             yield GaugeMetricFamily("attribution_state_events", "Clicks held in the online state", value=stats.events)
             yield GaugeMetricFamily("attribution_state_keys", "Keys (group, key values) held in the online state", value=stats.keys)
-            yield CounterMetricFamily("attribution_late_events", "Clicks older than the state horizon, scored but not kept", value=stats.late_events)
+            yield CounterMetricFamily("attribution_late_events", "Clicks later than --max-clock-skew + --allowed-lateness behind the stream: scored from the retained window, not recorded", value=stats.late_events)
             yield CounterMetricFamily("attribution_duplicate_clicks", "Retried clicks (same click_id) not recorded again", value=stats.duplicate_clicks)
 
 

@@ -127,8 +127,10 @@ class AttributionModel(Model):
         state: str = "memory",
         max_batch: int = DEFAULT_MAX_BATCH,
         core: InferenceCore | None = None,
+        state_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name)
+        self.state_options = state_options or {}  # InferenceCore's clock, skew, lateness and warm-start arguments
         self.model_dir = model_dir
         self.state = state
         self.max_batch = max_batch
@@ -138,7 +140,7 @@ class AttributionModel(Model):
 
     def load(self) -> bool:
         """Load the model directory (refusing another feature spec); ready only once it can score."""
-        self.core = InferenceCore(self.model_dir, self.state, self.max_batch)
+        self.core = InferenceCore(self.model_dir, self.state, self.max_batch, **self.state_options)
         self.ready = True
         return self.ready
 

@@ -24,11 +24,12 @@ class RedisServer:
     """A redis-server on 127.0.0.1:<free port>, `--save "" --appendonly no`; `stop()` kills it (state
     lost, as after a crash), `start()` brings it back on the same port."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not on PATH (make system-deps installs it)")
         self.port = port or free_port()
         self.workdir = Path(workdir)
+        self.args = args  # more redis-server options (later ones win: --appendonly yes, --maxmemory ...)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -38,7 +39,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--loglevel", "warning"],
+             "--dir", str(self.workdir), "--loglevel", "warning", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
@@ -127,13 +128,14 @@ def click_dicts(ordered: pd.DataFrame, shift: int = 0, text_time: bool = True) -
 class ServerProcess:
     """A predictor (KServe `python -m serving` or the Flask app under gunicorn) in its own process group."""
 
-    def __init__(self, kind: str, model_dir: Path, state: str, logdir: Path, workers: int = 1, max_batch: int = 1000):
+    def __init__(self, kind: str, model_dir: Path, state: str, logdir: Path, workers: int = 1, max_batch: int = 1000,
+                 extra: tuple[str, ...] = ()):
         self.kind, self.port = kind, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         if kind == "kserve":
             cmd = [sys.executable, "-m", "serving", f"--model_dir={model_dir}", f"--http_port={self.port}",
                    f"--state={state}", f"--max_batch={max_batch}", "--enable_grpc=false",
-                   "--enable_latency_logging=false"]
+                   "--enable_latency_logging=false", *extra]
             self.ready_path = "/v2/health/ready"
         else:
             code = (f"from serving.flask_app import run_gunicorn; run_gunicorn({str(model_dir)!r}, {self.port}, "

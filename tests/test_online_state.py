@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attribution.features.online.state import Click, MemoryStore, OnlineFeatures
-from attribution.features.spec import Band, ClickCount, DistinctCount, FeatureSpec, SincePrevious
+from attribution.features.online.state import Click, MemoryStore
+from attribution.features.spec import DEFAULT_SPEC, Band, ClickCount, DistinctCount, FeatureSpec, SincePrevious
 
 T = 1_510_000_000
 
@@ -17,27 +17,27 @@ def click(t: int, ip: int = 1, app: int = 3, cid: str | None = None) -> Click:
     return Click(ip=ip, app=app, device=1, os=13, channel=100, click_time=t, click_id=cid)
 
 
-def feature(online: OnlineFeatures, row: np.ndarray, name: str) -> float:
-    return row[online.plan.names.index(name)]
+def feature(row: np.ndarray, name: str) -> float:
+    return row[DEFAULT_SPEC.feature_names.index(name)]
 
 
 def test_retried_click_id_is_not_counted_twice():
-    online = OnlineFeatures()
+    online = MemoryStore()
     online.score([click(T, cid="a")])
     online.score([click(T, cid="a")])  # retry
     probe = online.score([click(T + 10)])[0]
-    assert feature(online, probe, "clicks_ip_1s_300s") == 1
-    assert online.store.stats().duplicate_clicks == 1
+    assert feature(probe, "clicks_ip_1s_300s") == 1
+    assert online.stats().duplicate_clicks == 1
 
 
 def test_clicks_without_id_are_all_counted():
-    online = OnlineFeatures()
+    online = MemoryStore()
     online.score([click(T), click(T)])
-    assert feature(online, online.score([click(T + 1)])[0], "clicks_ip_1s_300s") == 2
+    assert feature(online.score([click(T + 1)])[0], "clicks_ip_1s_300s") == 2
 
 
 def test_retry_scores_the_same_as_first_try():
-    online = OnlineFeatures()
+    online = MemoryStore()
     online.score([click(T - 50)])
     first = online.score([click(T, cid="x")])
     again = online.score([click(T, cid="x")])
@@ -45,17 +45,17 @@ def test_retry_scores_the_same_as_first_try():
 
 
 def test_late_click_is_placed_by_its_time():
-    online = OnlineFeatures()
+    online = MemoryStore()
     online.score([click(T + 100)])
     online.score([click(T)])  # arrives after a later click
     probe = online.score([click(T + 200)])[0]
-    assert feature(online, probe, "clicks_ip_1s_300s") == 2
-    assert feature(online, probe, "secs_since_prev_ip") == 100
+    assert feature(probe, "clicks_ip_1s_300s") == 2
+    assert feature(probe, "secs_since_prev_ip") == 100
 
 
 def test_batch_order_does_not_matter():
-    a = OnlineFeatures().score([click(T), click(T + 5), click(T + 9, app=4)])
-    b = OnlineFeatures().score([click(T + 9, app=4), click(T + 5), click(T)])
+    a = MemoryStore().score([click(T), click(T + 5), click(T + 9, app=4)])
+    b = MemoryStore().score([click(T + 9, app=4), click(T + 5), click(T)])
     np.testing.assert_array_equal(a, b[::-1])
 
 
@@ -71,8 +71,8 @@ def test_memory_plateaus_while_replaying_days(incremental_from):
     """Several days of traffic through a 60 s window: stored events track the window, not the stream."""
     from attribution.features.online import kernel as k
 
-    store = MemoryStore(SMALL, incremental_from=incremental_from)
-    online = OnlineFeatures(store, SMALL)
+    store = MemoryStore(SMALL, max_clock_skew=0, incremental_from=incremental_from)  # retention = the 60 s window
+    online = store
     rng = np.random.default_rng(0)
     sizes = []
     counted = 0  # the most values the counted windows held at once
@@ -102,12 +102,12 @@ def test_out_of_order_arrivals_match_the_sql_over_what_has_arrived(incremental_f
 
     clicks = tricky_stream(250, seed=11).drop(columns="row_id")
     clicks["click_time"] = clicks["click_time"] - clicks["click_time"].min() + T  # within one 8 h window or so
-    online = OnlineFeatures(MemoryStore(allowed_lateness=10**6, incremental_from=incremental_from))
+    online = MemoryStore(allowed_lateness=10**6, incremental_from=incremental_from)
     events = online_mod.clicks_from_frame(clicks)
     for i, event in enumerate(events):
         got = online.score([event])[0]
         want = compute_features(clicks.iloc[: i + 1].reset_index(drop=True), "vectorized").iloc[i]
-        np.testing.assert_array_equal(got, want[online.plan.names].to_numpy(dtype=float), err_msg=f"arrival {i}")
+        np.testing.assert_array_equal(got, want[DEFAULT_SPEC.feature_names].to_numpy(dtype=float), err_msg=f"arrival {i}")
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from attribution.features.online.redis import RedisStore
-from attribution.features.online.state import Click, MemoryStore, OnlineFeatures, StateUnavailable
+from attribution.features.online.state import Click, MemoryStore, StateUnavailable
 from attribution.features.spec import (
     DEFAULT_SPEC,
     Band,
@@ -60,11 +60,10 @@ def two_predictors(serving_model_dir, shared_redis, tmp_path_factory):
 
 # ---- the store itself ---------------------------------------------------------------------------------------
 def _replay(store, clicks: pd.DataFrame, batch: int, ids: bool) -> np.ndarray:
-    online = OnlineFeatures(store, DEFAULT_SPEC)
     ordered = clicks.sort_values(["click_time", "row_id"], kind="stable")
     events = [Click(*map(int, r[:6]), click_id=str(r[6]) if ids else None)
               for r in ordered[["ip", "app", "device", "os", "channel", "click_time", "row_id"]].itertuples(index=False)]
-    rows = [online.score(events[i : i + batch]) for i in range(0, len(events), batch)]
+    rows = [store.score(events[i : i + batch]) for i in range(0, len(events), batch)]
     out = np.vstack(rows)
     return out[np.argsort(ordered["row_id"].to_numpy(), kind="stable")]
 
@@ -75,10 +74,11 @@ def test_redis_store_equals_memory_store_on_tricky_stream(redis_server, batch):
     clicks = tricky_stream(1500)
     for ids in (False, True):
         mem = _replay(MemoryStore(DEFAULT_SPEC), clicks, batch, ids)
-        red_store = RedisStore(redis_server.url, DEFAULT_SPEC, prefix=f"t{batch}{ids}:")
+        red_store = RedisStore(redis_server.url, DEFAULT_SPEC, prefix=f"{{t{batch}{ids}}}:")
         red = _replay(red_store, clicks, batch, ids)
         np.testing.assert_array_equal(mem, red)
-    again = _replay(red_store, clicks.head(50), batch, True)  # retries: not recorded twice
+    recent = clicks.sort_values(["click_time", "row_id"], kind="stable").tail(50)
+    again = _replay(red_store, recent, batch, True)  # retries of recent clicks: not recorded twice
     assert red_store.stats().duplicate_clicks == 50 and again.shape[0] == 50
 
 
@@ -91,8 +91,8 @@ SMALL = FeatureSpec(
 
 def test_redis_state_plateaus(redis_server):
     """Three days through a 60 s window: what Redis holds tracks the window, not the stream."""
-    store = RedisStore(redis_server.url, SMALL, ttl_slack=60)
-    online = OnlineFeatures(store, SMALL)
+    store = RedisStore(redis_server.url, SMALL, max_clock_skew=0)  # retention = the 60 s window
+    online = store
     rng = np.random.default_rng(0)
     sizes = []
     for day in range(3):
@@ -109,7 +109,7 @@ def test_unreachable_redis_raises_state_unavailable(tmp_path):
     server = RedisServer(tmp_path)  # never started: nothing listens on its port
     store = RedisStore(server.url, DEFAULT_SPEC, connect_timeout=0.5)
     with pytest.raises(StateUnavailable, match="unavailable"):
-        store.record_and_fetch([Click(1, 2, 3, 4, 5, 1_510_000_000)])
+        store.score([Click(1, 2, 3, 4, 5, 1_510_000_000)])
     with pytest.raises(StateUnavailable):
         store.ping()
 

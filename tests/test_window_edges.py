@@ -6,11 +6,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution.features.compute import ENGINES, compute_features
+import itertools
+
+from attribution.features.compute import ENGINES
+from attribution.features.compute import compute_features as _compute
 from attribution.features.spec import DEFAULT_SPEC
 
 T = 1_510_000_000
-ENGINES_HERE = [e for e in ENGINES if e != "spark"]
+# "redis": the online engine over the Redis store, every key read through its counted windows (small_key=1)
+ENGINES_HERE = [e for e in ENGINES if e != "spark"] + ["redis"]
+_REDIS: list = []
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _redis_server(tmp_path_factory):
+    from tests.redis_fixture import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    _REDIS.append(server)
+    yield
+    _REDIS.clear()
+    server.stop()
+
+
+def compute_features(clicks: pd.DataFrame, engine: str) -> pd.DataFrame:
+    if engine != "redis":
+        return _compute(clicks, engine)
+    from attribution.features.online.redis import RedisStore
+
+    store = RedisStore(_REDIS[0].url, prefix=f"{{edges{next(_prefixes)}}}:", small_key=1)
+    return _compute(clicks, "online", store=store)
 
 
 def clicks_at(*offsets: int, ip: int = 7) -> pd.DataFrame:

@@ -460,14 +460,11 @@ def _evict(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free
 def _record(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray,
             sc: np.ndarray, group_fields: np.ndarray, value_fields: np.ndarray, distinct_rows: np.ndarray,
             ids: np.ndarray, t: int, floor: int, retention: int, slots: np.ndarray) -> None:
-    """Record one click under each key group; slots[g] gets the group's slot (left at -1 for a click too late
-    to keep)."""
+    """Record one click under each key group; slots[g] gets the group's slot. score_batch has already set
+    late clicks aside."""
     if t > sc[WATERMARK]:
         sc[WATERMARK] = t
         _evict(tables, meta, windows, fifo, free, buckets, sc, distinct_rows, min(t, floor) - retention)
-    elif t < sc[WATERMARK] - retention:
-        sc[LATE] += 1  # too old to matter to any click still in retention: scored, not kept
-        return
     for g in range(len(group_fields)):
         key = _key(ids, group_fields[g], g)
         h = _hash(key)
@@ -507,9 +504,10 @@ def _distinct(marks: np.ndarray, sc: np.ndarray, row: np.ndarray, lo: int, hi: i
 
 @numba.njit(cache=True)
 def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.ndarray,
-          sc: np.ndarray, ids: np.ndarray, t: int, slots: np.ndarray, hour_table: np.ndarray, cuts: np.ndarray,
-          out: np.ndarray) -> None:
-    """One click's features; slots[g] is the group's slot when recording found it, else -1 (looked up here)."""
+          sc: np.ndarray, ids: np.ndarray, t: int, floor: int, slots: np.ndarray, hour_table: np.ndarray,
+          cuts: np.ndarray, out: np.ndarray) -> None:
+    """One click's features from the clicks in [max(t - window, floor), t - 1]; slots[g] is the group's slot
+    when recording found it, else -1 (looked up here). floor is far past the horizon except for late clicks."""
     group_fields, offsets, n_offsets, bands, prevs, dists, hour = plan
     for g in range(len(group_fields)):
         slot = slots[g]
@@ -527,13 +525,13 @@ def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, pl
             end = s0 + np.searchsorted(rows[0, s0:e0], t, side="left")  # clicks before this second
             cuts[0] = end
             for k in range(1, n_offsets[g]):
-                cuts[k] = s0 + np.searchsorted(rows[0, s0:end], t - offsets[g, k], side="left")
+                cuts[k] = s0 + np.searchsorted(rows[0, s0:end], max(t - offsets[g, k], floor), side="left")
         for b in range(len(bands)):
             if bands[b, 0] == g:
                 out[bands[b, 1]] = cuts[bands[b, 2]] - cuts[bands[b, 3]]
         for p in range(len(prevs)):
             if prevs[p, 0] == g:
-                if end > s0 and rows[0, end - 1] >= t - prevs[p, 2]:
+                if end > s0 and rows[0, end - 1] >= max(t - prevs[p, 2], floor):
                     out[prevs[p, 1]] = t - rows[0, end - 1]
                 else:
                     out[prevs[p, 1]] = np.nan
@@ -555,8 +553,13 @@ def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, pl
 
 @numba.njit(cache=True)
 def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: np.ndarray, record: np.ndarray,
-                retention: int, hour_table: np.ndarray, out: np.ndarray) -> None:
-    """Record the batch's clicks flagged in `record`, then write every click's features into out[i]."""
+                retention: int, late_by: int, hour_table: np.ndarray, out: np.ndarray) -> None:
+    """Record the batch's clicks flagged in `record`, then write every click's features into out[i].
+
+    A click more than `late_by` seconds behind the watermark (when its turn comes) is late: not recorded
+    (record[i] is cleared, so the caller knows), counted if it was to be recorded, and read from the clicks
+    still certainly held, those at or after the watermark minus `retention` (= horizon + late_by, so that
+    every click that is not late reads its whole window)."""
     group_fields, value_fields, distinct_rows = tables[GROUP_FIELDS], tables[VALUE_FIELDS], tables[DISTINCT_ROWS]
     n_groups = len(group_fields)
     _reserve(tables, sc, n_groups * int(record.sum()))
@@ -566,15 +569,22 @@ def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: n
     # recording its later clicks, the history its earlier clicks are about to read).
     slots = np.full((len(t), n_groups), -1, np.int64)
     floor = t.min() if len(t) else 0
+    floors = np.full(len(t), -(2**62), np.int64)
     for i in range(len(t)):
-        if record[i]:
+        if t[i] < sc[WATERMARK] - late_by:
+            floors[i] = sc[WATERMARK] - retention
+            if record[i]:
+                sc[LATE] += 1
+                record[i] = False
+        elif record[i]:
             _record(tables, meta, windows, fifo, free, buckets, sc, group_fields, value_fields, distinct_rows, ids[i],
                     t[i], floor, retention, slots[i])
     plan = (group_fields, tables[OFFSETS], tables[N_OFFSETS][0], tables[BANDS], tables[PREVS], tables[DISTS],
             tables[HOUR][0])
     cuts = np.zeros(tables[OFFSETS].shape[1], np.int64)
     for i in range(len(t)):
-        _read(tables, meta, windows, buckets, plan, marks, sc, ids[i], t[i], slots[i], hour_table, cuts, out[i])
+        _read(tables, meta, windows, buckets, plan, marks, sc, ids[i], t[i], floors[i], slots[i], hour_table, cuts,
+              out[i])
 
 
 @numba.njit(cache=True)

@@ -1,0 +1,112 @@
+"""The Redis store against the batch engines and the in-process store, on a real redis-server: the real sample,
+adversarial streams (a busy key, late and out-of-order clicks, retries) and hypothesis streams, with busy keys
+read through their counted windows (small_key=1) as well as whole."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from attribution.features.compute import compute_features
+from attribution.features.online.redis import RedisStore
+from attribution.features.online.state import MemoryStore
+from attribution.features.spec import DEFAULT_SPEC
+from tests.redis_fixture import RedisServer
+
+pytestmark = pytest.mark.redis
+NAMES = DEFAULT_SPEC.feature_names
+T = 1_510_000_000
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield srv
+    srv.stop()
+
+
+def redis_store(server: RedisServer, **kw) -> RedisStore:
+    return RedisStore(server.url, prefix=f"{{t{next(_prefixes)}}}:", **kw)
+
+
+def replay(store, ids: np.ndarray, t: np.ndarray, cids: list[str | None] | None, batch: int) -> np.ndarray:
+    return np.vstack([store.score_arrays(ids[i : i + batch], t[i : i + batch], None if cids is None else cids[i : i + batch])
+                      for i in range(0, len(t), batch)])
+
+
+def assert_same(a: np.ndarray, b: np.ndarray) -> None:
+    np.testing.assert_array_equal(a, b)  # NaN == NaN here, exact otherwise
+
+
+@pytest.mark.parametrize("small_key,rows", [(48, 100_000), (1, 15_000)])
+def test_real_sample_equals_the_batch_engine(server, sample_clicks, small_key, rows):
+    """The whole sample as served; its first 15k clicks (in time) with every key counted (small_key=1)."""
+    sample_clicks = sample_clicks.sort_values(["click_time", "row_id"], kind="stable").head(rows)
+    ordered = sample_clicks
+    cols = ordered[["ip", "app", "device", "os", "channel", "click_time"]].to_numpy(np.int64)
+    got = replay(redis_store(server, small_key=small_key), cols[:, :5], cols[:, 5], None, 1000)
+    want = compute_features(sample_clicks, "vectorized").set_index("row_id").loc[ordered["row_id"].to_numpy(), NAMES]
+    assert want["clicks_ip_3601s_28800s"].max() > 20  # busy keys are there to be counted
+    assert_same(got, want.to_numpy(np.float64))
+
+
+def test_busy_ip_counted_windows_equal_the_batch_engine(server):
+    """One ip with 3,000 clicks over 9 h (windows slide, values come and go) among quieter ips."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    frame = pd.DataFrame({
+        "row_id": np.arange(n), "ip": np.where(rng.random(n) < 0.75, 5348, rng.integers(1, 50, n)),
+        "app": rng.integers(1, 30, n), "device": rng.integers(1, 4, n), "os": rng.integers(1, 20, n),
+        "channel": rng.integers(100, 140, n), "click_time": T + np.sort(rng.integers(0, 9 * 3600, n)),
+    })
+    cols = frame[["ip", "app", "device", "os", "channel", "click_time"]].to_numpy(np.int64)
+    want = compute_features(frame, "vectorized").set_index("row_id").loc[frame["row_id"], NAMES].to_numpy(np.float64)
+    for batch in (1, 250):
+        assert_same(replay(redis_store(server), cols[:, :5], cols[:, 5], None, batch), want)
+
+
+@st.composite
+def streams(draw):
+    """Clicks of few keys, out of order by up to ~2x the allowed lateness, some retried (same id)."""
+    n = draw(st.integers(1, 120))
+    lateness = draw(st.sampled_from([0, 30, 400]))
+    gaps = draw(st.lists(st.integers(0, 900), min_size=n, max_size=n))
+    jitter = draw(st.lists(st.integers(0, 2 * lateness + 30), min_size=n, max_size=n))
+    t = T + np.cumsum(gaps) - np.array(jitter)
+    ids = np.array(draw(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(1, 2),
+                                           st.integers(1, 3)), min_size=n, max_size=n)), np.int64)
+    cids = [draw(st.one_of(st.none(), st.integers(0, n // 2).map(str))) for _ in range(n)]
+    batch = draw(st.sampled_from([1, 7, 50]))
+    return ids, t.astype(np.int64), cids, lateness, batch
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(streams(), st.sampled_from([48, 1]))
+def test_hypothesis_streams_equal_the_memory_store(server, stream, small_key):
+    """Late clicks (scored from the retained window, not recorded), retries and disorder: the same features,
+    late and duplicate counts in Redis as in memory."""
+    ids, t, cids, lateness, batch = stream
+    mem = MemoryStore(max_clock_skew=60, allowed_lateness=lateness, incremental_from=0)
+    red = redis_store(server, max_clock_skew=60, allowed_lateness=lateness, small_key=small_key)
+    assert_same(replay(mem, ids, t, cids, batch), replay(red, ids, t, cids, batch))
+    a, b = mem.stats(), red.stats()
+    assert (a.late_events, a.duplicate_clicks) == (b.late_events, b.duplicate_clicks)
+
+
+def test_in_order_replay_equals_batch_scoring_whatever_the_lateness(server):
+    """With clicks in order, lateness and skew change what is kept, never the features."""
+    from tests.conftest import tricky_stream
+
+    clicks = tricky_stream(1200, seed=5)
+    ordered = clicks.sort_values(["click_time", "row_id"], kind="stable")
+    cols = ordered[["ip", "app", "device", "os", "channel", "click_time"]].to_numpy(np.int64)
+    want = compute_features(clicks, "vectorized").set_index("row_id").loc[ordered["row_id"], NAMES].to_numpy(np.float64)
+    for skew, lateness in ((0, 0), (300, 3600)):
+        assert_same(replay(redis_store(server, max_clock_skew=skew, allowed_lateness=lateness), cols[:, :5], cols[:, 5],
+                           None, 100), want)
