@@ -12,6 +12,7 @@ from kserve import logging as kserve_logging
 from prometheus_client import REGISTRY
 
 from attribution.inference import DEFAULT_MAX_BATCH
+from attribution.monitoring.prediction_log import attach_prediction_log
 from serving import DEFAULT_MODEL_NAME
 from serving.metrics import register_core
 from serving.model import AttributionModel
@@ -22,6 +23,8 @@ parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], descripti
 parser.add_argument("--model_dir", default="/mnt/models", help="local model directory (KServe mounts it here)")
 parser.add_argument("--state", default="memory", help="online state: memory, or redis://HOST:PORT/DB shared by replicas")
 parser.add_argument("--max_batch", type=int, default=DEFAULT_MAX_BATCH, help="most clicks per request")
+parser.add_argument("--prediction_log", default=None,
+                    help="log every prediction as rolling Parquet files under this folder or gs:// prefix")
 parser.set_defaults(model_name=DEFAULT_MODEL_NAME)
 
 
@@ -37,14 +40,19 @@ def main(argv: list[str] | None = None) -> None:
         log.error("cannot serve: %s", err)
         sys.exit(2)
     register_core(model.core, REGISTRY)
+    plog = attach_prediction_log(model.core, args.prediction_log, REGISTRY) if args.prediction_log else None
     settle_garbage_collector()
     install_responses()
-    kserve.ModelServer(
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        workers=args.workers,
-        enable_grpc=args.enable_grpc,
-    ).start([model])
+    try:
+        kserve.ModelServer(
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            workers=args.workers,
+            enable_grpc=args.enable_grpc,
+        ).start([model])
+    finally:  # SIGTERM stops the server and returns here: write what the log holds
+        if plog is not None:
+            plog.close()
 
 
 if __name__ == "__main__":
