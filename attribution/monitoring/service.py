@@ -68,6 +68,11 @@ class Monitor:
         self._unknown_since: OrderedDict[str, float] = OrderedDict()
         self.last_postback: float | None = None
         self._cache: tuple[float, dict] | None = None
+        only = next(iter(self.references)) if len(self.references) == 1 else None
+        self.logger_model = logger_model or only or "kserve-logger"
+        self._events = EventPairs()
+        self._event_log: PredictionLog | None = None
+        self.refresh()
         self._journal = None
         if state_dir:
             Path(state_dir).mkdir(parents=True, exist_ok=True)
@@ -75,10 +80,6 @@ class Monitor:
             if path.exists():
                 self._replay(path)
             self._journal = path.open("a", encoding="utf-8")
-        only = next(iter(self.references)) if len(self.references) == 1 else None
-        self.logger_model = logger_model or only or "kserve-logger"
-        self._events = EventPairs()
-        self._event_log: PredictionLog | None = None
 
     # ---- predictions --------------------------------------------------------------------------------
     def refresh(self) -> int:
@@ -317,7 +318,6 @@ def run_monitor(monitor_args: dict, host: str = "0.0.0.0", port: int = 8081, pol
 
         def load(self) -> Flask:
             monitor = Monitor(**monitor_args)
-            monitor.refresh()
             stop = threading.Event()
             threading.Thread(target=_poll, args=(monitor, poll_seconds, stop), daemon=True, name="log-poller").start()
             import atexit
