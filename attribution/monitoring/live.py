@@ -28,7 +28,7 @@ DEFAULT_HORIZON = 24 * 3600
 HOUR = 3600
 ROLLING = 24 * HOUR
 CONFIDENCE = 0.95
-_MADE_ID = re.compile(re.escape(MADE_ID_PREFIX) + r"[0-9a-f]{32}")
+_MADE_ID = re.compile(re.escape(MADE_ID_PREFIX) + r"[0-9a-f]{16}-[0-9]{1,19}")
 _MAX_ID = 2**63 - 1
 
 
@@ -65,7 +65,7 @@ def canonical_click_id(value: object, index: int | None = None) -> str:
             return str(int(value))
         if _MADE_ID.fullmatch(value):
             return value
-    raise PostbackError(index, CLICK_ID, f"expected a non-negative integer or a made id ({MADE_ID_PREFIX}<32 hex>), "
+    raise PostbackError(index, CLICK_ID, f"expected a non-negative integer or a made id ({MADE_ID_PREFIX}<16 hex>-<number>), "
                         f"got {value!r:.60}")
 
 

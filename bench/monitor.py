@@ -1,0 +1,138 @@
+"""What the prediction log costs batch scoring: the same runs with and without it, interleaved.
+
+    python bench/monitor.py [--model-dir DIR] [--batch-rows 15000] [--repeats 5]
+
+1. core only (no HTTP): `InferenceCore.predict` over 1,000-click batches of the real sample, with and without
+   the log's hook, runs alternating; the log rolls a file every 5,000 rows and is closed inside the timed
+   region, so its Parquet writing (on its own thread, same process, same GIL) is all counted.
+2. KServe on loopback: two predictors (one with --prediction_log) started side by side, 1,000-click V1
+   requests from one client, runs alternating between them, each run on the same clicks.
+Each figure is the median of the runs; the ratio is with/without. The machine is shared (2 cores): the load
+average before and after is recorded. Writes bench/results/monitor.json and monitor.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import machine, write_results
+from serve import batches, free_port, model_dir, sample_clicks
+
+
+class Predictor:
+    """A KServe predictor process (optionally with a prediction log), in its own process group."""
+
+    def __init__(self, mdir: Path, log_dir: str | None) -> None:
+        self.port = free_port()
+        self.predict_path, self.field = "/v1/models/attribution:predict", "instances"
+        cmd = [sys.executable, "-m", "serving", f"--model_dir={mdir}", f"--http_port={self.port}", "--state=memory",
+               "--enable_grpc=false", "--enable_latency_logging=false", "--configure_logging=false"]
+        if log_dir:
+            cmd.append(f"--prediction_log={log_dir}")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.3)
+        raise RuntimeError("predictor did not start")
+
+    def stop(self) -> float:
+        t0 = time.perf_counter()
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        return time.perf_counter() - t0
+
+
+def core_runs(mdir: Path, clicks: list[dict], rows: int, repeats: int, tmp: Path) -> dict:
+    from attribution.inference import InferenceCore
+    from attribution.monitoring.prediction_log import PredictionLog, model_id
+
+    out: dict[str, list[float]] = {"without": [], "with": []}
+    for k in range(repeats):
+        part = clicks[k * rows : (k + 1) * rows]
+        for mode in ("without", "with") if k % 2 == 0 else ("with", "without"):
+            core = InferenceCore(mdir)  # fresh state: both modes score the same clicks from the same start
+            plog = PredictionLog(str(tmp / f"core-{k}"), model_id(mdir), roll_rows=5000) if mode == "with" else None
+            core.on_scored = plog.on_scored if plog else None
+            t0 = time.perf_counter()
+            for i in range(0, len(part), 1000):
+                core.predict(part[i : i + 1000])
+            if plog:
+                plog.close()
+                assert plog.stats()["logged_clicks"] == len(part), plog.stats()
+            out[mode].append(len(part) / (time.perf_counter() - t0))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", default=None)
+    ap.add_argument("--batch-rows", type=int, default=15_000, help="clicks per run")
+    ap.add_argument("--repeats", type=int, default=5, help="runs of each mode")
+    a = ap.parse_args()
+    mdir = model_dir(a.model_dir)
+    clicks = sample_clicks()
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
+    try:
+        core = core_runs(mdir, clicks, a.batch_rows, a.repeats, tmp)
+        plain, logged = Predictor(mdir, None), Predictor(mdir, str(tmp / "server-log"))
+        server: dict[str, list[float]] = {"without": [], "with": []}
+        try:
+            for k in range(a.repeats):
+                part = clicks[k * a.batch_rows : (k + 1) * a.batch_rows]
+                pair = ((plain, "without"), (logged, "with"))
+                for srv, mode in pair if k % 2 == 0 else pair[::-1]:
+                    server[mode].append(batches(srv, part)["rows_per_s"])
+        finally:
+            plain.stop()
+            close_s = logged.stop()
+        from attribution.monitoring.prediction_log import read_predictions
+
+        logged_rows = read_predictions(str(tmp / "server-log")).num_rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    def summary(runs: dict[str, list[float]]) -> dict:
+        w, wo = statistics.median(runs["with"]), statistics.median(runs["without"])
+        return {"rows_per_s_without": round(wo, 1), "rows_per_s_with": round(w, 1), "cost_pct": round(100 * (1 - w / wo), 2),
+                "runs": {k: [round(v, 1) for v in vs] for k, vs in runs.items()}}
+
+    result = {"title": "Prediction log: cost to batch scoring", "machine": machine(), "batch_rows": a.batch_rows,
+              "repeats": a.repeats, "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in load_after], "core": summary(core), "kserve": summary(server),
+              "kserve_logged_rows": logged_rows, "kserve_sigterm_to_exit_s": round(close_s, 2)}
+    rows = [[name, result[key]["rows_per_s_without"], result[key]["rows_per_s_with"], f"{result[key]['cost_pct']}%"]
+            for name, key in (("inference core, 1,000-click batches", "core"), ("KServe V1, 1,000-click requests", "kserve"))]
+    notes = [f"{a.repeats} runs of {a.batch_rows:,} real-sample clicks per mode, alternating; median rows/s (every run in "
+             "monitor.json). Core: the log rolls a file every 5,000 rows and is closed inside the timed region.",
+             f"Load average (1, 5, 15 min) before {result['load_average_before']}, after {result['load_average_after']} "
+             f"on {os.cpu_count()} shared cores. KServe logged {logged_rows:,} rows; SIGTERM to exit "
+             f"{result['kserve_sigterm_to_exit_s']} s (the log's files written in it)."]
+    write_results("monitor", result, ["run", "rows/s without log", "rows/s with log", "cost"], rows, notes)
+    print((ROOT / "bench" / "results" / "monitor.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
