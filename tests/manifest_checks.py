@@ -32,6 +32,7 @@ SKAFFOLD_SCHEMA = SCHEMAS / "skaffold-v4beta13.json"
 CRD_FILES = {
     "InferenceService": SCHEMAS / "serving.kserve.io_inferenceservices.yaml",
     "SparkApplication": SCHEMAS / "sparkoperator.k8s.io_sparkapplications.yaml",
+    "PrometheusRule": SCHEMAS / "monitoring.coreos.com_prometheusrules.yaml",  # written here, see its header
 }
 CRD_KINDS = set(CRD_FILES)
 KUBERNETES_VERSION = "1.33.0"  # oldest schema set kubernetes-validate 1.37 ships; GKE stable-channel floor

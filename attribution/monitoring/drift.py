@@ -75,10 +75,19 @@ def write_reference(model_dir: str | Path, reference: dict, model: str) -> Path:
 
 
 def read_reference(path: str | Path) -> dict:
-    """A reference file, or the one in a model directory."""
-    p = Path(path)
-    p = p / REFERENCE_FILE if p.is_dir() else p
-    ref = json.loads(p.read_text())
+    """A reference file, or the one in a model directory; a local path or gs://."""
+    text = str(path)
+    if "://" in text:
+        from attribution.monitoring.prediction_log import filesystem
+
+        uri = text if text.endswith(".json") else text.rstrip("/") + "/" + REFERENCE_FILE
+        fs, where = filesystem(uri)
+        with fs.open_input_stream(where) as f:
+            ref, p = json.loads(f.read()), uri
+    else:
+        p = Path(path)
+        p = p / REFERENCE_FILE if p.is_dir() else p
+        ref = json.loads(p.read_text())
     if "model_id" not in ref or "histograms" not in ref:
         raise ValueError(f"{p} is not a reference histogram file (needs model_id and histograms)")
     return ref
