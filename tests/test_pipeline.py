@@ -146,6 +146,7 @@ def test_attribution_run_through_kfp_local(tmp_path, capsys):
         "train-model": ["model/model.json", "model/metadata.json", "model/feature_spec.json",
                         "model/cat2vec_vectors.npy"],
         "evaluate-model": ["metrics", "report"],
+        "record-live-metrics": ["live"],
         "deploy-model": ["decision/decision.json"],
     }
     for step, files in expect.items():

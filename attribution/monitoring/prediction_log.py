@@ -77,7 +77,8 @@ class _MadeIds:
     def take(self, n: int) -> list[str]:
         with self.lock:
             start, self.next = self.next, self.next + n
-        return list(map(self.prefix.__add__, map(str, range(start, start + n))))
+        prefix = self.prefix
+        return [f"{prefix}{i}" for i in range(start, start + n)]
 
 
 _MADE = _MadeIds()
