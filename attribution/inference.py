@@ -166,6 +166,7 @@ class ClickBatch:
     ids: np.ndarray  # (n, 5) int64: ip, app, device, os, channel
     t: np.ndarray  # (n,) int64 epoch seconds
     click_ids: list[str | None] | None  # canonical decimal text ("007" and 7 are one click); None: no click has one
+    made_ids: bool = False  # the prediction log made click_ids for clicks sent without one (see score)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -355,10 +356,11 @@ class InferenceCore:
         return p
 
     def score(self, instances: object) -> tuple[np.ndarray, list[str | None] | None]:
-        """Like `predict`, with each click's id as logged (the client's, or one the prediction log made)."""
+        """Like `predict`, with each click's id when the prediction log made some (clicks sent without one),
+        so the client can name them in postbacks; else None."""
         batch = self.validate(instances)
         p = self.predict_batch(batch)
-        return p, batch.click_ids
+        return p, batch.click_ids if batch.made_ids else None
 
     def features(self, batch: ClickBatch) -> np.ndarray:
         try:

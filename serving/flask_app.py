@@ -81,7 +81,7 @@ def create_app(
         except StateUnavailable as err:
             log.warning("refusing a request: %s", err)
             return _error(503, f"online feature state unavailable: {err}")
-        if core.on_scored is not None:  # with a prediction log, each click's (possibly made) id comes back
+        if click_ids:  # the prediction log made some (clicks sent without one): the client names them in postbacks
             return jsonify({"probabilities": p.tolist(), "click_ids": click_ids})
         return jsonify({"probabilities": p.tolist()})
 

@@ -159,11 +159,11 @@ class AttributionModel(Model):
         except StateUnavailable as err:
             log.warning("refusing a request: %s", err)
             raise ServerNotReady(f"online feature state unavailable: {err}") from err
-        logged = core.on_scored is not None  # with a prediction log, each click's (possibly made) id comes back
+        # click_ids when the prediction log made some (clicks sent without one): the client names them in postbacks
         if not v2:
-            return {"predictions": p.tolist(), "click_ids": click_ids} if logged else {"predictions": p.tolist()}
+            return {"predictions": p.tolist(), "click_ids": click_ids} if click_ids else {"predictions": p.tolist()}
         outputs = [InferOutput(name=OUTPUT, shape=[len(p)], datatype="FP64", data=p.tolist())]
-        if logged:
+        if click_ids:
             outputs.append(InferOutput(name="click_id", shape=[len(p)], datatype="BYTES", data=click_ids))
         return InferResponse(
             response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=outputs

@@ -306,17 +306,23 @@ def test_acceptance_replay_sigterm_batch_and_service_agree(serving_model_dir, sa
             r = requests.post(url + "/v1/models/attribution:predict", json={"instances": clicks[i:i + 1000]}, timeout=60)
             assert r.status_code == 200, r.text
             body = r.json()
-            assert body["click_ids"] == [str(c["click_id"]) for c in clicks[i:i + 1000]]
+            assert "click_ids" not in body  # every click came with its id: nothing made, nothing to return
             served[i:i + 1000] = body["predictions"]
         made = requests.post(url + "/v1/models/attribution:predict",
                              json={"instances": [{k: v for k, v in clicks[0].items() if k != "click_id"}]}).json()
         assert made["click_ids"][0].startswith("m-")
+        one = {k: v for k, v in clicks[1].items() if k != "click_id"}
+        v2 = requests.post(url + "/v2/models/attribution/infer", json={"inputs": [
+            {"name": k, "shape": [1], "datatype": "BYTES" if k == "click_time" else "INT64", "data": [v]}
+            for k, v in one.items()]}).json()
+        assert [o["name"] for o in v2["outputs"]] == ["probability", "click_id"]
+        assert v2["outputs"][1]["data"][0].startswith("m-") and v2["outputs"][1]["data"][0] != made["click_ids"][0]
         text = requests.get(url + "/metrics").text
         assert metric(text, "attribution_prediction_log_dropped_clicks_total") == 0
     finally:
         assert server.sigterm() == 0  # the files are written on SIGTERM, not lost with the buffer
     logged = read_predictions(str(logdir)).to_pandas()
-    assert len(logged) == len(clicks) + 1 and not list(logdir.glob("_*"))
+    assert len(logged) == len(clicks) + 2 and not list(logdir.glob("_*"))
     by_id = logged.set_index("click_id")["probability"]
     np.testing.assert_array_equal(by_id.loc[[str(c["click_id"]) for c in clicks]].to_numpy(), served)
 
@@ -337,7 +343,7 @@ def test_acceptance_replay_sigterm_batch_and_service_agree(serving_model_dir, sa
     live = json.loads((out / "live_metrics.json").read_text())
     offline = roc_auc_score(y, served)
     assert abs(live["roc_auc"] - offline) < 1e-6
-    assert (live["clicks"], live["labelled"], live["positives"]) == (len(clicks) + 1, len(clicks) + 1, int(y.sum()))
+    assert (live["clicks"], live["labelled"], live["positives"]) == (len(clicks) + 2, len(clicks) + 2, int(y.sum()))
     assert (live["duplicates"], live["unknown_click_ids"]) == (50, 10)
     assert all("psi" in row for row in live["hourly"]) and (out / "live_report.html").stat().st_size > 1000
 

@@ -9,10 +9,12 @@ answer) before any metric, so the order of files or of arrivals changes nothing.
 
 from __future__ import annotations
 
+import calendar
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -72,10 +74,10 @@ def canonical_click_id(value: object, index: int | None = None) -> str:
 def parse_time(value: object, index: int | None = None, name: str = ATTRIBUTED_TIME) -> int:
     if type(value) is int and 0 <= value < 2**40:
         return value
-    if isinstance(value, str):
-        try:
-            return int(pd.Timestamp(pd.to_datetime(value, format=TIME_FORMAT, utc=True)).timestamp())
-        except (ValueError, TypeError):
+    if isinstance(value, str) and len(value) == 19:
+        try:  # strptime: ~100x faster than pandas per item, and a postback batch is parsed item by item
+            return calendar.timegm(datetime.strptime(value, TIME_FORMAT).timetuple())
+        except ValueError:
             pass
     raise PostbackError(index, name, f"expected '{TIME_FORMAT}' (UTC) or epoch seconds, got {value!r:.60}")
 

@@ -129,14 +129,16 @@ class PredictionLog:
 
     # ---- the request path: no I/O, no waiting --------------------------------------------------------
     def on_scored(self, batch: Any, p: np.ndarray) -> None:
-        """An InferenceCore hook: fills made click_ids into `batch.click_ids` (so the client gets them back)
-        and queues the rows. Never blocks; a full queue is counted."""
+        """An InferenceCore hook: fills made click_ids into `batch.click_ids` and sets `batch.made_ids` (so
+        the client gets them back) and queues the rows. Never blocks; a full queue is counted."""
         ids = batch.click_ids
         if ids is None:
             ids = batch.click_ids = made_click_ids(len(batch))
+            batch.made_ids = True
         elif None in ids:
             made = iter(made_click_ids(ids.count(None)))
             ids = batch.click_ids = [v if v is not None else next(made) for v in ids]
+            batch.made_ids = True
         if self._closed:
             self._dropped(len(batch), "the log is closed")
             return
