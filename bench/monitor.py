@@ -178,21 +178,22 @@ def main() -> None:
     rows = [[label, result[key]["rows_per_cpu_s_without"], result[key]["rows_per_cpu_s_with"],
              f"{result[key]['cpu_cost_pct']}%", result[key]["rows_per_s_without"], result[key]["rows_per_s_with"],
              f"{result[key]['cost_pct']}%", f"{result[key]['paired_cost_pct']}%"] for key, label in labels.items()]
-    notes = [f"{a.repeats} runs of {a.batch_rows:,} real-sample clicks in 1,000-click batches per mode, alternating with "
-             "and without the log; medians of rows/s, and the median of each back-to-back pair's ratio (every run in "
-             "monitor.json). Core: the log (production settings) is closed, its file written, inside the timed "
-             "region. KServe: the file is written when it rolls or on SIGTERM, outside the runs. rows/CPU-s: clicks per "
-             "second of the scoring process's CPU time (all its threads; the server's, not the client's): the "
-             "throughput when the cores are the limit, and the figure the neighbours' load moves least.",
-             f"Load average (1, 5, 15 min) before {result['load_average_before']}, after {result['load_average_after']} "
-             f"on {os.cpu_count()} cores shared with other work. The last logging server wrote {logged_rows:,} rows; "
-             f"SIGTERM to exit {result['kserve_sigterm_to_exit_s']} s (its file written in it)."]
+    notes = [(f"{a.repeats} runs of {a.batch_rows:,} real-sample clicks in 1,000-click batches per mode, alternating "
+              "with and without the log; medians of rows/s, and the median of each back-to-back pair's ratio (every "
+              "run in monitor.json). Core: the log (production settings) is closed, its file written, inside the timed "
+              "region. KServe: the file is written when it rolls or on SIGTERM, outside the runs. rows/CPU-s: clicks "
+              "per second of the scoring process's CPU time (all its threads; the server's, not the client's): the "
+              "throughput when the cores are the limit, and the figure the neighbours' load moves least."),
+             (f"Load average (1, 5, 15 min) before {result['load_average_before']}, after "
+              f"{result['load_average_after']} on {os.cpu_count()} cores shared with other work. The last logging "
+              f"server wrote {logged_rows:,} rows; SIGTERM to exit {result['kserve_sigterm_to_exit_s']} s (its file "
+              "written in it).")]
     for name in ("ids", "made"):  # the log's CPU against the core's CPU per click: the cost when CPU-bound
         core_us = 1e6 / result[f"core_{name}"]["rows_per_cpu_s_without"]
         alone[name]["core_cpu_us_per_click"] = round(core_us, 3)
         alone[name]["cost_pct"] = round(100 * alone[name]["cpu_us_per_click"] / (core_us + alone[name]["cpu_us_per_click"]), 2)
-    rows += [[f"the log alone ({'clicks with click_id' if name == 'ids' else 'click_ids made'}): "
-              f"{alone[name]['cpu_us_per_click']} µs CPU/click vs the core's {alone[name]['core_cpu_us_per_click']}",
+    rows += [[(f"the log alone ({'clicks with click_id' if name == 'ids' else 'click_ids made'}): "
+               f"{alone[name]['cpu_us_per_click']} µs CPU/click vs the core's {alone[name]['core_cpu_us_per_click']}"),
               "", "", f"{alone[name]['cost_pct']}%", "", "", "", ""] for name in ("ids", "made")]
     write_results("monitor", result, ["run", "rows/CPU-s without", "rows/CPU-s with", "CPU cost",
                                       "rows/s without", "rows/s with", "wall cost (medians)", "wall cost (pairs)"],

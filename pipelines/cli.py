@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import tempfile
+from datetime import UTC
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def last_run_at(c, experiment: str, namespace: str | None):
 def evidence_cmd(a: argparse.Namespace, kfp_client=None, firing: list[str] | None = None, now=None) -> str | None:
     """One retraining run when a retraining alert fires or the last run is --max-age-days old; else nothing.
     Started periodically (the CronJob in manifests/base/monitor/), so evidence, not the calendar, decides."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from attribution.monitoring.evidence import decide_retrain, firing_alerts
 
@@ -103,7 +104,7 @@ def evidence_cmd(a: argparse.Namespace, kfp_client=None, firing: list[str] | Non
     c = kfp_client or client(a.host, a.namespace)
     if firing is None:
         firing = firing_alerts(a.alertmanager) if a.alertmanager else []
-    decision = decide_retrain(firing, last_run_at(c, a.experiment, a.namespace), now or datetime.now(timezone.utc),
+    decision = decide_retrain(firing, last_run_at(c, a.experiment, a.namespace), now or datetime.now(UTC),
                               a.max_age_days)
     log.info("retrain: %s (%s)", "yes" if decision.retrain else "no", decision.reason)
     if not decision.retrain:

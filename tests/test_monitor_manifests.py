@@ -45,11 +45,12 @@ def exported(tmp_path_factory) -> set[str]:
     log = PredictionLog(str(d / "log"), "spec:model")
 
     class B:
-        ids = np.ones((2, 5), np.int64)
-        t = np.array([NOW - 36 * 3600, NOW - 36 * 3600 + 100])  # label-complete, inside the rolling 24 h
-        click_ids = ["1", "2"]
+        def __init__(self) -> None:
+            self.ids = np.ones((2, 5), np.int64)
+            self.t = np.array([NOW - 36 * 3600, NOW - 36 * 3600 + 100])  # label-complete, inside the rolling 24 h
+            self.click_ids = ["1", "2"]
 
-        def __len__(self):
+        def __len__(self) -> int:
             return 2
 
     log.on_scored(B(), np.array([0.8, 0.1]))

@@ -380,3 +380,14 @@ def test_flask_server_writes_its_log_on_sigterm(serving_model_dir, sample_clicks
     assert len(r["click_ids"]) == 300 and all(c.startswith("m-") for c in r["click_ids"])
     logged = read_predictions(str(logdir)).to_pandas().set_index("click_id")
     np.testing.assert_array_equal(logged.loc[r["click_ids"], "probability"].to_numpy(), r["probabilities"])
+
+
+def test_training_writes_the_reference_the_monitor_reads(serving_model_dir):
+    from attribution.monitoring.drift import read_reference
+    from attribution.monitoring.prediction_log import model_id
+
+    ref = read_reference(serving_model_dir)
+    assert ref["model_id"] == model_id(serving_model_dir)
+    assert set(ref["histograms"]) == {"app", "device", "os", "channel", "hour", "score"}
+    for hist in ref["histograms"].values():
+        assert sum(hist["fractions"]) == pytest.approx(1.0)

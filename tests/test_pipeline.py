@@ -5,6 +5,7 @@ executes the real pipeline through kfp.local with each step's artifacts where th
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +179,9 @@ def test_attribution_run_through_kfp_local(tmp_path, capsys):
 
 
 def test_schedule_on_evidence_runs_only_when_an_alert_fires_or_the_last_run_is_old():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime(2026, 1, 10, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 10, tzinfo=UTC)
 
     class Client(FakeClient):
         def __init__(self, last):

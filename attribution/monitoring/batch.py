@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from attribution.monitoring.drift import read_reference
-from attribution.monitoring.live import DEFAULT_HORIZON, PostbackError, Postbacks, canonical_click_id, live_metrics, parse_time
+from attribution.monitoring.live import (
+    DEFAULT_HORIZON,
+    PostbackError,
+    Postbacks,
+    canonical_click_id,
+    live_metrics,
+    parse_time,
+)
 from attribution.monitoring.prediction_log import read_predictions
 from attribution.schema import ATTRIBUTED_TIME, CLICK_ID
 
@@ -35,7 +43,7 @@ def read_attributions(path: str | Path) -> Postbacks:
     postbacks = Postbacks()
     ids, times = [], []
     for row, (cid, at) in enumerate(zip(frame[CLICK_ID].tolist(), frame[ATTRIBUTED_TIME].tolist()), start=1):
-        if at is None or at == "" or (isinstance(at, float) and at != at):
+        if at is None or at == "" or (isinstance(at, float) and math.isnan(at)):
             continue
         try:
             ids.append(canonical_click_id(cid.strip() if isinstance(cid, str) else _int(cid)))

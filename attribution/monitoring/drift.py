@@ -65,7 +65,7 @@ def reference_histograms(columns: Mapping[str, np.ndarray], scores: np.ndarray) 
     if "click_time" in columns:
         hists["hour"] = categorical_histogram(hour_of_day(columns["click_time"]), top=24)
     hists[SCORE] = score_histogram(scores)
-    return {"rows": int(len(scores)), "histograms": hists}
+    return {"rows": len(scores), "histograms": hists}
 
 
 def write_reference(model_dir: str | Path, reference: dict, model: str) -> Path:

@@ -151,7 +151,7 @@ def calibration(y: np.ndarray, p: np.ndarray) -> dict:
 
 def quality(y: np.ndarray, p: np.ndarray) -> dict:
     """ROC-AUC, PR-AUC, log loss and calibration of labelled clicks (None where undefined)."""
-    out = {"labelled": int(len(y)), "positives": int(np.sum(y))}
+    out = {"labelled": len(y), "positives": int(np.sum(y))}
     if len(y) == 0:
         return {**out, "roc_auc": None, "pr_auc": None, "log_loss": None, "calibration": None}
     m = binary_metrics(y, p)

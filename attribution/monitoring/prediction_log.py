@@ -52,8 +52,9 @@ SCHEMA = pa.schema(
 def model_id(model_dir: str | Path) -> str:
     """spec hash + model version: the version is the booster file's content hash, so a retrained model with
     the same spec is another model, and the same files copied elsewhere are the same one."""
-    from attribution.model.bundle import MODEL_FILE, SPEC_FILE
     import json
+
+    from attribution.model.bundle import MODEL_FILE, SPEC_FILE
 
     d = Path(model_dir)
     spec_hash = json.loads((d / SPEC_FILE).read_text())["hash"]
@@ -197,7 +198,7 @@ class PredictionLog:
             with self._count_lock:
                 self.logged_clicks += table.num_rows
                 self.files_written += 1
-        except Exception:  # noqa: BLE001 - the log must never take the predictor down
+        except Exception:  # the log must never take the predictor down
             n = sum(len(x.t) for x in pending)
             log.exception("prediction log: could not write %d rows to %s", n, self.uri)
             with self._count_lock:

@@ -41,15 +41,16 @@ def hourly_plot(rows: list[dict]) -> str | None:
 def render_live_report(m: dict) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Live quality</title><style>{CSS}</style></head><body><main>",
              "<h1>Live quality</h1>",
-             f"<div class='sub'>as of {_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(m['as_of'])))}; label horizon "
-             f"{m['label_horizon_seconds'] / 3600:g} h: a click without a postback within it is a negative</div>",
+             (f"<div class='sub'>as of {_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(m['as_of'])))}; label "
+              f"horizon {m['label_horizon_seconds'] / 3600:g} h: a click without a postback within it is a negative</div>"),
              "<div class='cards'>",
              _card("ROC-AUC", _f(m["roc_auc"]), "all labelled clicks", accent=True), _card("PR-AUC", _f(m["pr_auc"])),
              _card("log loss", _f(m["log_loss"])), _card("clicks", _f(m["clicks"])), _card("labelled", _f(m["labelled"])),
              _card("positives", _f(m["positives"])), _card("duplicate postbacks", _f(m["duplicates"])),
              _card("unknown click_ids", _f(m["unknown_click_ids"])), "</div>",
-             "<h2>Per model</h2><table><tr><th>model</th><th>clicks</th><th>labelled</th><th>positives</th><th>ROC-AUC</th>"
-             "<th>PR-AUC</th><th>log loss</th><th>predicted/observed [95%]</th><th>rolling 24 h ROC-AUC</th></tr>"]
+             ("<h2>Per model</h2><table><tr><th>model</th><th>clicks</th><th>labelled</th><th>positives</th>"
+              "<th>ROC-AUC</th><th>PR-AUC</th><th>log loss</th><th>predicted/observed [95%]</th>"
+              "<th>rolling 24 h ROC-AUC</th></tr>")]
     for model, s in m["models"].items():
         parts.append(f"<tr><td>{_e(model)}</td><td>{_f(s['clicks'])}</td><td>{_f(s['labelled'])}</td><td>{_f(s['positives'])}</td>"
                      f"<td>{_f(s['roc_auc'])}</td><td>{_f(s['pr_auc'])}</td><td>{_f(s['log_loss'])}</td>"

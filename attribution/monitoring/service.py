@@ -38,7 +38,13 @@ from prometheus_client.registry import Collector
 from werkzeug.exceptions import HTTPException
 
 from attribution.monitoring.cloudevents import EventError, EventPairs
-from attribution.monitoring.live import DEFAULT_HORIZON, PostbackError, Postbacks, live_metrics, parse_postbacks
+from attribution.monitoring.live import (
+    DEFAULT_HORIZON,
+    PostbackError,
+    Postbacks,
+    live_metrics,
+    parse_postbacks,
+)
 from attribution.monitoring.prediction_log import SCHEMA, SERVED_AT, PredictionLog, filesystem
 from attribution.schema import CLICK_ID
 
@@ -300,7 +306,7 @@ def _poll(monitor: Monitor, seconds: float, stop: threading.Event) -> None:
     while not stop.wait(seconds):
         try:
             monitor.refresh()
-        except Exception:  # noqa: BLE001 - a storage hiccup must not stop the poller
+        except Exception:  # a storage hiccup must not stop the poller
             log.exception("could not read the prediction log %s", monitor.predictions_uri)
 
 
