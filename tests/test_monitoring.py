@@ -190,9 +190,9 @@ def test_psi_is_zero_on_the_reference_and_large_on_a_shift():
     cols = {"app": apps, "device": apps % 3, "os": apps % 7, "channel": apps % 11, "click_time": t}
     ref = {"model_id": "m", **reference_histograms(cols, scores)}
     same = drift(ref, cols, scores)
-    assert set(same) == {"app", "device", "os", "channel", "hour", "score"} and max(same.values()) < 1e-9
+    assert set(same) == {"app", "device", "os", "channel", "score"} and max(same.values()) < 1e-9
     shifted = drift(ref, {**cols, "app": (apps + 1) % 50}, scores * 3)
-    assert shifted["app"] > 0.2 and shifted["score"] > 0.2 and shifted["hour"] < 1e-9
+    assert shifted["app"] > 0.2 and shifted["score"] > 0.2 and shifted["device"] < 1e-9
     assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
     assert categorical_histogram(np.array([3, 3, 9]), top=1)["fractions"] == pytest.approx([2 / 3, 1 / 3])
 
@@ -388,6 +388,6 @@ def test_training_writes_the_reference_the_monitor_reads(serving_model_dir):
 
     ref = read_reference(serving_model_dir)
     assert ref["model_id"] == model_id(serving_model_dir)
-    assert set(ref["histograms"]) == {"app", "device", "os", "channel", "hour", "score"}
+    assert set(ref["histograms"]) == {"app", "device", "os", "channel", "score"}
     for hist in ref["histograms"].values():
         assert sum(hist["fractions"]) == pytest.approx(1.0)

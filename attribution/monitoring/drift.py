@@ -1,9 +1,10 @@
 """Drift before labels: reference histograms written beside a model at training time, and the population
 stability index (PSI) of live clicks against them.
 
-Categorical fields (app, device, os, channel, hour of day) keep the reference's most frequent values as bins
-plus one "other" bin; the score keeps equal-count bins of the reference scores. ip is left out: new ips
-arrive every hour, so its PSI would be high without anything having changed.
+Categorical fields (app, device, os, channel) keep the reference's most frequent values as bins plus one
+"other" bin; the score keeps equal-count bins of the reference scores. ip is left out: new ips arrive every
+hour, so its PSI would be high without anything having changed. So is the hour of day: drift is computed per
+hour, and one hour's clicks all have the same hour of day (its PSI would always be large).
 
     PSI = sum_b (live_b - ref_b) * ln(live_b / ref_b)      (fractions floored at 1e-4)
 
@@ -19,15 +20,11 @@ from pathlib import Path
 import numpy as np
 
 REFERENCE_FILE = "reference_histograms.json"
-DRIFT_FIELDS = ("app", "device", "os", "channel", "hour")
+DRIFT_FIELDS = ("app", "device", "os", "channel")
 SCORE = "score"
 TOP_VALUES = 30
 SCORE_BINS = 10
 FLOOR = 1e-4
-
-
-def hour_of_day(click_time: np.ndarray) -> np.ndarray:
-    return (np.asarray(click_time, np.int64) // 3600) % 24
 
 
 def categorical_histogram(values: np.ndarray, top: int = TOP_VALUES) -> dict:
@@ -61,9 +58,7 @@ def _fractions(counts: np.ndarray) -> list[float]:
 
 def reference_histograms(columns: Mapping[str, np.ndarray], scores: np.ndarray) -> dict:
     """The reference of a model from (a sample of) its training or holdout clicks and their scores."""
-    hists = {f: categorical_histogram(columns[f]) for f in DRIFT_FIELDS if f != "hour" and f in columns}
-    if "click_time" in columns:
-        hists["hour"] = categorical_histogram(hour_of_day(columns["click_time"]), top=24)
+    hists = {f: categorical_histogram(columns[f]) for f in DRIFT_FIELDS if f in columns}
     hists[SCORE] = score_histogram(scores)
     return {"rows": len(scores), "histograms": hists}
 
@@ -111,12 +106,9 @@ def drift(reference: dict, columns: Mapping[str, np.ndarray], scores: np.ndarray
     if len(scores) == 0:
         return out
     for name, hist in reference["histograms"].items():
-        if name == SCORE:
-            values = scores
-        elif name == "hour":
-            values = hour_of_day(columns["click_time"])
-        else:
-            values = columns[name]
+        if name != SCORE and name not in columns:  # a field this monitor does not compare (an older reference)
+            continue
+        values = scores if name == SCORE else columns[name]
         counts = live_counts(hist, values)
         out[name] = psi(counts / counts.sum(), np.asarray(hist["fractions"]))
     return out
