@@ -98,10 +98,36 @@ def cmd_serve(a: argparse.Namespace) -> None:
     if a.flask:
         from serving.flask_app import run_gunicorn
 
-        run_gunicorn(model_dir=a.model_dir, port=a.port, state=a.state, workers=a.workers)
+        run_gunicorn(model_dir=a.model_dir, port=a.port, state=a.state, workers=a.workers,
+                     prediction_log=a.prediction_log)
     else:
         argv = [f"--model_dir={a.model_dir}", f"--http_port={a.port}", f"--state={a.state}", "--model_name=attribution"]
+        if a.prediction_log:
+            argv.append(f"--prediction_log={a.prediction_log}")
         os.execv(sys.executable, [sys.executable, "-m", "serving", *argv])
+
+
+def cmd_monitor(a: argparse.Namespace) -> None:
+    from attribution.monitoring.live import parse_horizon
+
+    horizon = parse_horizon(a.label_horizon)
+    if a.serve:
+        from attribution.monitoring.drift import read_reference
+        from attribution.monitoring.service import run_monitor
+
+        if not a.predictions:
+            raise ValueError("--serve needs --predictions (the prediction log it reads)")
+        refs = {r["model_id"]: r for r in map(read_reference, a.reference)}
+        run_monitor({"predictions": a.predictions, "horizon": horizon, "references": refs, "state_dir": a.state_dir,
+                     "unknown_ttl": a.unknown_ttl, "max_unknown": a.max_unknown},
+                    port=a.port, poll_seconds=a.poll_seconds, min_roc_auc=a.min_roc_auc)
+        return
+    from attribution.monitoring.batch import monitor_batch
+
+    missing = [f for f, v in (("--predictions", a.predictions), ("--attributions", a.attributions), ("--output", a.output)) if not v]
+    if missing:
+        raise ValueError(f"the batch form needs {', '.join(missing)} (or pass --serve)")
+    monitor_batch(a.predictions, a.attributions, a.output, horizon, a.as_of, a.reference)
 
 
 def cmd_run(a: argparse.Namespace) -> None:
@@ -187,7 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--state", default="memory", help="memory, or redis://HOST:PORT/DB for many replicas")
     sv.add_argument("--flask", action="store_true", help="the Flask app under gunicorn instead of KServe")
     sv.add_argument("--workers", type=int, default=1, help="gunicorn workers (use Redis state when > 1)")
+    sv.add_argument("--prediction-log", default=None,
+                    help="log every prediction (rolling Parquet, off the request path) under this folder or gs:// prefix")
     sv.set_defaults(func=cmd_serve)
+
+    mo = sub.add_parser("monitor", help="live quality from the prediction log and attribution postbacks "
+                        "(batch files, or --serve for the postback service)", formatter_class=fmt)
+    mo.add_argument("--predictions", default=None, help="the prediction log (folder or gs:// prefix)")
+    mo.add_argument("--attributions", default=None, help="batch: postbacks file (CSV, JSON lines or Parquet: "
+                    "click_id, attributed_time)")
+    mo.add_argument("--output", default=None, help="batch: directory for live_metrics.json and live_report.html")
+    mo.add_argument("--label-horizon", default="24h", help="a click without a postback this long after it is a negative")
+    mo.add_argument("--as-of", type=float, default=None, help="batch: epoch seconds to compute at (default: now)")
+    mo.add_argument("--reference", action="append", default=[],
+                    help="model directory or reference_histograms.json for drift (repeatable, one per model)")
+    mo.add_argument("--serve", action="store_true", help="run the monitor service (POST /v1/attributions, /metrics)")
+    mo.add_argument("--port", type=int, default=8081)
+    mo.add_argument("--state-dir", default=None, help="service: keep the postbacks journal here (survives restarts)")
+    mo.add_argument("--poll-seconds", type=float, default=30.0, help="service: how often to read new log files")
+    mo.add_argument("--unknown-ttl", type=float, default=6 * 3600, help="service: seconds to keep unknown click_ids")
+    mo.add_argument("--max-unknown", type=int, default=1_000_000, help="service: most unknown click_ids kept")
+    mo.add_argument("--min-roc-auc", type=float, default=0.9, help="service: the deploy gate's threshold (alerts)")
+    mo.set_defaults(func=cmd_monitor)
 
     r = sub.add_parser("run", help="the whole pipeline locally through kfp.local", formatter_class=fmt)
     src = r.add_mutually_exclusive_group()

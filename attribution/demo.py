@@ -2,8 +2,11 @@
 
 1. the pipeline runs locally through kfp.local on synthetic clicks (or --data), leaving a model directory,
    metrics.json and report.html under --output;
-2. the KServe predictor starts on that model (in-process online state) on a free loopback port;
-3. a few clicks are sent to the V1 and V2 endpoints and the probabilities printed.
+2. the KServe predictor starts on that model (in-process online state, a prediction log) on a free loopback
+   port; the holdout's clicks are replayed through it in time order, then a few clicks are sent to the V1
+   and V2 endpoints and the probabilities printed;
+3. the monitor service starts on the prediction log, the stream's postbacks (its installs) are posted to it,
+   and the live ROC-AUC is printed next to the holdout ROC-AUC (OUTPUT/live_metrics.json).
 
 The terminal gets one line per pipeline step, the probabilities and where things are; the pipeline's,
 the server's and the libraries' output goes to OUTPUT/demo.log.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +25,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pandas as pd
 
 log = logging.getLogger("attribution.demo")
 
@@ -37,7 +43,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post(url: str, body: dict) -> dict:
+def post(url: str, body: dict | list) -> dict:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -46,29 +52,58 @@ def post(url: str, body: dict) -> dict:
         raise RuntimeError(f"{url}: HTTP {err.code}: {err.read().decode(errors='replace')}") from err
 
 
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120.0, path: str = "/v2/health/ready") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"predictor exited with code {proc.returncode}")
+            raise RuntimeError(f"{' '.join(map(str, proc.args[:4]))} exited with code {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"{base}{path}", timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.5)
-    raise TimeoutError("predictor not ready in time")
+    raise TimeoutError(f"{base}{path} not ready in time")
 
 
-def serve_and_query(model_dir: Path) -> list[float]:
+REPLAY_ID_OFFSET = 10**9  # the replayed clicks' ids (row_id + offset) never meet the demo clicks' own
+
+
+def holdout_stream(model_dir: Path, data: str) -> pd.DataFrame:
+    """The clicks of the model's holdout, in time order, with their click_ids."""
+    from attribution.io import read_clicks
+    from attribution.schema import to_epoch
+
+    clicks = read_clicks(data)
+    valid_from = json.loads((model_dir / "metadata.json").read_text())["valid_from"]
+    stream = clicks[clicks["click_time"] >= to_epoch(valid_from)].sort_values(["click_time", "row_id"], kind="stable")
+    return stream.assign(click_id=stream["row_id"] + REPLAY_ID_OFFSET).reset_index(drop=True)
+
+
+def replay(base: str, stream: pd.DataFrame, size: int = 1000) -> None:
+    times = pd.to_datetime(stream["click_time"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S").tolist()
+    fields = ["ip", "app", "device", "os", "channel"]
+    rows = [dict(zip(fields, r)) for r in stream[fields].itertuples(index=False, name=None)]
+    for row, t, cid in zip(rows, times, stream["click_id"].tolist()):
+        row["click_time"], row["click_id"] = t, cid
+    for i in range(0, len(rows), size):
+        post(f"{base}/v1/models/attribution:predict", {"instances": rows[i : i + size]})
+
+
+def serve_and_query(model_dir: Path, stream: pd.DataFrame | None = None, prediction_log: Path | None = None) -> list[float]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "serving", f"--model_dir={model_dir}", f"--http_port={port}", "--state=memory"]
+    if prediction_log is not None:
+        cmd.append(f"--prediction_log={prediction_log}")
     log.info("starting the predictor: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd)  # inherits stdout/stderr: the log file under the demo's output
     try:
         wait_ready(base, proc)
+        if stream is not None:
+            replay(base, stream)
+            log.info("replayed %d holdout clicks", len(stream))
         v1 = post(f"{base}/v1/models/attribution:predict", {"instances": DEMO_CLICKS})
         log.info("V1 %s -> %s", "/v1/models/attribution:predict", v1)
         fields = ["ip", "app", "device", "os", "channel"]
@@ -78,8 +113,33 @@ def serve_and_query(model_dir: Path) -> list[float]:
         log.info("V2 %s -> %s", "/v2/models/attribution/infer", v2["outputs"][0]["data"])
         return list(v1["predictions"])
     finally:
+        proc.terminate()  # SIGTERM: the predictor writes its prediction log before it exits
+        proc.wait(timeout=30)
+
+
+def live_quality(model_dir: Path, stream: pd.DataFrame, prediction_log: Path, out: Path) -> dict:
+    """The monitor service on the prediction log; the stream's postbacks posted to it; its live metrics."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "attribution.cli", "monitor", "--serve", f"--predictions={prediction_log}",
+           f"--reference={model_dir}", f"--port={port}", f"--state-dir={out / 'monitor-state'}"]
+    log.info("starting the monitor: %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd)
+    try:
+        wait_ready(base, proc, path="/healthz")
+        installs = stream[stream["attributed_time"].notna()]
+        times = pd.to_datetime(installs["attributed_time"].astype("int64"), unit="s").dt.strftime("%Y-%m-%d %H:%M:%S")
+        items = [{"click_id": int(c), "attributed_time": t} for c, t in zip(installs["click_id"], times)]
+        for i in range(0, len(items), 1000):
+            post(f"{base}/v1/attributions", items[i : i + 1000])
+        with urllib.request.urlopen(f"{base}/v1/metrics", timeout=300) as r:
+            live = json.loads(r.read())
+    finally:
         proc.terminate()
         proc.wait(timeout=30)
+    (out / "live_metrics.json").write_text(json.dumps(live, indent=1))
+    log.info("live metrics: %s", {k: live[k] for k in ("roc_auc", "pr_auc", "log_loss", "clicks", "labelled", "positives")})
+    return live
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,19 +159,29 @@ def main(argv: list[str] | None = None) -> None:
             f"details in {log_path}")
         say("pipeline (kfp.local):")
         try:
-            run_local(data=a.data, rows=None if a.data else a.rows, output=str(out), on_task=say)
-            say("serving (KServe, in-process state):")
-            probs = serve_and_query(out / "model")
+            run = run_local(data=a.data, rows=None if a.data else a.rows, output=str(out), on_task=say)
+            stream = holdout_stream(out / "model", run["data"])
+            say(f"serving (KServe, in-process state, prediction log): {len(stream):,} holdout clicks replayed")
+            prediction_log = out / "predictions"
+            shutil.rmtree(prediction_log, ignore_errors=True)
+            shutil.rmtree(out / "monitor-state", ignore_errors=True)
+            probs = serve_and_query(out / "model", stream, prediction_log)
+            for click, prob in zip(DEMO_CLICKS, probs):
+                say(f"  P(download | app={click['app']:>3} ip={click['ip']:>6} at {click['click_time']}) = {prob:.5f}")
+            live = live_quality(out / "model", stream, prediction_log, out)
         except Exception as err:
             log.exception("demo failed")
             say(f"demo failed: {err}\n  see {log_path}")
             raise SystemExit(1) from None
-        for click, prob in zip(DEMO_CLICKS, probs):
-            say(f"  P(download | app={click['app']:>3} ip={click['ip']:>6} at {click['click_time']}) = {prob:.5f}")
+        holdout = json.loads((out / "metrics.json").read_text())
+        say(f"live quality (monitor service, {live['positives']:,} postbacks over {live['labelled']:,} labelled clicks):")
+        say(f"  ROC-AUC live {live['roc_auc']:.4f} | holdout {holdout['roc_auc']:.4f}   "
+            f"PR-AUC live {live['pr_auc']:.4f} | holdout {holdout['pr_auc']:.4f}")
         say(f"done in {time.perf_counter() - t0:.0f}s")
         say(f"  model directory : {out / 'model'}")
         say(f"  metrics         : {out / 'metrics.json'}")
         say(f"  report          : {out / 'report.html'}")
+        say(f"  live metrics    : {out / 'live_metrics.json'}")
         say(f"  log             : {log_path}")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -167,6 +167,7 @@ class ClickBatch:
     ids: np.ndarray  # (n, 5) int64: ip, app, device, os, channel
     t: np.ndarray  # (n,) int64 epoch seconds
     click_ids: list[str | None] | None  # canonical decimal text ("007" and 7 are one click); None: no click has one
+    made_ids: bool = False  # the prediction log made click_ids for clicks sent without one (see score)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -324,6 +325,9 @@ class InferenceCore:
         self.clock = ReferenceClock(clock, max_clock_skew)
         self.max_batch = max_batch
         self.counters = Counters()
+        # Called with (batch, probabilities) after each scoring, e.g. the prediction log's on_scored, which
+        # may fill made click_ids into batch.click_ids; it must not block (the log queues and returns).
+        self.on_scored: Callable[[ClickBatch, np.ndarray], None] | None = None
         # MemoryStore is in-process state mutated in place; Redis batches are atomic server-side (Lua) and need no lock.
         self._lock = threading.Lock() if isinstance(self.store, MemoryStore) else None
         self._count_lock = threading.Lock()
@@ -364,7 +368,16 @@ class InferenceCore:
             data[name] = features[:, j]
         p = self.bundle.predict_proba(data)  # columns as arrays: a DataFrame costs more than the booster here
         self._count(requests=1, clicks_scored=len(batch))
+        if self.on_scored is not None:
+            self.on_scored(batch, p)
         return p
+
+    def score(self, instances: object) -> tuple[np.ndarray, list[str | None] | None]:
+        """Like `predict`, with each click's id when the prediction log made some (clicks sent without one),
+        so the client can name them in postbacks; else None."""
+        batch = self.validate(instances)
+        p = self.predict_batch(batch)
+        return p, batch.click_ids if batch.made_ids else None
 
     def features(self, batch: ClickBatch) -> np.ndarray:
         try:

@@ -221,3 +221,51 @@ def deploy_model(
     )
     log.info("%s", json.dumps(record.to_dict(), indent=2))
     return {"deployed": record.deployed, "reasons": record.reasons}
+
+
+# ---- step 7: the live figures beside the candidate's holdout figures ------------------------------------
+LIVE_KEYS = ("roc_auc", "pr_auc", "log_loss", "labelled", "positives")
+
+
+def record_live_metrics(metrics_path: str, live_metrics_uri: str, output_path: str) -> dict:
+    """The serving model's live quality (a live_metrics.json written by `attribution monitor`, at a path or
+    gs://, or the monitor service's http(s)://.../v1/metrics) beside this run's holdout metrics, in one
+    document. Without a URI, or when it cannot be read, the record says why and the run goes on: the live
+    figures are evidence to compare with, not a gate."""
+    holdout = json.loads(Path(metrics_path).read_text())
+    live, reason = None, "no live_metrics_uri given"
+    if live_metrics_uri:
+        try:
+            if live_metrics_uri.startswith(("http://", "https://")):
+                import requests
+
+                resp = requests.get(live_metrics_uri, timeout=60)
+                resp.raise_for_status()
+                live = resp.json()
+            else:
+                from attribution.platform.deploy import read_text
+
+                live = json.loads(read_text(live_metrics_uri))
+            reason = f"read from {live_metrics_uri}"
+        except Exception as err:  # noqa: BLE001 - unreadable evidence is recorded, not fatal
+            reason = f"could not read {live_metrics_uri}: {type(err).__name__}: {err}"
+            log.warning("live metrics: %s", reason)
+    out: dict[str, Any] = {"live_available": live is not None, "live_source": reason}
+    for key in ("roc_auc", "pr_auc", "log_loss"):
+        if isinstance(holdout.get(key), (int, float)):
+            out[f"holdout_{key}"] = float(holdout[key])
+    if live is not None:
+        for key in LIVE_KEYS:
+            if isinstance(live.get(key), (int, float)):
+                out[f"live_{key}"] = live[key]
+        ratio = (live.get("calibration") or {}).get("ratio")
+        if isinstance(ratio, (int, float)):
+            out["live_calibration_ratio"] = ratio
+        if "live_roc_auc" in out and "holdout_roc_auc" in out:
+            out["roc_auc_holdout_minus_live"] = out["holdout_roc_auc"] - out["live_roc_auc"]
+    os.makedirs(os.path.dirname(output_path) or ".", exist_ok=True)
+    document = {**out, "holdout": holdout if live is None else {k: holdout.get(k) for k in ("roc_auc", "pr_auc", "log_loss")},
+                "live": live and {k: live.get(k) for k in (*LIVE_KEYS, "clicks", "calibration", "as_of", "models")}}
+    Path(output_path).write_text(json.dumps(document, indent=2, default=str))
+    log.info("live beside holdout: %s", json.dumps(out))
+    return out

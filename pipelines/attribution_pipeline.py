@@ -20,6 +20,7 @@ from components import (
     evaluate_model,
     extract_features,
     fit_cat2vec,
+    record_live_metrics,
     resolve_input,
     train_model,
     tune_params,
@@ -38,6 +39,7 @@ RESOURCES = {
     "evaluate": ("2", "2", "16G", "24G"),
     "deploy": ("250m", "500m", "256M", "512M"),
     "resolve": ("100m", "250m", "128M", "256M"),
+    "live": ("100m", "250m", "256M", "512M"),
 }
 
 
@@ -79,11 +81,14 @@ def attribution_pipeline(
     spark_executors: int = 2,
     spark_executor_memory: str = "8g",
     namespace: str = "attribution",
+    live_metrics_uri: str = "",
 ) -> Outputs:
     """data: a click file (CSV/Parquet path the task can read) or, with feature_engine=bigquery, a table
     project.dataset.table. runtime: kubernetes (cluster) or local (kfp.local: Spark with a local master,
     the deploy step writes the manifest instead of applying it). days_back > 0 trains on that many whole
-    days before the run's day (BigQuery), or before the end of snapshot_date, which also enables caching."""
+    days before the run's day (BigQuery), or before the end of snapshot_date, which also enables caching.
+    live_metrics_uri: the serving model's live_metrics.json (or the monitor's /v1/metrics), recorded beside
+    the candidate's holdout metrics."""
     # Cached only when snapshot_date pins the input: otherwise the cache token is the run's id.
     pin = _size(resolve_input(snapshot_date=snapshot_date, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "resolve")
     pin.set_display_name("resolve-input").set_caching_options(False)
@@ -112,6 +117,9 @@ def attribution_pipeline(
 
     evaluated = _size(evaluate_model(features=features, model=trained.outputs["model"]), "evaluate")
     evaluated.set_display_name("evaluate")
+
+    live = _size(record_live_metrics(metrics=evaluated.outputs["metrics"], live_metrics_uri=live_metrics_uri), "live")
+    live.set_display_name("record-live-metrics").set_caching_options(False)
 
     deployed = _size(deploy_model(
         model=trained.outputs["model"], metrics=evaluated.outputs["metrics"], min_roc_auc=min_roc_auc,

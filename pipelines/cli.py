@@ -3,6 +3,7 @@
     attribution pipeline compile [--output pipelines/attribution_pipeline.yaml]
     attribution pipeline submit   --host URL [--experiment NAME] [--param k=v ...]
     attribution pipeline schedule --host URL --cron "0 0 3 * * *" [--param days_back=3 ...]
+    attribution pipeline schedule --host URL --on-evidence --alertmanager URL --max-age-days 7
 
 submit and schedule compile the current code into a temporary package first (the checked-in YAML is
 for review and diffing; a test keeps it current), and run as the `attribution-pipeline` service account.
@@ -14,6 +15,7 @@ import argparse
 import json
 import logging
 import tempfile
+from datetime import UTC
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,50 @@ def submit_cmd(a: argparse.Namespace, kfp_client=None) -> str:
     return run.run_id
 
 
-def schedule_cmd(a: argparse.Namespace, kfp_client=None) -> str:
+def last_run_at(c, experiment: str, namespace: str | None):
+    """When the experiment's latest run was created (None if it has none, or the experiment does not exist)."""
+    try:
+        exp = c.get_experiment(experiment_name=experiment, namespace=namespace)
+    except Exception:  # noqa: BLE001 - kfp raises its API's own error for "not found"
+        return None
+    runs = c.list_runs(experiment_id=exp.experiment_id, sort_by="created_at desc", page_size=1).runs or []
+    return runs[0].created_at if runs else None
+
+
+def evidence_cmd(a: argparse.Namespace, kfp_client=None, firing: list[str] | None = None, now=None) -> str | None:
+    """One retraining run when a retraining alert fires or the last run is --max-age-days old; else nothing.
+    Started periodically (the CronJob in manifests/base/monitor/), so evidence, not the calendar, decides."""
+    from datetime import datetime
+
+    from attribution.monitoring.evidence import decide_retrain, firing_alerts
+
+    params = parse_params(a.param)
+    params.setdefault("days_back", a.days_back)
+    check_params(params)
+    c = kfp_client or client(a.host, a.namespace)
+    if firing is None:
+        firing = firing_alerts(a.alertmanager) if a.alertmanager else []
+    decision = decide_retrain(firing, last_run_at(c, a.experiment, a.namespace), now or datetime.now(UTC),
+                              a.max_age_days)
+    log.info("retrain: %s (%s)", "yes" if decision.retrain else "no", decision.reason)
+    if not decision.retrain:
+        print(f"no run: {decision.reason}")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        run = c.create_run_from_pipeline_package(
+            _package(tmp), arguments=params, run_name=f"retrain-on-evidence: {decision.reason}"[:120],
+            experiment_name=a.experiment, namespace=a.namespace, pipeline_root=a.pipeline_root,
+            service_account=a.service_account,
+        )
+    print(run.run_id)
+    return run.run_id
+
+
+def schedule_cmd(a: argparse.Namespace, kfp_client=None) -> str | None:
+    if a.on_evidence:
+        return evidence_cmd(a, kfp_client)
+    if not a.cron:
+        raise ValueError("schedule needs --cron (a recurring run) or --on-evidence (one run when evidence says so)")
     params = parse_params(a.param)
     params.setdefault("days_back", a.days_back)
     check_params(params)
@@ -121,7 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     r = sub.add_parser("schedule", help="a recurring run retraining on a sliding range of days", formatter_class=fmt)
     cluster(r)
-    r.add_argument("--cron", required=True, help='KFP cron with seconds, e.g. "0 0 3 * * *" (03:00 UTC daily)')
+    r.add_argument("--cron", default=None, help='KFP cron with seconds, e.g. "0 0 3 * * *" (03:00 UTC daily)')
+    r.add_argument("--on-evidence", action="store_true",
+                   help="instead of a recurring run: submit one run now if a retraining alert fires or the last "
+                        "run is --max-age-days old (start this periodically, e.g. the monitor's CronJob)")
+    r.add_argument("--alertmanager", default=None, help="Alertmanager URL whose active alerts are the evidence")
+    r.add_argument("--max-age-days", type=float, default=7.0, help="retrain at least this often")
     r.add_argument("--name", default="attribution-daily", help="recurring run name")
     r.add_argument("--days-back", type=int, default=3, help="train on this many whole days before the run's day")
     r.set_defaults(pipeline_func=schedule_cmd)

@@ -30,6 +30,7 @@ STEP_OUTPUTS = {
     "tune-params": ["params"],
     "train-model": ["model"],
     "evaluate-model": ["metrics", "classification", "report"],
+    "record-live-metrics": ["live"],
     "deploy-model": ["decision"],
 }
 

@@ -44,6 +44,11 @@ def key_figure(task: str, output: dict[str, Any]) -> str:
         m = _artifact_metadata(output, "metrics")
         return (f"holdout roc_auc {m.get('roc_auc', float('nan')):.4f}, pr_auc {m.get('pr_auc', float('nan')):.4f} "
                 f"({int(m.get('rows', 0)):,} rows)")
+    if task == "record-live-metrics":
+        m = _artifact_metadata(output, "live")
+        if not m.get("live_available"):
+            return f"no live metrics ({m.get('live_source', '?')})"
+        return f"live roc_auc {m.get('live_roc_auc', float('nan')):.4f} beside holdout {m.get('holdout_roc_auc', float('nan')):.4f}"
     if task == "deploy-model":
         m = _artifact_metadata(output, "decision")
         return "deployed" if m.get("deployed") else f"not deployed: {'; '.join(m.get('reasons', []))}"
@@ -68,7 +73,7 @@ class TaskLines(logging.Filter):
             task, status = m.groups()
             seconds = time.perf_counter() - self.started.get(task, time.perf_counter())
             figure = self._figure(task) if status == "SUCCESS" else status
-            self.write(f"  {task:<18} {seconds:6.1f}s  {figure}")
+            self.write(f"  {task:<19} {seconds:6.1f}s  {figure}")
 
     def _figure(self, task: str) -> str:
         outputs = sorted(self.root.glob(f"*/{task}/executor_output.json"), key=lambda p: p.stat().st_mtime)

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from attribution.features.online.clock import CLOCKS, DEFAULT_MAX_SKEW
 from attribution.inference import DEFAULT_MAX_BATCH
+from attribution.monitoring.prediction_log import attach_prediction_log
 from serving import DEFAULT_MODEL_NAME
 from serving.metrics import register_core
 from serving.model import AttributionModel
@@ -32,6 +33,8 @@ parser.add_argument("--allowed-lateness", dest="allowed_lateness", type=int, def
                     help="seconds behind the stream a click is still recorded (later: scored, not recorded, counted)")
 parser.add_argument("--warm-from", dest="warm_from", default=None,
                     help="click log (CSV/Parquet) to rebuild the state from before reporting ready")
+parser.add_argument("--prediction_log", default=None,
+                    help="log every prediction as rolling Parquet files under this folder or gs:// prefix")
 parser.set_defaults(model_name=DEFAULT_MODEL_NAME)
 
 
@@ -49,14 +52,19 @@ def main(argv: list[str] | None = None) -> None:
         log.error("cannot serve: %s", err)
         sys.exit(2)
     register_core(model.core, REGISTRY)
+    plog = attach_prediction_log(model.core, args.prediction_log, REGISTRY) if args.prediction_log else None
     settle_garbage_collector()
     install_responses()
-    kserve.ModelServer(
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        workers=args.workers,
-        enable_grpc=args.enable_grpc,
-    ).start([model])
+    try:
+        kserve.ModelServer(
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            workers=args.workers,
+            enable_grpc=args.enable_grpc,
+        ).start([model])
+    finally:  # SIGTERM stops the server and returns here: write what the log holds
+        if plog is not None:
+            plog.close()
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def create_app(
     state: str = "memory",
     max_batch: int = DEFAULT_MAX_BATCH,
     core: InferenceCore | None = None,
+    prediction_log: str | None = None,
 ) -> Flask:
     core = core if core is not None else InferenceCore(model_dir, state, max_batch)
     app = Flask("attribution")
@@ -51,6 +52,10 @@ def create_app(
     app.json.sort_keys = False
     registry = CollectorRegistry()
     register_core(core, registry)
+    if prediction_log:
+        from attribution.monitoring.prediction_log import attach_prediction_log
+
+        app.extensions["prediction_log"] = attach_prediction_log(core, prediction_log, registry)
     latency = request_histogram(registry)
     doc = openapi.document(core.max_batch)
     app.extensions["attribution_core"] = core
@@ -70,12 +75,14 @@ def create_app(
             got = sorted(body)[:5] if isinstance(body, dict) else type(body).__name__
             return _error(400, f"expected a JSON object with the single field \"{field}\": [click, ...]; got {got}")
         try:
-            p = core.predict(body[field])
+            p, click_ids = core.score(body[field])
         except BadRequest as err:
             return _error(400, str(err), instance=err.index, field=err.field)
         except StateUnavailable as err:
             log.warning("refusing a request: %s", err)
             return _error(503, f"online feature state unavailable: {err}")
+        if click_ids:  # the prediction log made some (clicks sent without one): the client names them in postbacks
+            return jsonify({"probabilities": p.tolist(), "click_ids": click_ids})
         return jsonify({"probabilities": p.tolist()})
 
     @app.post("/predict")
@@ -128,6 +135,13 @@ def create_app(
     return app
 
 
+def _close_log(worker: object) -> None:
+    app = getattr(worker, "wsgi", None)
+    plog = getattr(app, "extensions", {}).get("prediction_log")
+    if plog is not None:
+        plog.close()
+
+
 def run_gunicorn(
     model_dir: str,
     port: int = 8080,
@@ -136,6 +150,7 @@ def run_gunicorn(
     host: str = "0.0.0.0",
     max_batch: int = DEFAULT_MAX_BATCH,
     threads: int = 1,
+    prediction_log: str | None = None,
 ) -> None:
     """Serve the app with gunicorn; each worker loads the model after the fork. Several workers must share
     the state, so they need Redis (`state="redis://..."`); in-process state is one worker (optionally threaded)."""
@@ -164,10 +179,12 @@ def run_gunicorn(
             }
             for k, v in options.items():
                 self.cfg.set(k, v)
+            if prediction_log:  # gunicorn's SIGTERM ends the worker through sys.exit: close the log first
+                self.cfg.set("worker_exit", lambda _server, worker: _close_log(worker))
 
         def load(self):
             try:
-                app = create_app(model_dir, state, max_batch)
+                app = create_app(model_dir, state, max_batch, prediction_log=prediction_log)
                 settle_garbage_collector()
                 return app
             except ValueError as err:  # ModelLoadError: log the reason; gunicorn stops on a failed boot

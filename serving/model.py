@@ -155,15 +155,18 @@ class AttributionModel(Model):
             core.count_bad_request()
             raise InvalidInput(str(err)) from err
         try:
-            p = core.predict(instances)
+            p, click_ids = core.score(instances)
         except BadRequest as err:
             raise InvalidInput(str(err)) from err
         except StateUnavailable as err:
             log.warning("refusing a request: %s", err)
             raise ServerNotReady(f"online feature state unavailable: {err}") from err
+        # click_ids when the prediction log made some (clicks sent without one): the client names them in postbacks
         if not v2:
-            return {"predictions": p.tolist()}
-        output = InferOutput(name=OUTPUT, shape=[len(p)], datatype="FP64", data=p.tolist())
+            return {"predictions": p.tolist(), "click_ids": click_ids} if click_ids else {"predictions": p.tolist()}
+        outputs = [InferOutput(name=OUTPUT, shape=[len(p)], datatype="FP64", data=p.tolist())]
+        if click_ids:
+            outputs.append(InferOutput(name="click_id", shape=[len(p)], datatype="BYTES", data=click_ids))
         return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[output]
+            response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=outputs
         )

@@ -26,6 +26,9 @@ FORBIDDEN = {
     "attribution.training": ("attribution.inference", "attribution.batch", "attribution.steps",
                              "attribution.platform.deploy"),
     "attribution.evaluation": ("attribution.training", "attribution.inference", "attribution.steps"),
+    # the monitor reads logs and postbacks; it never trains, serves or runs steps (the core's hook is duck-typed)
+    "attribution.monitoring": ("attribution.training", "attribution.inference", "attribution.batch",
+                               "attribution.steps", "attribution.platform"),
     "attribution.inference": ("attribution.training", "attribution.evaluation", "attribution.steps"),
 }
 

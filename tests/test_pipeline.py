@@ -5,6 +5,7 @@ executes the real pipeline through kfp.local with each step's artifacts where th
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def test_yaml_loads_back_with_kfp(spec):
     parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
     assert parsed.pipeline_info.name == "attribution-train"
     assert set(parsed.root.dag.tasks) == {"resolve-input", "extract-features", "fit-cat2vec", "tune-params",
-                                          "train-model", "evaluate-model", "deploy-model"}
+                                          "train-model", "evaluate-model", "record-live-metrics", "deploy-model"}
 
 
 def test_tasks_are_sized_retried_and_cached_as_intended(spec):
@@ -146,6 +147,7 @@ def test_attribution_run_through_kfp_local(tmp_path, capsys):
         "train-model": ["model/model.json", "model/metadata.json", "model/feature_spec.json",
                         "model/cat2vec_vectors.npy"],
         "evaluate-model": ["metrics", "report"],
+        "record-live-metrics": ["live"],
         "deploy-model": ["decision/decision.json"],
     }
     for step, files in expect.items():
@@ -174,3 +176,35 @@ def test_attribution_run_through_kfp_local(tmp_path, capsys):
     # the model carries the fit_cat2vec step's vectors, not a refit of its own
     step_vectors = np.load(steps["fit-cat2vec"] / "cat2vec" / "cat2vec_vectors.npy")
     np.testing.assert_array_equal(np.load(out / "model" / "cat2vec_vectors.npy"), step_vectors)
+
+
+def test_schedule_on_evidence_runs_only_when_an_alert_fires_or_the_last_run_is_old():
+    from datetime import datetime, timedelta
+
+    now = datetime(2026, 1, 10, tzinfo=UTC)
+
+    class Client(FakeClient):
+        def __init__(self, last):
+            super().__init__()
+            self.last = last
+
+        def get_experiment(self, experiment_name, namespace=None):
+            return type("E", (), {"experiment_id": "exp-1"})()
+
+        def list_runs(self, **kw):
+            assert kw["sort_by"] == "created_at desc"
+            runs = [type("R", (), {"created_at": self.last})()] if self.last else []
+            return type("L", (), {"runs": runs})()
+
+    a = parse(["pipeline", "schedule", "--host", "h", "--on-evidence", "--max-age-days", "7", "--param", "data=p.d.t"])
+    recent = Client(now - timedelta(days=2))
+    assert pcli.evidence_cmd(a, recent, firing=[], now=now) is None and recent.calls == []
+    assert pcli.evidence_cmd(a, recent, firing=["SomethingElse"], now=now) is None
+    assert pcli.evidence_cmd(a, recent, firing=["AttributionFeatureDrift"], now=now) == "run-1"
+    assert "AttributionFeatureDrift" in recent.calls[-1][2]["run_name"]
+    assert recent.calls[-1][2]["arguments"] == {"data": "p.d.t", "days_back": 3}
+    old = Client(now - timedelta(days=8))
+    assert pcli.evidence_cmd(a, old, firing=[], now=now) == "run-1" and "8.0 days old" in old.calls[-1][2]["run_name"]
+    assert pcli.evidence_cmd(a, Client(None), firing=[], now=now) == "run-1"
+    with pytest.raises(ValueError, match="--cron"):
+        pcli.schedule_cmd(parse(["pipeline", "schedule", "--host", "h"]), FakeClient())

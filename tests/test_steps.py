@@ -190,3 +190,23 @@ def test_component_bodies_are_one_call_into_steps(path):
              and isinstance(c.func, ast.Attribute) and isinstance(c.func.value, ast.Name) and c.func.value.id == "steps"}
     assert body_lines <= 30, f"{path.name}: {body_lines} lines of body"
     assert calls - {"steps.configure_logging"} == {f"steps.{fn.name}"}, f"{path.name} calls {calls}"
+
+
+# ---- step 7: live metrics beside the holdout ---------------------------------------------------------------
+def test_record_live_metrics_beside_the_holdout(tmp_path):
+    from attribution.steps import record_live_metrics
+
+    holdout = tmp_path / "metrics.json"
+    holdout.write_text(json.dumps({"roc_auc": 0.97, "pr_auc": 0.4, "log_loss": 0.01}))
+    live = tmp_path / "live_metrics.json"
+    live.write_text(json.dumps({"roc_auc": 0.95, "pr_auc": 0.3, "log_loss": 0.02, "labelled": 900, "positives": 9,
+                                "clicks": 1000, "calibration": {"ratio": 1.3}, "models": {}}))
+    out = record_live_metrics(str(holdout), str(live), str(tmp_path / "out" / "live.json"))
+    assert out["live_available"] and out["live_roc_auc"] == 0.95 and out["holdout_roc_auc"] == 0.97
+    assert out["roc_auc_holdout_minus_live"] == pytest.approx(0.02) and out["live_calibration_ratio"] == 1.3
+    doc = json.loads((tmp_path / "out" / "live.json").read_text())
+    assert doc["live"]["labelled"] == 900 and doc["holdout"]["roc_auc"] == 0.97
+    none = record_live_metrics(str(holdout), "", str(tmp_path / "none.json"))
+    assert not none["live_available"] and "live_roc_auc" not in none and none["holdout_roc_auc"] == 0.97
+    missing = record_live_metrics(str(holdout), str(tmp_path / "nope.json"), str(tmp_path / "m.json"))
+    assert not missing["live_available"] and "could not read" in missing["live_source"]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from attribution.features.build import load_training_frame
 from attribution.model.bundle import ModelBundle
-from attribution.schema import CLICK_TIME, LABEL, TRUE_PROBABILITY, to_epoch
+from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, TRUE_PROBABILITY, to_epoch
 from attribution.training.ablation import run_ablation
 from attribution.training.config import TrainConfig, negative_rate_for
 from attribution.training.fit import resolve_params, train_variant
@@ -60,4 +60,5 @@ def train_in_memory(input_path: str | Path, model_dir: str | Path, cfg: TrainCon
     return finish_training(
         model_dir, cfg, union, booster, negative_rate, params, rounds, record,
         holdout[LABEL].to_numpy(), p_hold, true_p, trials, ablation, started,
+        holdout_columns={c: holdout[c].to_numpy() for c in (*ID_FIELDS, CLICK_TIME)},
     )

@@ -7,6 +7,7 @@ import logging
 import platform
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from sklearn.pipeline import FeatureUnion
 from attribution.evaluation.metrics import binary_metrics
 from attribution.model.bundle import TRIALS_FILE, save_model
 from attribution.model.estimators import feature_names
+from attribution.monitoring.drift import reference_histograms, write_reference
+from attribution.monitoring.prediction_log import model_id
 from attribution.training.config import TrainConfig
 
 
@@ -54,8 +57,11 @@ def finish_training(
     model_dir: str | Path, cfg: TrainConfig, union: FeatureUnion, booster: xgb.Booster, negative_rate: float,
     params: dict, rounds: int, split: dict, holdout_y: np.ndarray, holdout_p: np.ndarray,
     holdout_true_p: np.ndarray | None, trials: list[dict] | None, ablation: list[dict] | None, started: float,
+    holdout_columns: Mapping[str, np.ndarray] | None = None,
 ) -> dict:
-    """Metrics, metadata and the model directory: the same for every trainer."""
+    """Metrics, metadata and the model directory: the same for every trainer. The reference histograms the
+    monitor's drift reads are the holdout's (the most recent clicks the model was judged on): its scores always,
+    its click fields where the trainer holds them (`holdout_columns`)."""
     metrics = binary_metrics(holdout_y, holdout_p)
     if holdout_true_p is not None:
         metrics["bayes_roc_auc"] = binary_metrics(holdout_y, holdout_true_p)["roc_auc"]
@@ -76,6 +82,7 @@ def finish_training(
     }
     save_model(model_dir, union, booster, cfg.spec, negative_rate, metadata)
     metadata["feature_spec_hash"] = cfg.spec.hash
+    write_reference(model_dir, reference_histograms(holdout_columns or {}, holdout_p), model_id(model_dir))
     if trials is not None:
         (Path(model_dir) / TRIALS_FILE).write_text(json.dumps(trials, indent=2, default=str))
     logging.getLogger(__name__).info(
