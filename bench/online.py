@@ -219,8 +219,8 @@ def main() -> None:
 
 def render(out: dict) -> str:
     lines = ["# Online state", "", f"Machine: {out['machine']}", "",
-             f"Yardstick: one bare redis.call (ZCOUNT) inside a script costs {out.get('redis_call_cpu_us')} us of Redis "
-             "CPU here (typically well under 1 us on a current server core).", "",
+             (f"Yardstick: one bare redis.call (ZCOUNT) inside a script costs {out.get('redis_call_cpu_us')} us of Redis "
+              "CPU here (typically well under 1 us on a current server core)."), "",
              "Load average (1 min) beside each figure: the machine has 2 cores shared with other work.", "",
              "## Clicks/s (real sample in time order, record + read)", "",
              "| store | batch | clicks | clicks/s | client CPU us/click | Redis CPU us/click | load before/after |",

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attribution.features.online.state import Click, MemoryStore
-from attribution.features.spec import DEFAULT_SPEC, Band, ClickCount, DistinctCount, FeatureSpec, SincePrevious
+from attribution.features.spec import (
+    DEFAULT_SPEC,
+    Band,
+    ClickCount,
+    DistinctCount,
+    FeatureSpec,
+    SincePrevious,
+)
 
 T = 1_510_000_000
 

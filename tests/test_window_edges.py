@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
-
-import itertools
 
 from attribution.features.compute import ENGINES
 from attribution.features.compute import compute_features as _compute
