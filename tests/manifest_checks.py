@@ -776,8 +776,10 @@ def redis_alert_problems(docs: list[Doc]) -> list[str]:
     maxmemory (OOM), and on the exporter being down; for GMP (Rules) and the Prometheus Operator
     (PrometheusRule) alike."""
     problems = []
+    redis_rules = [d for kind in ("Rules", "PrometheusRule") for d in find(docs, kind)
+                   if d["metadata"]["name"] == "attribution-redis"]  # other rules (the monitor's) are not Redis's
     for kind in ("Rules", "PrometheusRule"):
-        for doc in find(docs, kind):
+        for doc in (d for d in redis_rules if d["kind"] == kind):
             rules = [r for g in doc["spec"].get("groups") or [] for r in g.get("rules") or [] if "alert" in r]
             exprs = [(r, re.sub(r"\s+", "", r.get("expr", ""))) for r in rules]
             memory = [r for r, e in exprs if "redis_memory_used_bytes/redis_memory_max_bytes>" in e
@@ -788,8 +790,8 @@ def redis_alert_problems(docs: list[Doc]) -> list[str]:
                 problems.append(f"{name_of(doc)}: no alert on writes refused at maxmemory (OOM)")
             if not any('up{job="attribution-redis"}==0' in e for _, e in exprs):
                 problems.append(f"{name_of(doc)}: no alert on redis_exporter down")
-    if not find(docs, "Rules") and not find(docs, "PrometheusRule"):
-        problems.append("no Rules or PrometheusRule with the Redis alerts")
+    if not redis_rules:
+        problems.append("no Rules or PrometheusRule named attribution-redis with the Redis alerts")
     return problems
 
 
