@@ -166,12 +166,14 @@ def tune_params(
     from attribution.training.tune import tune_file
 
     budget = memory_budget_bytes(memory_budget)
-    if max_evals > 0 and not fits_in_memory(features_path, budget):
+    sampled = max_evals > 0 and not fits_in_memory(features_path, budget)
+    if sampled:
         doc = tune_sampled(features_path, valid_from or None, max_evals, seed, cat2vec_path, budget)
     else:
         doc = tune_file(features_path, valid_from or None, max_evals, seed, cat2vec_dir=cat2vec_path)
     Path(params_path).write_text(json.dumps(doc, indent=2, default=str))
-    return {"max_evals": max_evals, **{k: v for k, v in doc["params"].items() if isinstance(v, (int, float))}}
+    return {"max_evals": max_evals, "sampled": sampled, "memory_budget_gib": _gib(budget),
+            **{k: v for k, v in doc["params"].items() if isinstance(v, (int, float))}}
 
 
 # ---- step 4: the model --------------------------------------------------------------------------------
