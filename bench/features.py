@@ -133,8 +133,8 @@ def cli_against_naive(rows: int, repeats: int) -> dict:
                                               f"{tmp}/cli.parquet", "--no-progress"]))
             runs["naive"].append(timed_process([sys.executable, "-c", "import duckdb, sys; duckdb.sql(sys.argv[1])",
                                                 naive_duckdb_sql(src, Path(tmp) / "naive.parquet")]))
-    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-    cpu = {k: statistics.median(r["cpu_seconds"] for r in v) for k, v in runs.items()}
+    med = {k: round(statistics.median(r["seconds"] for r in v), 2) for k, v in runs.items()}
+    cpu = {k: round(statistics.median(r["cpu_seconds"] for r in v), 2) for k, v in runs.items()}
     return {"rows": rows, "repeats": repeats, "runs": runs, "cli_seconds": med["cli"], "naive_seconds": med["naive"],
             "cli_cpu_seconds": cpu["cli"], "naive_cpu_seconds": cpu["naive"],
             "cpu_ratio": round(cpu["naive"] / cpu["cli"], 2),
