@@ -133,7 +133,8 @@ def cmd_monitor(a: argparse.Namespace) -> None:
 def cmd_run(a: argparse.Namespace) -> None:
     from pipelines.local_run import run_local
 
-    run_local(data=a.data, rows=a.rows, output=a.output, valid_from=a.valid_from, max_evals=a.max_evals, seed=a.seed)
+    run_local(data=a.data, rows=a.rows, output=a.output, valid_from=a.valid_from, max_evals=a.max_evals, seed=a.seed,
+              memory_budget=a.memory_budget)
 
 
 def cmd_pipeline(a: argparse.Namespace) -> None:
@@ -244,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--valid-from", default=None)
     r.add_argument("--max-evals", type=int, default=0)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--memory-budget", default=None,
+                   help="what each pipeline step may use (default: the pipeline's, 16GiB; 'auto': 75%% of the "
+                        "container's memory limit): a step whose input would not fit goes out of core "
+                        "(extraction), samples (Cat2Vec, tuning) or streams (training, evaluation)")
     r.set_defaults(func=cmd_run)
 
     pl = sub.add_parser("pipeline", help="compile, submit or schedule the Kubeflow pipeline", formatter_class=fmt)

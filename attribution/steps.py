@@ -23,11 +23,51 @@ TRAINERS = ("xgboost", "spark")
 RUNTIMES = ("kubernetes", "local")
 FILE_ENGINES = tuple(e for e in ENGINES if e != "online")
 METADATA_FILE = "metadata.json"
+# What every step may use, unless its container's memory limit is lower: the pipeline's memory_budget.
+DEFAULT_MEMORY_BUDGET = "16GiB"
+AUTO_BUDGET_SHARE = 0.75  # memory_budget=auto: this share of the container's limit (the rest: interpreter, libraries)
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 def configure_logging() -> None:
     """The components' one log format (KFP shows the task's stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def container_memory_limit() -> int | None:
+    """The memory limit of this container (cgroup v2, else v1), None when unlimited."""
+    for path in CGROUP_LIMITS:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # v1 writes a huge number for "unlimited"
+            return int(text)
+    return None
+
+
+def memory_budget_bytes(memory_budget: str) -> int:
+    """The step's budget in bytes: a size ("16GiB", "512MB"), or "auto" for AUTO_BUDGET_SHARE of the
+    container's limit. Never more than that share of the limit: a budget set for a bigger task cannot
+    push a smaller one into the OOM killer."""
+    from attribution.features.out_of_core import parse_memory
+
+    limit = container_memory_limit()
+    ceiling = int(limit * AUTO_BUDGET_SHARE) if limit else None
+    if memory_budget.strip().lower() == "auto":
+        if ceiling is None:
+            raise ValueError("memory_budget=auto needs a container memory limit; give a size such as 16GiB")
+        return ceiling
+    budget = parse_memory(memory_budget)
+    if ceiling is not None and budget > ceiling:
+        log.warning("memory_budget %s is above %.0f%% of this container's limit: using %d MiB",
+                    memory_budget, 100 * AUTO_BUDGET_SHARE, ceiling // 2**20)
+        return ceiling
+    return budget
+
+
+def _gib(n: int) -> float:
+    return round(n / 2**30, 3)
 
 
 # ---- step 0: what pins the input ----------------------------------------------------------------------
@@ -56,10 +96,12 @@ def staging_table(project: str, dataset: str, window_end: str, output_uri: str) 
 def extract_features(
     data: str, engine: str, output_path: str, output_uri: str, window_end: str = "", days_back: int = 0,
     bq_project: str = "", bq_location: str = "US", bq_staging_dataset: str = "attribution_staging",
-    bq_client: Any = None,
+    bq_client: Any = None, memory_budget: str = DEFAULT_MEMORY_BUDGET,
 ) -> dict:
     """`bigquery`: a query job over the table `data` into a staging table, exported as Parquet into
-    output_uri (gs://). The file engines: the click file `data` through features.build into output_path."""
+    output_uri (gs://). The file engines: the click file `data` through features.build into output_path,
+    in memory when the whole input fits memory_budget, else out of core within it (time chunks, the
+    vectorized kernel: the same features, as every engine gives)."""
     if engine == "bigquery":
         from attribution.features import bigquery as bq
 
@@ -80,34 +122,58 @@ def extract_features(
         return {**summary, "engine": engine, "source": data, "time_range": [str(s) for s in span] if span else None}
     if engine not in FILE_ENGINES:
         raise ValueError(f"feature_engine must be 'bigquery' or one of {FILE_ENGINES}, got {engine!r}")
-    from attribution.features.build import build_features_file
+    from attribution.features.build import BUILD_BYTES_PER_ROW, build_features_file, fits_in_memory
 
     os.makedirs(output_path, exist_ok=True)
-    summary = build_features_file(data, os.path.join(output_path, "features.parquet"), engine=engine, progress=False)
+    budget = memory_budget_bytes(memory_budget)
+    in_memory = fits_in_memory(data, budget, BUILD_BYTES_PER_ROW)
+    summary = build_features_file(data, os.path.join(output_path, "features.parquet"), engine=engine, progress=False,
+                                  memory_limit=None if in_memory else f"{budget}B")
     log.info("%s", summary)
-    return {"engine": engine, "source": data, "rows": summary.rows, "seconds": round(summary.seconds, 2)}
+    return {"engine": summary.engine, "source": data, "rows": summary.rows, "seconds": round(summary.seconds, 2),
+            "out_of_core": not in_memory, "memory_budget_gib": _gib(budget)}
 
 
 # ---- step 2: Cat2Vec ----------------------------------------------------------------------------------
-def fit_cat2vec(features_path: str, output_path: str, valid_from: str = "", seed: int = 0) -> dict:
-    """Cat2Vec vectors fitted on the training window only, saved as arrays (no pickle)."""
+def fit_cat2vec(
+    features_path: str, output_path: str, valid_from: str = "", seed: int = 0, memory_budget: str = DEFAULT_MEMORY_BUDGET
+) -> dict:
+    """Cat2Vec vectors fitted on the training window only, saved as arrays (no pickle): from the whole
+    features file when it fits memory_budget, else from a sample kept while streaming it."""
+    from attribution.features.build import fits_in_memory
     from attribution.training.fit import fit_cat2vec_file
+    from attribution.training.large import fit_cat2vec_sampled
 
-    summary = fit_cat2vec_file(features_path, output_path, valid_from or None, seed)
-    return {**summary, "framework": "gensim-word2vec"}
+    budget = memory_budget_bytes(memory_budget)
+    sampled = not fits_in_memory(features_path, budget)
+    if sampled:
+        summary = fit_cat2vec_sampled(features_path, output_path, valid_from or None, seed, budget)
+    else:
+        summary = fit_cat2vec_file(features_path, output_path, valid_from or None, seed)
+    return {**summary, "framework": "gensim-word2vec", "sampled": sampled, "memory_budget_gib": _gib(budget)}
 
 
 # ---- step 3: Hyperopt ---------------------------------------------------------------------------------
 def tune_params(
-    features_path: str, cat2vec_path: str, params_path: str, valid_from: str = "", max_evals: int = 0, seed: int = 0
+    features_path: str, cat2vec_path: str, params_path: str, valid_from: str = "", max_evals: int = 0, seed: int = 0,
+    memory_budget: str = DEFAULT_MEMORY_BUDGET,
 ) -> dict:
     """params.json ({"params", "trials", ...}) from Hyperopt TPE on the inner time split; max_evals 0 = the
-    defaults. Returns the numeric parameters and max_evals."""
+    defaults. A features file larger than memory_budget is tuned on a capped sample (all positives and
+    seeded negatives, training.large.TUNE_MAX_ROWS at most). Returns the numeric parameters and max_evals."""
+    from attribution.features.build import fits_in_memory
+    from attribution.training.large import tune_sampled
     from attribution.training.tune import tune_file
 
-    doc = tune_file(features_path, valid_from or None, max_evals, seed, cat2vec_dir=cat2vec_path)
+    budget = memory_budget_bytes(memory_budget)
+    sampled = max_evals > 0 and not fits_in_memory(features_path, budget)
+    if sampled:
+        doc = tune_sampled(features_path, valid_from or None, max_evals, seed, cat2vec_path, budget)
+    else:
+        doc = tune_file(features_path, valid_from or None, max_evals, seed, cat2vec_dir=cat2vec_path)
     Path(params_path).write_text(json.dumps(doc, indent=2, default=str))
-    return {"max_evals": max_evals, **{k: v for k, v in doc["params"].items() if isinstance(v, (int, float))}}
+    return {"max_evals": max_evals, "sampled": sampled, "memory_budget_gib": _gib(budget),
+            **{k: v for k, v in doc["params"].items() if isinstance(v, (int, float))}}
 
 
 # ---- step 4: the model --------------------------------------------------------------------------------
@@ -115,9 +181,10 @@ def train_model(
     features_path: str, features_uri: str, cat2vec_path: str, params_path: str, model_path: str, model_uri: str,
     trainer: str = "xgboost", runtime: str = "kubernetes", valid_from: str = "", seed: int = 0,
     spark_executors: int = 2, spark_executor_memory: str = "8g", namespace: str = "attribution",
-    kube_apis: tuple[Any, Any] | None = None, spark_poll_s: float = 15.0,
+    kube_apis: tuple[Any, Any] | None = None, spark_poll_s: float = 15.0, memory_budget: str = DEFAULT_MEMORY_BUDGET,
 ) -> dict:
-    """`xgboost`: training.train in this process. `spark`: on Kubernetes the SparkApplication is submitted
+    """`xgboost`: training.train in this process, or the streaming trainer within memory_budget when the
+    features file does not fit it. `spark`: on Kubernetes the SparkApplication is submitted
     (it writes to model_uri) and awaited; locally the same entry point runs with a local master. Returns the
     trainer, spec hash, valid_from and holdout metrics of the model's metadata.json."""
     if trainer not in TRAINERS:
@@ -140,12 +207,19 @@ def train_model(
         else:
             spark_submit.run_local(features_path, model_path, valid_from or None, extra_arguments=tuned_args)
     else:
+        from attribution.features.build import fits_in_memory
         from attribution.training.config import TrainConfig
+        from attribution.training.large import train_large
         from attribution.training.train import train
 
         cfg = TrainConfig(trainer="xgboost", valid_from=valid_from or None, seed=seed, params=tuned,
                           ablation=False, cat2vec_dir=cat2vec_path)
-        train(features_path, model_path, cfg)
+        budget = memory_budget_bytes(memory_budget)
+        if fits_in_memory(features_path, budget):
+            train(features_path, model_path, cfg)
+        else:
+            train_large(features_path, model_path, cfg, progress=False, memory_budget=budget)
+            extra = {"streaming": True, "memory_budget_gib": _gib(budget)}
     metadata = json.loads(read_model_file(model_path, model_uri, METADATA_FILE))
     return {"framework": "xgboost", "trainer": trainer, **extra, **model_summary(metadata)}
 
@@ -181,15 +255,20 @@ class Evaluation:
     confusion: tuple[list[str], list[list[int]]]  # categories, matrix
 
 
-def evaluate_model(model_path: str, features_path: str, metrics_path: str, report_path: str, from_ts: str = "") -> Evaluation:
-    """metrics.json and the HTML report on the holdout (clicks from the model's valid_from on)."""
+def evaluate_model(
+    model_path: str, features_path: str, metrics_path: str, report_path: str, from_ts: str = "",
+    memory_budget: str = DEFAULT_MEMORY_BUDGET,
+) -> Evaluation:
+    """metrics.json and the HTML report on the holdout (clicks from the model's valid_from on), the
+    features scanned in batches sized by memory_budget."""
     import shutil
     import tempfile
 
     from attribution.evaluation.evaluate import METRICS_FILE, REPORT_FILE, evaluate
 
     with tempfile.TemporaryDirectory() as out:
-        result = evaluate(model_path, features_path, out, from_ts=from_ts or None)
+        result = evaluate(model_path, features_path, out, from_ts=from_ts or None,
+                          memory_budget=memory_budget_bytes(memory_budget))
         for name, target in ((METRICS_FILE, metrics_path), (REPORT_FILE, report_path)):
             os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
             shutil.copyfile(os.path.join(out, name), target)

@@ -104,14 +104,20 @@ def timed_process(cmd: list[str]) -> dict:
     import resource
     import subprocess
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = start.ru_maxrss
+    # this checkout's code, whichever checkout the environment's editable install points at
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     secs = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": round(secs, 2), "peak_rss_mb": round(max(peak, before) / 1024, 1)}
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - start.ru_utime - start.ru_stime
+    return {"seconds": round(secs, 2), "cpu_seconds": round(cpu, 2),
+            "peak_rss_mb": round(max(usage.ru_maxrss, before) / 1024, 1), "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 
 def cli_against_naive(rows: int, repeats: int) -> dict:
@@ -127,8 +133,12 @@ def cli_against_naive(rows: int, repeats: int) -> dict:
                                               f"{tmp}/cli.parquet", "--no-progress"]))
             runs["naive"].append(timed_process([sys.executable, "-c", "import duckdb, sys; duckdb.sql(sys.argv[1])",
                                                 naive_duckdb_sql(src, Path(tmp) / "naive.parquet")]))
-    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    med = {k: round(statistics.median(r["seconds"] for r in v), 2) for k, v in runs.items()}
+    cpu = {k: round(statistics.median(r["cpu_seconds"] for r in v), 2) for k, v in runs.items()}
     return {"rows": rows, "repeats": repeats, "runs": runs, "cli_seconds": med["cli"], "naive_seconds": med["naive"],
+            "cli_cpu_seconds": cpu["cli"], "naive_cpu_seconds": cpu["naive"],
+            "cpu_ratio": round(cpu["naive"] / cpu["cli"], 2),
+            "load_avg_1min": [r["load_avg_1min"] for v in runs.values() for r in v],
             "cli_rows_per_s": round(rows / med["cli"]), "naive_rows_per_s": round(rows / med["naive"]),
             "speedup": round(med["naive"] / med["cli"], 2), "target": CLI_TARGET_X}
 
@@ -186,7 +196,10 @@ def main() -> None:
             f"`attribution features` (default engine) {cli['cli_seconds']} s ({cli['cli_rows_per_s']:,} rows/s) against "
             f"a naive DuckDB window query of the seed's 18 counts {cli['naive_seconds']} s "
             f"({cli['naive_rows_per_s']:,} rows/s): **{cli['speedup']}x** (target >= {CLI_TARGET_X:.0f}x). The CLI also "
-            "computes the 6 distinct counts, 6 times-since-previous and the hour the naive query leaves out."),
+            "computes the 6 distinct counts, 6 times-since-previous and the hour the naive query leaves out. "
+            f"CPU seconds (user + system, less sensitive to other people's load): {cli['cli_cpu_seconds']} against "
+            f"{cli['naive_cpu_seconds']}, {cli['cpu_ratio']}x. 1-minute load average after each run: {cli['load_avg_1min']} "
+            f"on {os.cpu_count()} cores."),
             "",
         ]
     notes += [

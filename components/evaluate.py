@@ -14,12 +14,13 @@ def evaluate_model(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[HTML],
+    memory_budget: str,
     from_ts: str = "",
 ) -> None:
     from attribution import steps
 
     steps.configure_logging()
-    result = steps.evaluate_model(model.path, features.path, metrics.path, report.path, from_ts)
+    result = steps.evaluate_model(model.path, features.path, metrics.path, report.path, from_ts, memory_budget)
     for key, value in result.scalars.items():
         metrics.log_metric(key, value)
     classification.log_roc_curve(*result.roc)

@@ -11,6 +11,7 @@ def extract_features(
     data: str,
     feature_engine: str,
     features: Output[Dataset],
+    memory_budget: str,
     cache_token: str = "",
     window_end: str = "",
     days_back: int = 0,
@@ -23,6 +24,6 @@ def extract_features(
     steps.configure_logging()
     features.metadata.update(steps.extract_features(
         data, feature_engine, features.path, features.uri, window_end, days_back, bq_project, bq_location,
-        bq_staging_dataset,
+        bq_staging_dataset, memory_budget=memory_budget,
     ))
     features.metadata["cache_token"] = cache_token

@@ -13,6 +13,7 @@ def train_model(
     cat2vec: Input[Model],
     params: Input[Artifact],
     model: Output[Model],
+    memory_budget: str,
     trainer: str = "xgboost",
     runtime: str = "kubernetes",
     valid_from: str = "",
@@ -26,6 +27,6 @@ def train_model(
     steps.configure_logging()
     model.metadata.update(steps.train_model(
         features.path, features.uri, cat2vec.path, params.path, model.path, model.uri, trainer, runtime, valid_from,
-        seed, spark_executors, spark_executor_memory, namespace,
+        seed, spark_executors, spark_executor_memory, namespace, memory_budget=memory_budget,
     ))
     model.metadata["read_from"] = {"features": features.uri, "cat2vec": cat2vec.uri, "params": params.uri}

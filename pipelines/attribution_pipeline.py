@@ -15,6 +15,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from attribution.features.compute import DEFAULT_ENGINE
+from attribution.steps import DEFAULT_MEMORY_BUDGET
 from components import (
     deploy_model,
     evaluate_model,
@@ -82,40 +83,43 @@ def attribution_pipeline(
     spark_executor_memory: str = "8g",
     namespace: str = "attribution",
     live_metrics_uri: str = "",
+    memory_budget: str = DEFAULT_MEMORY_BUDGET,
 ) -> Outputs:
     """data: a click file (CSV/Parquet path the task can read) or, with feature_engine=bigquery, a table
     project.dataset.table. runtime: kubernetes (cluster) or local (kfp.local: Spark with a local master,
     the deploy step writes the manifest instead of applying it). days_back > 0 trains on that many whole
     days before the run's day (BigQuery), or before the end of snapshot_date, which also enables caching.
     live_metrics_uri: the serving model's live_metrics.json (or the monitor's /v1/metrics), recorded beside
-    the candidate's holdout metrics."""
+    the candidate's holdout metrics.
+    memory_budget: what each file step may use ("16GiB", or "auto": 75% of its task's memory limit); a
+    step whose input would not fit goes out of core, samples or streams (docs/pipelines.md)."""
     # Cached only when snapshot_date pins the input: otherwise the cache token is the run's id.
     pin = _size(resolve_input(snapshot_date=snapshot_date, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "resolve")
     pin.set_display_name("resolve-input").set_caching_options(False)
     extracted = _size(extract_features(
         data=data, feature_engine=feature_engine, cache_token=pin.outputs["cache_token"],
         window_end=pin.outputs["window_end"], days_back=days_back, bq_project=bq_project,
-        bq_location=bq_location, bq_staging_dataset=bq_staging_dataset,
+        bq_location=bq_location, bq_staging_dataset=bq_staging_dataset, memory_budget=memory_budget,
     ), "extract")
     extracted.set_display_name("extract-features").set_caching_options(True)
     extracted.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
     features = extracted.outputs["features"]
 
-    c2v = _size(fit_cat2vec(features=features, valid_from=valid_from, seed=seed), "cat2vec")
+    c2v = _size(fit_cat2vec(features=features, valid_from=valid_from, seed=seed, memory_budget=memory_budget), "cat2vec")
     c2v.set_display_name("fit-cat2vec")
 
     tuned = _size(tune_params(features=features, cat2vec=c2v.outputs["cat2vec"], valid_from=valid_from,
-                              max_evals=max_evals, seed=seed), "tune")
+                              max_evals=max_evals, seed=seed, memory_budget=memory_budget), "tune")
     tuned.set_display_name("tune-hyperopt")
 
     trained = _size(train_model(
         features=features, cat2vec=c2v.outputs["cat2vec"], params=tuned.outputs["params"], trainer=trainer,
         runtime=runtime, valid_from=valid_from, seed=seed, spark_executors=spark_executors,
-        spark_executor_memory=spark_executor_memory, namespace=namespace,
+        spark_executor_memory=spark_executor_memory, namespace=namespace, memory_budget=memory_budget,
     ), "train")
     trained.set_display_name("train").set_retry(num_retries=1, backoff_duration="120s")
 
-    evaluated = _size(evaluate_model(features=features, model=trained.outputs["model"]), "evaluate")
+    evaluated = _size(evaluate_model(features=features, model=trained.outputs["model"], memory_budget=memory_budget), "evaluate")
     evaluated.set_display_name("evaluate")
 
     live = _size(record_live_metrics(metrics=evaluated.outputs["metrics"], live_metrics_uri=live_metrics_uri), "live")

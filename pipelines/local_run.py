@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attribution.features.compute import DEFAULT_ENGINE
+from attribution.steps import DEFAULT_MEMORY_BUDGET
 from pipelines.progress import TaskLines
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,11 @@ def run_local(
     min_pr_auc: float = 0.05,
     deployed_model_uri: str = "",
     on_task: Callable[[str], None] | None = None,
+    memory_budget: str | None = None,
 ) -> dict:
     """Run the pipeline locally; returns where everything is (and prints it). `on_task` gets one line per
-    finished task (name, seconds, key figure)."""
+    finished task (name, seconds, key figure). memory_budget: what each step may use (default: the
+    pipeline's DEFAULT_MEMORY_BUDGET)."""
     from kfp import local
 
     from pipelines.attribution_pipeline import attribution_pipeline
@@ -107,7 +110,7 @@ def run_local(
         task = attribution_pipeline(
             data=str(Path(data).resolve()), feature_engine=feature_engine, trainer=trainer, runtime="local",
             valid_from=valid_from or "", max_evals=max_evals, seed=seed, min_roc_auc=min_roc_auc,
-            min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri,
+            min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri, memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET,
         )
     finally:
         if lines:

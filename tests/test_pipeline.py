@@ -208,3 +208,44 @@ def test_schedule_on_evidence_runs_only_when_an_alert_fires_or_the_last_run_is_o
     assert pcli.evidence_cmd(a, Client(None), firing=[], now=now) == "run-1"
     with pytest.raises(ValueError, match="--cron"):
         pcli.schedule_cmd(parse(["pipeline", "schedule", "--host", "h"]), FakeClient())
+
+
+@pytest.mark.slow
+def test_attribution_run_within_a_memory_budget_smaller_than_its_input(tmp_path):
+    """`attribution run --memory-budget` on a click file larger than the budget: extraction goes out of
+    core, Cat2Vec and tuning sample, training streams, evaluation scans, and the run completes."""
+    from attribution.cli import main
+    from attribution.features.build import BUILD_BYTES_PER_ROW, LOAD_BYTES_PER_ROW
+    from attribution.features.out_of_core import parse_memory
+    from attribution.io import write_clicks
+    from attribution.synth import generate
+
+    clicks = tmp_path / "clicks.csv"
+    write_clicks(generate(250_000, seed=3, start="2017-11-07 00:00:00", days=2), clicks)
+    budget = f"{clicks.stat().st_size // 2 // 2**20}MiB"
+    assert clicks.stat().st_size > parse_memory(budget)
+    # every step would hold more than the budget if it read its input whole
+    assert 250_000 * min(BUILD_BYTES_PER_ROW, LOAD_BYTES_PER_ROW) > parse_memory(budget)
+    out = tmp_path / "run"
+    main(["run", "--data", str(clicks), "--output", str(out), "--max-evals", "2", "--memory-budget", budget])
+    run = json.loads((out / "run.json").read_text())
+    steps = {k: Path(v) for k, v in run["steps"].items()}
+
+    def metadata(step: str, artifact: str) -> dict:
+        doc = json.loads((steps[step] / "executor_output.json").read_text())
+        return doc["artifacts"][artifact]["artifacts"][0]["metadata"]
+
+    extracted = metadata("extract-features", "features")
+    assert extracted["out_of_core"] is True and extracted["rows"] == 250_000
+    assert extracted["memory_budget_gib"] == pytest.approx(parse_memory(budget) / 2**30, abs=1e-3)
+    c2v = metadata("fit-cat2vec", "cat2vec")
+    assert c2v["sampled"] is True and c2v["vocabulary"] > 0
+    assert metadata("tune-params", "params")["sampled"] is True
+    model = metadata("train-model", "model")
+    assert model["streaming"] is True
+    sampled = json.loads((out / "model" / "metadata.json").read_text())["rows"]["train_sampled"]
+    assert 0 < sampled < 250_000 * 0.75  # down-sampled to what the budget holds
+    metrics = json.loads((out / "metrics.json").read_text())
+    # evaluation scored exactly the trainer's holdout, batch by batch
+    assert metrics["rows"] == model["holdout_rows"] and metrics["input_rows"] == 250_000
+    assert metrics["roc_auc"] == pytest.approx(model["holdout_roc_auc"], abs=1e-9) and metrics["roc_auc"] > 0.8

@@ -83,8 +83,54 @@ def test_tune_params_with_trials(tmp_path, features_dir, cat2vec_dir):
     meta = steps.tune_params(str(features_dir), str(cat2vec_dir), str(tmp_path / "p.json"), VALID_FROM, max_evals=2)
     doc = json.loads((tmp_path / "p.json").read_text())
     assert len(doc["trials"]) == 2 and meta["max_evals"] == 2
+    assert meta["sampled"] is False  # 40k rows fit the default budget
     assert {k: v for k, v in doc["params"].items() if isinstance(v, (int, float))} == {
-        k: v for k, v in meta.items() if k != "max_evals"}
+        k: v for k, v in meta.items() if k not in ("max_evals", "sampled", "memory_budget_gib")}
+
+
+# ---- under a memory budget smaller than the input ------------------------------------------------------
+SMALL_BUDGET = "16MiB"  # 40k rows: ~60 MB for the in-memory build, ~40 MB for a features file loaded whole
+
+
+def test_extract_features_out_of_core_when_the_input_does_not_fit(tmp_path, clicks_file, features_dir):
+    meta = steps.extract_features(str(clicks_file), "vectorized", str(tmp_path), str(tmp_path), memory_budget=SMALL_BUDGET)
+    assert meta["out_of_core"] is True and meta["rows"] == 40_000 and meta["memory_budget_gib"] == pytest.approx(16 / 1024, abs=1e-3)
+    got = pd.read_parquet(tmp_path / "features.parquet").sort_values("row_id").reset_index(drop=True)
+    want = pd.read_parquet(features_dir / "features.parquet")
+    assert steps.extract_features(str(clicks_file), "vectorized", str(tmp_path / "m"), "")["out_of_core"] is False
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+
+
+def test_cat2vec_tuning_and_training_sample_within_a_small_budget(tmp_path, features_dir, cat2vec_dir):
+    c2v = steps.fit_cat2vec(str(features_dir), str(tmp_path / "c2v"), VALID_FROM, memory_budget=SMALL_BUDGET)
+    assert c2v["sampled"] is True and 0 < c2v["sampled_rows"] < c2v["training_rows"] and c2v["vocabulary"] > 0
+    meta = steps.tune_params(str(features_dir), str(tmp_path / "c2v"), str(tmp_path / "p.json"), VALID_FROM,
+                             max_evals=2, memory_budget=SMALL_BUDGET)
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert meta["sampled"] is True and len(doc["trials"]) == 2 and 0 < doc["sampled_rows"] < 40_000
+    model = steps.train_model(str(features_dir), "", str(tmp_path / "c2v"), str(tmp_path / "p.json"),
+                              str(tmp_path / "model"), "", "xgboost", "local", VALID_FROM, memory_budget=SMALL_BUDGET)
+    assert model["streaming"] is True and model["holdout_roc_auc"] > 0.8
+    result = steps.evaluate_model(str(tmp_path / "model"), str(features_dir), str(tmp_path / "metrics.json"),
+                                  str(tmp_path / "report.html"), memory_budget=SMALL_BUDGET)
+    # scanned in batches, the same holdout and the same ROC-AUC as the trainer's own
+    assert result.scalars["rows"] == model["holdout_rows"]
+    assert result.scalars["roc_auc"] == pytest.approx(model["holdout_roc_auc"], abs=1e-9)
+
+
+def test_memory_budget_is_capped_by_the_container_limit(tmp_path, monkeypatch):
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(steps, "CGROUP_LIMITS", (str(limit),))
+    assert steps.memory_budget_bytes("1GiB") == 2**30  # no limit file: the budget as given
+    with pytest.raises(ValueError, match="container memory limit"):
+        steps.memory_budget_bytes("auto")
+    limit.write_text("max\n")
+    assert steps.container_memory_limit() is None
+    limit.write_text(str(8 * 2**30))
+    assert steps.memory_budget_bytes("auto") == 6 * 2**30
+    assert steps.memory_budget_bytes("16GiB") == 6 * 2**30 and steps.memory_budget_bytes("2GiB") == 2 * 2**30
+    with pytest.raises(ValueError, match="memory limit 'lots'"):
+        steps.memory_budget_bytes("lots")
 
 
 @pytest.fixture(scope="module")

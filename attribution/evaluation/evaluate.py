@@ -252,18 +252,72 @@ def model_summary(model_dir: str | Path, metadata: dict) -> dict:
     return {"model_dir": str(model_dir), **{k: metadata.get(k) for k in keys}}
 
 
-# ---- the entry point -----------------------------------------------------------------------------------
-def evaluate(model_dir: str | Path, input_path: str | Path, output_dir: str | Path, from_ts: str | int | None = None) -> dict:
-    """Score the clicks of `input_path` from `from_ts` on with the model of `model_dir`; write
-    metrics.json and report.html to `output_dir`; return the metrics (as written to metrics.json)."""
-    bundle = load_model(model_dir)
+# ---- reading and scoring -------------------------------------------------------------------------------
+# (kept columns of the scored rows, predictions, the input's click times or just [first, last] second,
+#  the first scored second, where it came from, input rows)
+Scored = tuple[pd.DataFrame, np.ndarray, np.ndarray, "int | None", str, int]
+# Bytes per row of one scanned batch in flight: the Arrow batch, its pandas copy, the model's matrix.
+BATCH_BYTES_PER_ROW = 2_000
+MAX_BATCH_ROWS = 1 << 20
+
+
+def batch_rows_for(memory_budget: int | None) -> int:
+    """Batches sized so that a few in flight use at most an eighth of the budget."""
+    if memory_budget is None:
+        return MAX_BATCH_ROWS
+    return int(min(MAX_BATCH_ROWS, max(1 << 14, memory_budget // (8 * 3 * BATCH_BYTES_PER_ROW))))
+
+
+def kept_columns(names: list[str] | pd.Index) -> list[str]:
+    """What metrics.json needs of a scored row besides its prediction."""
+    return [c for c in (LABEL, "click_time", "app", TRUE_PROBABILITY) if c in names]
+
+
+def score_in_memory(bundle: ModelBundle, input_path: str | Path, from_ts: str | int | None) -> Scored:
+    """A click file (features computed over the whole stream first) or a small features file, whole."""
     frame = load_training_frame(input_path)
     if LABEL not in frame:
         raise ValueError(f"{input_path}: evaluation needs the '{LABEL}' column (labelled clicks)")
     t_all = _epochs(frame["click_time"])
     start, source = resolve_from(from_ts, bundle.metadata, t_all)
-    mask = np.ones(len(frame), dtype=bool) if start is None else t_all >= start
-    scored = frame[mask]
+    scored = frame[np.ones(len(frame), dtype=bool) if start is None else t_all >= start]
+    check_scored(input_path, scored, start, t_all)
+    return scored[kept_columns(scored.columns)], bundle.predict_proba(scored), t_all, start, source, len(frame)
+
+
+def score_streamed(bundle: ModelBundle, input_path: str | Path, from_ts: str | int | None, batch_rows: int) -> Scored:
+    """A features Parquet scanned in batches: only the label, time, app (and true probability) of the
+    scored rows and their predictions are kept (~30 bytes a row), never the feature columns."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    data = ds.dataset(input_path, format="parquet")
+    if LABEL not in data.schema.names:
+        raise ValueError(f"{input_path}: evaluation needs the '{LABEL}' column (labelled clicks)")
+    lo = hi = None
+    n = 0
+    for batch in data.scanner(columns=["click_time"], batch_size=batch_rows).to_batches():
+        if batch.num_rows:
+            mm = pc.min_max(batch.column(0))
+            lo = mm["min"].as_py() if lo is None else min(lo, mm["min"].as_py())
+            hi = mm["max"].as_py() if hi is None else max(hi, mm["max"].as_py())
+            n += batch.num_rows
+    # resolve_from and the ranges only look at the first and last second and whether there are rows
+    span = np.array([lo, hi], dtype=np.int64) if n else np.array([], dtype=np.int64)
+    start, source = resolve_from(from_ts, bundle.metadata, span)
+    scanner = data.scanner(filter=None if start is None else ds.field("click_time") >= start,
+                           batch_size=batch_rows, batch_readahead=2, fragment_readahead=1)
+    kept, ps = [], []
+    for batch in scanner.to_batches():
+        frame = batch.to_pandas()
+        ps.append(bundle.predict_proba(frame))
+        kept.append(frame[kept_columns(frame.columns)])
+    scored = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame({LABEL: np.zeros(0, dtype=int)})
+    check_scored(input_path, scored, start, span)
+    return scored, np.concatenate(ps), span, start, source, n
+
+
+def check_scored(input_path: str | Path, scored: pd.DataFrame, start: int | None, t_all: np.ndarray) -> None:
     y = scored[LABEL].to_numpy().astype(int)
     if len(scored) == 0:
         raise ValueError(f"{input_path}: no clicks at or after {_ts(start)} (input covers {_time_range(t_all)})")
@@ -273,7 +327,31 @@ def evaluate(model_dir: str | Path, input_path: str | Path, output_dir: str | Pa
             f"are all {'negative' if y.sum() == 0 else 'positive'}: ROC-AUC and PR-AUC are undefined; "
             "evaluate on more clicks (an earlier --from or a larger input)"
         )
-    p = bundle.predict_proba(scored)
+
+
+def is_features_file(input_path: str | Path, bundle: ModelBundle) -> bool:
+    p = Path(input_path)
+    if not (p.suffix == ".parquet" or p.is_dir()):
+        return False
+    import pyarrow.dataset as ds
+
+    return set(bundle.spec.feature_names) <= set(ds.dataset(p, format="parquet").schema.names)
+
+
+# ---- the entry point -----------------------------------------------------------------------------------
+def evaluate(
+    model_dir: str | Path, input_path: str | Path, output_dir: str | Path, from_ts: str | int | None = None,
+    memory_budget: int | None = None,
+) -> dict:
+    """Score the clicks of `input_path` from `from_ts` on with the model of `model_dir`; write
+    metrics.json and report.html to `output_dir`; return the metrics (as written to metrics.json).
+    A features Parquet is streamed in batches (sized by memory_budget); a click file is read whole."""
+    bundle = load_model(model_dir)
+    if is_features_file(input_path, bundle):
+        scored, p, t_all, start, source, input_rows = score_streamed(
+            bundle, input_path, from_ts, batch_rows_for(memory_budget))
+    else:
+        scored, p, t_all, start, source, input_rows = score_in_memory(bundle, input_path, from_ts)
     metrics = compute_metrics(scored, p, bundle)
     vf = to_epoch(bundle.metadata["valid_from"]) if bundle.metadata.get("valid_from") else None
     metrics.update({
@@ -281,7 +359,7 @@ def evaluate(model_dir: str | Path, input_path: str | Path, output_dir: str | Pa
         "input": str(input_path),
         "from_ts": _ts(start) if start is not None else None,
         "from_source": source,
-        "input_rows": len(frame),
+        "input_rows": input_rows,
         "input_time_range": _time_range(t_all),
         # Clicks before the model's holdout start may have been in its training data.
         "rows_before_valid_from": int((_epochs(scored["click_time"]) < vf).sum()) if vf is not None else None,

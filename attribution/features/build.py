@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 from attribution.features.compute import DEFAULT_ENGINE, compute_features
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 from attribution.features.summary import BuildSummary
-from attribution.io import ClickReader, OnBadRows, read_clicks
+from attribution.io import ClickReader, OnBadRows, ParquetSink, read_clicks
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,33 @@ def build_features_file(
 
         return build_out_of_core(input_path, output_path, memory_limit=memory_limit, on_bad_rows=on_bad_rows, progress=progress)
     t0 = time.perf_counter()
+    warm_up = _warm_up_in_background(engine)
     clicks, bad = read_with_progress(input_path, on_bad_rows, progress)
     log.info("read %d clicks from %s in %.1fs; computing features with %s", len(clicks), input_path, time.perf_counter() - t0, engine)
+    if warm_up is not None:
+        warm_up.join()
     feats = compute_features(clicks, engine=engine)
+    del clicks  # the features frame holds the click columns it needs
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    feats.to_parquet(output_path, index=False)
+    sink = ParquetSink(Path(output_path))
+    try:
+        sink.write(feats)
+    finally:
+        sink.close()
     return BuildSummary(len(feats), bad, engine, time.perf_counter() - t0, str(output_path))
+
+
+def _warm_up_in_background(engine: str) -> threading.Thread | None:
+    """The vectorized engine's first call loads numba's compiler registries and the cached kernels
+    (~1.5 s of CPU, most of it imports): done on a thread while the input is read and validated, which
+    spends its time in Arrow's decoder and numpy with the GIL released."""
+    if engine != "vectorized":
+        return None
+    from attribution.features.engines import vectorized
+
+    thread = threading.Thread(target=vectorized.warm_up, name="numba-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def load_training_frame(input_path: str | Path, engine: str = DEFAULT_ENGINE, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
@@ -60,6 +82,33 @@ def load_training_frame(input_path: str | Path, engine: str = DEFAULT_ENGINE, sp
         if set(spec.feature_names) <= set(names):
             return pd.read_parquet(p)
     return compute_features(read_clicks(p), engine, spec)
+
+
+# Peak bytes per input row of the in-memory build (the click frame, the kernel's per-group orders and
+# sweep buffers, ~40 output columns and the writer's Arrow copy): 13.5 GB measured at 10M rows.
+BUILD_BYTES_PER_ROW = 1_500
+# Peak bytes per row of a features file loaded whole (Cat2Vec, tuning, in-memory training, evaluation):
+# 6.4-6.6 GB measured at 10M rows, with a margin for the matrices made of it.
+LOAD_BYTES_PER_ROW = 1_000
+# Input bytes per click when a file's row count is not in its metadata: a Kaggle CSV row is ~40 bytes
+# (train.csv: 7.5 GB / 184.9M), gzip keeps ~11 of them; the smaller figures over-count rows, erring on
+# the out-of-core side.
+CSV_BYTES_PER_ROW, GZIP_BYTES_PER_ROW = 36, 8
+
+
+def estimated_rows(path: str | Path) -> int:
+    """Rows of a click or features file: exact for Parquet (its footers), estimated from the size else."""
+    p = Path(path)
+    if p.suffix == ".parquet" or p.is_dir():
+        import pyarrow.dataset as ds
+
+        return ds.dataset(p, format="parquet").count_rows()
+    return p.stat().st_size // (GZIP_BYTES_PER_ROW if p.name.lower().endswith(".gz") else CSV_BYTES_PER_ROW)
+
+
+def fits_in_memory(path: str | Path, memory_budget: int, bytes_per_row: int = LOAD_BYTES_PER_ROW) -> bool:
+    """Whether a step that holds every row of `path` at bytes_per_row stays within memory_budget."""
+    return estimated_rows(path) * bytes_per_row <= memory_budget
 
 
 LARGE_ROWS = 5_000_000  # above this, a features Parquet is streamed rather than loaded whole
