@@ -99,13 +99,14 @@ def fit_cat2vec(features_path: str, output_path: str, valid_from: str = "", seed
 
 # ---- step 3: Hyperopt ---------------------------------------------------------------------------------
 def tune_params(
-    features_path: str, cat2vec_path: str, params_path: str, valid_from: str = "", max_evals: int = 0, seed: int = 0
+    features_path: str, cat2vec_path: str, params_path: str, valid_from: str = "", max_evals: int = 0, seed: int = 0,
+    trainer: str = "xgboost",
 ) -> dict:
     """params.json ({"params", "trials", ...}) from Hyperopt TPE on the inner time split; max_evals 0 = the
     defaults. Returns the numeric parameters and max_evals."""
     from attribution.training.tune import tune_file
 
-    doc = tune_file(features_path, valid_from or None, max_evals, seed, cat2vec_dir=cat2vec_path)
+    doc = tune_file(features_path, valid_from or None, max_evals, seed, cat2vec_dir=cat2vec_path, trainer=trainer)
     Path(params_path).write_text(json.dumps(doc, indent=2, default=str))
     return {"max_evals": max_evals, **{k: v for k, v in doc["params"].items() if isinstance(v, (int, float))}}
 
@@ -137,8 +138,9 @@ def train_model(
             )
             result = spark_submit.submit_and_wait(doc, *(kube_apis or ()), poll_s=spark_poll_s)
             extra = {"spark_application": result.name, "spark_state": result.state}
-        else:
-            spark_submit.run_local(features_path, model_path, valid_from or None, extra_arguments=tuned_args)
+        else:  # the pipeline's Cat2Vec vectors, as the tuning step used them
+            spark_submit.run_local(features_path, model_path, valid_from or None,
+                                   extra_arguments=[*tuned_args, "--cat2vec-dir", cat2vec_path])
     else:
         from attribution.training.config import TrainConfig
         from attribution.training.train import train

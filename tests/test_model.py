@@ -134,12 +134,15 @@ def test_cat2vec_save_load_identical_and_deterministic(tmp_path):
     assert np.abs(a.transform(X)).sum() > 0
 
 
-def test_cat2vec_unseen_and_rare_tokens_map_to_zeros():
+def test_cat2vec_unseen_and_rare_tokens_are_missing():
+    """Unseen or rare ids are NaN (XGBoost's missing value), not zeros, which trees would take for a value."""
     X = _ids(2000, 1)
     X.loc[0, "app"] = 999  # seen once: below min_count
     model = Cat2Vec(vector_size=4, epochs=1, min_count=3).fit(X)
     probe = pd.DataFrame({"ip": [5, 12345], "app": [999, 3], "device": [1, 1], "os": [2, 2], "channel": [4, 4]})
     out = model.transform(probe)
-    assert (out[0, 4:8] == 0).all(), "rare app -> zeros"
-    assert (out[1, 0:4] == 0).all(), "unseen ip -> zeros"
-    assert (out[0, 0:4] != 0).any() and (out[1, 4:8] != 0).any(), "known tokens get vectors"
+    assert np.isnan(out[0, 4:8]).all(), "rare app -> missing"
+    assert np.isnan(out[1, 0:4]).all(), "unseen ip -> missing"
+    assert np.isfinite(out[0, 0:4]).all() and np.isfinite(out[1, 4:8]).all(), "known tokens get vectors"
+    assert (out[0, 0:4] != 0).any() and (out[1, 4:8] != 0).any()
+

@@ -14,6 +14,7 @@ DEFAULT_PARAMS: dict[str, float | int] = {
     "colsample_bytree": 0.7,
     "reg_alpha": 0.0,
     "reg_lambda": 1.0,
+    "max_delta_step": 0.0,  # 0 = no cap on a leaf's step (Hyperopt searches 0..10)
     "max_rounds": 1500,
 }
 EARLY_STOPPING_ROUNDS = 60
