@@ -50,7 +50,7 @@ def train_variant(
         params, cfg.seed, cfg.n_threads,
     )
     t2 = time.perf_counter()
-    rounds = refit_rounds(rounds, cfg.tune_fraction)
+    rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     booster, _ = fit_booster(
         union.transform(frame[train_rows]), y[train_rows], None, None, params, cfg.seed, cfg.n_threads, rounds=rounds

@@ -110,7 +110,7 @@ def train_variant_spark(
     sdf = assemble(spark.createDataFrame(arrow_safe(first)), union, (LABEL, "is_valid"))
     t0 = time.perf_counter()
     _, rounds, _ = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
-    rounds = refit_rounds(rounds, cfg.tune_fraction)
+    rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     full = assemble(spark.createDataFrame(arrow_safe(frame.loc[train_rows, cols])), union, (LABEL,))
     booster, _, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
@@ -153,7 +153,7 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg: TrainConf
     expected_rows = int(counts.get(1, 0) + counts.get(0, 0) * negative_rate)
     _, rounds, _ = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid",
                              rows=expected_rows)
-    rounds = refit_rounds(rounds, cfg.tune_fraction)
+    rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     booster, _, _ = fit_spark(
         assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds,
         rows=expected_rows,
