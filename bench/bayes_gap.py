@@ -78,8 +78,8 @@ def main() -> None:
         [[r["seed"], f"{r['rows']:,}", r["holdout_positives"], f"{r['bayes_roc_auc']} / {r['bayes_pr_auc']}",
           f"{r['oracle_roc_auc']} / {r['oracle_pr_auc']}", r["oracle_gap"], f"{r['model_roc_auc']} / {r['model_pr_auc']}",
           r["model_gap"], r["model_pr_share"], r["rounds"], r["train_seconds"]] for r in runs],
-        ["Holdout = the last quarter of the stream by time. Oracle = E[true_probability | app, device, os, "
-         "channel] on the holdout itself. Model = `TrainConfig()` defaults, ablation off.",
+        [("Holdout = the last quarter of the stream by time. Oracle = E[true_probability | app, device, os, "
+         "channel] on the holdout itself. Model = `TrainConfig()` defaults, ablation off."),
          "Targets: oracle gap >= 0.02, model gap <= 0.01, model PR-AUC >= 80% of Bayes'."])
 
 

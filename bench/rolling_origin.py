@@ -110,8 +110,8 @@ def main() -> None:
                   ["seed", "cut-off", "tune positives", "holdout positives", "baseline ROC / PR"]
                   + [f"default, floor {f:g}/lr: ROC / PR" for f in a.floors], table,
                   [f"Train on every click before the cut-off, score the next {HORIZON_S // 3600} h.",
-                   f"Baseline: {result['baseline']}. Default: TrainConfig defaults with the rounds floor shown "
-                   "(refit rounds >= floor / learning_rate; 0 = early stopping alone).",
+                   (f"Baseline: {result['baseline']}. Default: TrainConfig defaults with the rounds floor shown "
+                   "(refit rounds >= floor / learning_rate; 0 = early stopping alone)."),
                    "Beats the baseline at every cut-off: "
                    + ", ".join(f"{n}: {summary[n + '.beats_baseline_everywhere']}" for n in models[1:])])
 
