@@ -272,7 +272,7 @@ def test_interval_verdicts() -> None:
     from attribution.evaluation.metrics import effect_of, mean_interval
 
     mean, lo, hi = mean_interval([0.010, 0.012, 0.011])
-    assert lo < mean == pytest.approx(0.011) < hi and effect_of(lo, hi) == "helps"
+    assert mean == pytest.approx(0.011) and lo < mean < hi and effect_of(lo, hi) == "helps"
     assert effect_of(lo, hi, higher_is_better=False) == "hurts"
     _, lo, hi = mean_interval([0.004, -0.003, 0.002])
     assert lo < 0 < hi and effect_of(lo, hi) == "no measurable effect"

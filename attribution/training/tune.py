@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 SPACE = {
     "max_depth": scope.int(hp.quniform("max_depth", 3, 10, 1)),
     "learning_rate": hp.loguniform("learning_rate", math.log(0.01), math.log(0.3)),
-    "min_child_weight": hp.loguniform("min_child_weight", math.log(1.0), math.log(100.0)),
+    # A leaf's hessian sum at a 0.2% base rate is ~0.002 per click: above ~20 a tuning sample of 100k
+    # clicks cannot split at all (every trial with it learnt nothing, AUC 0.5, on the real sample).
+    "min_child_weight": hp.loguniform("min_child_weight", math.log(0.5), math.log(20.0)),
     "subsample": hp.uniform("subsample", 0.5, 1.0),
     "colsample_bytree": hp.uniform("colsample_bytree", 0.4, 1.0),
     "reg_alpha": hp.loguniform("reg_alpha", math.log(1e-4), math.log(10.0)),
