@@ -190,3 +190,27 @@ def test_cat2vec_file_corpus_is_the_training_window_whatever_the_labels(tmp_path
     assert summary["training_rows"] == 2500
     vocab = set(Cat2Vec.load(tmp_path / "c2v").vocabulary_)
     assert "ip:555" in vocab and "ip:999" not in vocab
+
+
+def test_streaming_path_gets_a_label_free_cat2vec(tmp_path, monkeypatch):
+    """A large features file trains from down-sampled rows; its Cat2Vec comes from the whole training
+    window (an id seen only on negatives is known), fitted before the streaming trainer starts."""
+    import attribution.training.train as train_module
+    from attribution.training import large
+    from attribution.training.config import TrainConfig
+
+    X = _ids(3000, 3)
+    X["click_time"] = 1_510_000_000 + np.arange(3000, dtype=np.int64) * 10
+    X["is_attributed"] = 0
+    X.loc[:9, "ip"] = 555
+    X.to_parquet(tmp_path / "features.parquet")
+    seen: dict = {}
+
+    def fake_train_large(input_path, model_dir, cfg):
+        seen["vocab"] = set(Cat2Vec.load(cfg.cat2vec_dir).vocabulary_)
+        return {}
+
+    monkeypatch.setattr(train_module, "is_large_features_file", lambda *a: True)
+    monkeypatch.setattr(large, "train_large", fake_train_large)
+    train_module.train(tmp_path / "features.parquet", tmp_path / "m", TrainConfig(cat2vec={"epochs": 1, "vector_size": 4}))
+    assert "ip:555" in seen["vocab"]
