@@ -157,6 +157,7 @@ def fit_cat2vec(
 def tune_params(
     features_path: str, cat2vec_path: str, params_path: str, valid_from: str = "", max_evals: int = 0, seed: int = 0,
     memory_budget: str = DEFAULT_MEMORY_BUDGET,
+    trainer: str = "xgboost",
 ) -> dict:
     """params.json ({"params", "trials", ...}) from Hyperopt TPE on the inner time split; max_evals 0 = the
     defaults. A features file larger than memory_budget is tuned on a capped sample (all positives and
@@ -168,9 +169,9 @@ def tune_params(
     budget = memory_budget_bytes(memory_budget)
     sampled = max_evals > 0 and not fits_in_memory(features_path, budget)
     if sampled:
-        doc = tune_sampled(features_path, valid_from or None, max_evals, seed, cat2vec_path, budget)
+        doc = tune_sampled(features_path, valid_from or None, max_evals, seed, cat2vec_path, budget, trainer=trainer)
     else:
-        doc = tune_file(features_path, valid_from or None, max_evals, seed, cat2vec_dir=cat2vec_path)
+        doc = tune_file(features_path, valid_from or None, max_evals, seed, cat2vec_dir=cat2vec_path, trainer=trainer)
     Path(params_path).write_text(json.dumps(doc, indent=2, default=str))
     return {"max_evals": max_evals, "sampled": sampled, "memory_budget_gib": _gib(budget),
             **{k: v for k, v in doc["params"].items() if isinstance(v, (int, float))}}
@@ -204,8 +205,9 @@ def train_model(
             )
             result = spark_submit.submit_and_wait(doc, *(kube_apis or ()), poll_s=spark_poll_s)
             extra = {"spark_application": result.name, "spark_state": result.state}
-        else:
-            spark_submit.run_local(features_path, model_path, valid_from or None, extra_arguments=tuned_args)
+        else:  # the pipeline's Cat2Vec vectors, as the tuning step used them
+            spark_submit.run_local(features_path, model_path, valid_from or None,
+                                   extra_arguments=[*tuned_args, "--cat2vec-dir", cat2vec_path])
     else:
         from attribution.features.build import fits_in_memory
         from attribution.training.config import TrainConfig

@@ -109,7 +109,7 @@ def attribution_pipeline(
     c2v.set_display_name("fit-cat2vec")
 
     tuned = _size(tune_params(features=features, cat2vec=c2v.outputs["cat2vec"], valid_from=valid_from,
-                              max_evals=max_evals, seed=seed, memory_budget=memory_budget), "tune")
+                              max_evals=max_evals, seed=seed, memory_budget=memory_budget, trainer=trainer), "tune")
     tuned.set_display_name("tune-hyperopt")
 
     trained = _size(train_model(

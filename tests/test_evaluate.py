@@ -83,7 +83,10 @@ def test_metrics_json_keys_and_ranges(trained: dict, default_eval: tuple[dict, P
 def test_reliability_bins_cover_rows_and_give_the_ece(default_eval: tuple[dict, Path]) -> None:
     m, _ = default_eval
     bins = m["reliability"]
-    assert len(bins) == 10
+    assert len(bins) >= 3, "log-spaced bins spread the predictions over several decades"
+    for b in bins:  # each bin holds the predictions between its edges, half a decade apart
+        assert b["lower_edge"] <= b["min_predicted"] <= b["max_predicted"] < b["upper_edge"]
+        assert b["lower_edge"] == 0.0 or b["upper_edge"] / b["lower_edge"] == pytest.approx(10**0.5)
     assert sum(b["count"] for b in bins) == m["rows"]
     assert sum(b["positives"] for b in bins) == m["positives"]
     means = [b["mean_predicted"] for b in bins]
@@ -244,3 +247,34 @@ def test_cli_evaluate(trained: dict) -> None:
     m = _strict_json(out / METRICS_FILE)
     assert m["from_ts"] == "2017-11-09 03:00:00" and m["rows"] > 0
     assert (out / REPORT_FILE).stat().st_size > 10_000
+
+
+# ---- calibration bins and intervals, on data with a known answer --------------------------------------------
+def test_log_bins_resolve_the_rare_high_probability_clicks() -> None:
+    """At a 0.2% base rate, equal-count bins would put nearly all bins below 1e-3; the log-spaced bins
+    give the few high-probability clicks bins of their own, and a miscalibration there shows in the ECE."""
+    from attribution.evaluation.metrics import calibration_bins, expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    p = np.where(rng.random(200_000) < 0.01, rng.uniform(0.05, 0.5, 200_000), rng.uniform(1e-5, 1e-3, 200_000))
+    y = (rng.random(len(p)) < p).astype(int)
+    bins = calibration_bins(y, p)
+    high = [b for b in bins if b["lower_edge"] >= 1e-2]
+    assert len(high) >= 2 and sum(b["count"] for b in high) == int((p >= 1e-2).sum())
+    for b in bins:  # calibrated: the truth lies in (nearly) every interval
+        assert b["observed_low"] <= b["mean_predicted"] * 1.05 and b["mean_predicted"] * 0.95 <= b["observed_high"]
+    calibrated = expected_calibration_error(y, p)
+    halved_high = expected_calibration_error(y, np.where(p >= 0.05, p / 2, p))
+    assert halved_high > 3 * calibrated, (calibrated, halved_high)
+
+
+def test_interval_verdicts() -> None:
+    from attribution.evaluation.metrics import effect_of, mean_interval
+
+    mean, lo, hi = mean_interval([0.010, 0.012, 0.011])
+    assert mean == pytest.approx(0.011) and lo < mean < hi and effect_of(lo, hi) == "helps"
+    assert effect_of(lo, hi, higher_is_better=False) == "hurts"
+    _, lo, hi = mean_interval([0.004, -0.003, 0.002])
+    assert lo < 0 < hi and effect_of(lo, hi) == "no measurable effect"
+    _, lo, hi = mean_interval([0.01])
+    assert np.isnan(lo) and effect_of(lo, hi) == "no measurable effect"

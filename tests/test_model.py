@@ -134,12 +134,83 @@ def test_cat2vec_save_load_identical_and_deterministic(tmp_path):
     assert np.abs(a.transform(X)).sum() > 0
 
 
-def test_cat2vec_unseen_and_rare_tokens_map_to_zeros():
+def test_cat2vec_unseen_and_rare_tokens_are_missing():
+    """Unseen or rare ids are NaN (XGBoost's missing value), not zeros, which trees would take for a value."""
     X = _ids(2000, 1)
     X.loc[0, "app"] = 999  # seen once: below min_count
     model = Cat2Vec(vector_size=4, epochs=1, min_count=3).fit(X)
     probe = pd.DataFrame({"ip": [5, 12345], "app": [999, 3], "device": [1, 1], "os": [2, 2], "channel": [4, 4]})
     out = model.transform(probe)
-    assert (out[0, 4:8] == 0).all(), "rare app -> zeros"
-    assert (out[1, 0:4] == 0).all(), "unseen ip -> zeros"
-    assert (out[0, 0:4] != 0).any() and (out[1, 4:8] != 0).any(), "known tokens get vectors"
+    assert np.isnan(out[0, 4:8]).all(), "rare app -> missing"
+    assert np.isnan(out[1, 0:4]).all(), "unseen ip -> missing"
+    assert np.isfinite(out[0, 0:4]).all() and np.isfinite(out[1, 4:8]).all(), "known tokens get vectors"
+    assert (out[0, 0:4] != 0).any() and (out[1, 4:8] != 0).any()
+
+
+
+# ---- ablation over seeds ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ablation_gives_each_family_an_interval_and_a_verdict(sample_clicks):
+    """Three seeds per variant; the delta is the mean of the paired per-seed differences, its interval a
+    t-interval over them, and the verdict follows the interval (the baseline against itself: no effect)."""
+    from attribution.evaluation.metrics import effect_of, mean_interval
+    from attribution.training.ablation import ABLATIONS, run_ablation
+    from attribution.training.config import DEFAULT_PARAMS, TrainConfig
+
+    frame = compute_features(sample_clicks.head(30_000), "vectorized")
+    split = TimeSplit.of(frame["click_time"].to_numpy(), None, 0.2)
+    cfg = TrainConfig(n_threads=2, cat2vec={"epochs": 1, "vector_size": 4, "max_fit_rows": 20_000}, rounds_floor=0)
+    rows = run_ablation(frame, split, cfg, {**DEFAULT_PARAMS, "max_rounds": 20, "learning_rate": 0.3}, 1.0, seeds=3)
+    assert [r["variant"] for r in rows] == list(ABLATIONS)
+    base = rows[0]
+    assert base["effect_roc_auc"] == "no measurable effect" and base["delta_roc_auc_interval"] == [0.0, 0.0]
+    for r in rows:
+        assert r["seeds"] == 3 and len(r["roc_auc_per_seed"]) == 3
+        assert r["roc_auc"] == pytest.approx(np.mean(r["roc_auc_per_seed"]))
+        deltas = np.subtract(r["roc_auc_per_seed"], base["roc_auc_per_seed"])
+        _, lo, hi = mean_interval(deltas)
+        assert r["delta_roc_auc_interval"] == pytest.approx([lo, hi])
+        assert r["effect_roc_auc"] == effect_of(lo, hi)
+    assert len({round(v, 6) for r in rows[1:] for v in r["roc_auc_per_seed"]}) > 3, "seeds change the fits"
+
+
+def test_cat2vec_file_corpus_is_the_training_window_whatever_the_labels(tmp_path):
+    """The pipeline's (and the streaming trainer's) Cat2Vec corpus: every training-window click, labels
+    unread; a holdout-only id stays unknown, a negatives-only id is known."""
+    from attribution.training.fit import fit_cat2vec_file
+
+    X = _ids(3000, 2)
+    X["click_time"] = 1_510_000_000 + np.arange(3000, dtype=np.int64) * 10
+    X["is_attributed"] = 0
+    X.loc[:9, "ip"] = 555                      # early, negatives only
+    X.loc[2990:, "ip"] = 999                   # holdout only
+    X.to_parquet(tmp_path / "features.parquet")
+    vf = pd.Timestamp(int(X["click_time"].iloc[2500]), unit="s").strftime("%Y-%m-%d %H:%M:%S")
+    summary = fit_cat2vec_file(tmp_path / "features.parquet", tmp_path / "c2v", vf, cat2vec={"epochs": 1, "vector_size": 4})
+    assert summary["training_rows"] == 2500
+    vocab = set(Cat2Vec.load(tmp_path / "c2v").vocabulary_)
+    assert "ip:555" in vocab and "ip:999" not in vocab
+
+
+def test_streaming_path_gets_a_label_free_cat2vec(tmp_path, monkeypatch):
+    """A large features file trains from down-sampled rows; its Cat2Vec comes from the whole training
+    window (an id seen only on negatives is known), fitted before the streaming trainer starts."""
+    import attribution.training.train as train_module
+    from attribution.training import large
+    from attribution.training.config import TrainConfig
+
+    X = _ids(3000, 3)
+    X["click_time"] = 1_510_000_000 + np.arange(3000, dtype=np.int64) * 10
+    X["is_attributed"] = 0
+    X.loc[:9, "ip"] = 555
+    X.to_parquet(tmp_path / "features.parquet")
+    seen: dict = {}
+
+    def fake_train_large(input_path, model_dir, cfg):
+        seen["vocab"] = set(Cat2Vec.load(cfg.cat2vec_dir).vocabulary_)
+        return {}
+
+    monkeypatch.setattr(train_module, "is_large_features_file", lambda *a: True)
+    monkeypatch.setattr(large, "train_large", fake_train_large)
+    train_module.train(tmp_path / "features.parquet", tmp_path / "m", TrainConfig(cat2vec={"epochs": 1, "vector_size": 4}))
+    assert "ip:555" in seen["vocab"]

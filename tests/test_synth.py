@@ -160,16 +160,88 @@ def test_history_counts_strictly_earlier_seconds():
     assert np.isnan(h["since"][[0, 1, 4]]).all() and h["since"][[2, 3, 5]].tolist() == [1, 299, 2]
 
 
-def test_true_probability_uses_only_observable_inputs(clicks):
-    """Recomputing p from the ids and from history recomputed on the output frame gives p exactly."""
-    df = clicks.iloc[:50_000]
+def _recomputed(df: pd.DataFrame) -> np.ndarray:
     t = df["click_time"].to_numpy()
     ip = df["ip"].to_numpy().astype(np.int64)
     app, dev, os_ = (df[c].to_numpy().astype(np.int64) for c in ("app", "device", "os"))
     h_ip = synth.history(ip, t, bands=((1, 300), (3601, synth.MAX_WINDOW)), since=False)
     h_ipapp = synth.history(ip * 1024 + app, t, bands=((1, 300), (301, 3600)), since=False)
     h_user = synth.history(((ip * 1024 + app) * 8192 + dev) * 1024 + os_, t, bands=())
-    p = synth.true_probability(app, dev, os_, df["channel"].to_numpy(), h_user["since"], h_ip[(1, 300)],
-                               h_ipapp[(1, 300)], h_ipapp[(301, 3600)], h_ip[(3601, synth.MAX_WINDOW)])
-    # the first 50k clicks' history lies within those rows (windows look back only)
-    np.testing.assert_allclose(p, df["true_probability"].to_numpy(), rtol=1e-12, atol=0)
+    return synth.true_probability(app, dev, os_, df["channel"].to_numpy(), h_user["since"], h_ip[(1, 300)],
+                                  h_ipapp[(1, 300)], h_ipapp[(301, 3600)], h_ip[(3601, synth.MAX_WINDOW)])
+
+
+def test_true_probability_uses_only_observable_inputs(clicks):
+    """Recomputing p from the ids and from history recomputed on the output frame gives p exactly, except
+    for farms and installed users (p = 0) and the few clicks whose windows held a dropped click (the rest
+    of a burst an install ended)."""
+    df = clicks.iloc[:50_000]  # the first 50k clicks' history lies within those rows (windows look back only)
+    p = df["true_probability"].to_numpy()
+    again = _recomputed(df)
+    ordinary = p > 0
+    same = np.isclose(again, p, rtol=1e-12, atol=0)
+    logit = lambda q: np.log(q / (1 - q))
+    off = np.abs(logit(again[ordinary]) - logit(p[ordinary]))
+    # Measured (200k rows, seed 11): 83% exact, 98% within 0.016 in logit, 99% within 0.032.
+    assert same[ordinary].mean() > 0.8 and np.quantile(off, 0.98) < 0.05, (same[ordinary].mean(), np.quantile(off, 0.98))
+    assert (~ordinary).mean() > 0.03, "farm clicks and installed users have p = 0"
+
+
+def _user_app(df: pd.DataFrame) -> np.ndarray:
+    return df.groupby(["ip", "device", "os", "app"], sort=False).ngroup().to_numpy()
+
+
+def test_install_once_and_the_install_ends_the_burst(clicks):
+    g = _user_app(clicks)
+    y = clicks["is_attributed"].to_numpy()
+    p = clicks["true_probability"].to_numpy()
+    t = clicks["click_time"].to_numpy()
+    assert np.bincount(g, weights=y).max() == 1, "one install per (ip, device, os, app)"
+    order = np.lexsort((t, g))
+    gs, ys, ts, ps = g[order], y[order], t[order], p[order]
+    same_next = np.r_[gs[1:] == gs[:-1], False]
+    gap_next = np.r_[ts[1:] - ts[:-1], 0]
+    after = np.r_[False, same_next[:-1]] & (np.cumsum(ys) - ys - np.maximum.accumulate(
+        np.where(np.r_[True, gs[1:] != gs[:-1]], np.cumsum(ys) - ys, 0)) > 0)
+    assert after.sum() > 0 and (ps[after] == 0).all(), "after the install: already installed, p = 0"
+    # The attributed click is the last of its burst: the user stops; ordinary clicks are often followed
+    # by another click on the same app within a minute.
+    soon = same_next & (gap_next <= 60)
+    assert soon[ys == 1].mean() < 0.03 and soon[ys == 0].mean() > 0.15, (soon[ys == 1].mean(), soon[ys == 0].mean())
+
+
+def test_conversion_rises_within_a_burst(clicks):
+    """A user clicking an app again and again within minutes is closer to installing (up to a few clicks)."""
+    t = clicks["click_time"].to_numpy()
+    key = clicks["ip"].to_numpy().astype(np.int64) * 1024 + clicks["app"].to_numpy()
+    earlier = synth.history(key, t, bands=((1, 300),), since=False)[(1, 300)]
+    p = clicks["true_probability"].to_numpy()
+    rate = [p[(earlier == k) & (p > 0)].mean() for k in (1, 2, 3)]
+    assert rate[0] < rate[1] < rate[2], rate
+
+
+def test_app_popularity_drifts_over_the_days(clicks):
+    day = (clicks["click_time"] - clicks["click_time"].min()) // 86400
+    share = pd.crosstab(clicks["app"], day, normalize="columns")
+    top = share.loc[[3, 12, 2, 9, 15, 18, 14, 1]]
+    ratio = top[3] / top[0]
+    assert ratio.max() > 1.5 and ratio.min() < 1 / 1.5, ratio
+
+
+def test_channel_and_os_carry_effects(clicks):
+    """Within one app, channels differ in conversion (and os too), beyond what the app says."""
+    ordinary = clicks[clicks["true_probability"] > 0]
+    app3 = ordinary[ordinary["app"] == 3]
+    by_channel = app3.groupby("channel")["true_probability"].median()
+    assert by_channel[489] / by_channel[280] > 1.5  # channel 280 carries -0.6, 489 none: e^0.6 = 1.8
+    by_os = ordinary[ordinary["app"] == 12].groupby("os")["true_probability"].median()
+    assert by_os[19] / by_os[13] > 1.5  # +0.3 vs -0.3
+
+
+def test_slices_share_one_ip_population():
+    """An ip id is one address across slices: the busiest ips are the same in every slice."""
+    slices = list(synth.generate_slices(120_000, seed=2, slice_rows=40_000))
+    tops = [set(s["ip"].value_counts().index[:20]) for s in slices]
+    assert len(tops[0] & tops[1]) >= 10 and len(tops[1] & tops[2]) >= 10, tops
+    ips = [set(s["ip"].unique()) for s in slices]
+    assert len(ips[0] & ips[2]) > 0.5 * min(len(ips[0]), len(ips[2]))

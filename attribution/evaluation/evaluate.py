@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from attribution.evaluation.metrics import binary_metrics
+from attribution.evaluation.metrics import binary_metrics, calibration_bins
 from attribution.features.build import load_training_frame
 from attribution.model.bundle import ModelBundle, load_model
 from attribution.model.estimators import RAW_ID_FEATURES, feature_names
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 BASELINE_VARIANT = "ids + hour (baseline)"
-RELIABILITY_BINS = 10
 TOP_APPS = 10
 MAX_CURVE_POINTS = 200
 CONFUSION_CATEGORIES = ["not_attributed", "attributed"]
@@ -97,30 +96,9 @@ def resolve_from(from_ts: str | int | None, metadata: dict, t: np.ndarray) -> tu
 
 
 # ---- the metric pieces ---------------------------------------------------------------------------------
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    phat = k / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
-
-
-def reliability_curve(y: np.ndarray, p: np.ndarray, bins: int = RELIABILITY_BINS) -> list[dict]:
-    """Equal-count bins of the prediction (the same bins as attribution.evaluation.metrics' ECE): mean predicted
-    vs observed rate, with the bin's count and a 95% Wilson interval of the observed rate."""
-    order = np.argsort(p, kind="stable")
-    out = []
-    for i, chunk in enumerate(np.array_split(order, bins)):
-        if not len(chunk):
-            continue
-        k, n = int(y[chunk].sum()), len(chunk)
-        lo, hi = wilson_interval(k, n)
-        out.append({"bin": i, "mean_predicted": float(p[chunk].mean()), "observed_rate": k / n, "count": n,
-                    "positives": k, "observed_low": lo, "observed_high": hi,
-                    "min_predicted": float(p[chunk].min()), "max_predicted": float(p[chunk].max())})
-    return out
+def reliability_curve(y: np.ndarray, p: np.ndarray) -> list[dict]:
+    """The log-spaced calibration bins of attribution.evaluation.metrics (the ECE's own bins)."""
+    return calibration_bins(y, p)
 
 
 def grouped_metrics(frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, keys: np.ndarray, name: str,

@@ -9,6 +9,7 @@ import html
 import io
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -159,7 +160,7 @@ def calibration_plot(m: dict) -> str:
     ax.set_yscale("log")
     ax.set(xlim=(floor, top), ylim=(floor * 0.8, top), xlabel="mean predicted probability (per bin)",
            ylabel="observed attribution rate",
-           title=f"Calibration: {len(pts)} equal-count bins, ECE {_f(m['ece'], 5)}")
+           title=f"Calibration: {len(pts)} log-spaced bins, ECE {_f(m['ece'], 5)}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     _style(ax)
     return _png(fig)
@@ -219,6 +220,18 @@ def _metric_table(rows: list[dict], key: str, key_label: str) -> str:
     return f"<table>{head}{body}</table>"
 
 
+def _interval(iv: list | None) -> str:
+    if not iv or any(v is None or not np.isfinite(v) for v in iv):
+        return ""
+    return f"[{iv[0]:+.4f}, {iv[1]:+.4f}]"
+
+
+def _effect(r: dict) -> str:
+    """The verdict on ROC-AUC: only an interval that excludes 0 is an effect (one seed gives none)."""
+    effect = r.get("effect_roc_auc")
+    return _e(effect) if effect else "no interval (one seed): no measurable effect claimed"
+
+
 def ablation_section(rows: list[dict] | None) -> str:
     if not rows:
         return ('<h2>Ablation</h2><p class="sub">The model was trained without the ablation '
@@ -238,17 +251,18 @@ def ablation_section(rows: list[dict] | None) -> str:
                           ("full (window + cat2vec)", "Both together")):
         r = by.get(variant)
         if r and r.get("delta_roc_auc") is not None:
-            verb = "help" if r["delta_roc_auc"] > 0 else "hurt"
-            lines.append(f"<li><b>{what}</b> {verb}: "
-                         f"ROC-AUC {_delta(r['delta_roc_auc'])}, PR-AUC {_delta(r.get('delta_pr_auc'))}, "
-                         f"log loss {_delta(r.get('delta_log_loss'), higher_is_better=False)} vs the baseline</li>")
+            lines.append(f"<li><b>{what}</b>: {_effect(r)} (ROC-AUC {_delta(r['delta_roc_auc'])} "
+                         f"{_interval(r.get('delta_roc_auc_interval'))}), PR-AUC {_delta(r.get('delta_pr_auc'))} "
+                         f"{_interval(r.get('delta_pr_auc_interval'))}, log loss "
+                         f"{_delta(r.get('delta_log_loss'), higher_is_better=False)} "
+                         f"{_interval(r.get('delta_log_loss_interval'))} vs the baseline</li>")
     n = rows[0].get("rows")
     p = rows[0].get("positives")
     plot = ablation_plot(rows)
     return (
         "<h2>Ablation: what each feature family buys</h2>"
         f'<p class="sub">Same parameters, each variant refit at training time and scored on the training run\'s '
-        f"holdout ({_f(n)} clicks, {_f(p)} positives); deltas are against “ids + hour (baseline)”.</p>"
+        f"holdout ({_f(n)} clicks, {_f(p)} positives); deltas are against “ids + hour (baseline)”, each the mean of {_f(rows[0].get('seeds', 1))} seed(s) with the 95% interval of the paired differences; an interval that covers 0 is “no measurable effect”.</p>"
         f'<div class="callout"><ul style="margin:4px 0;padding-left:18px">{"".join(lines)}</ul></div>'
         + (_img(plot, "ablation deltas") if plot else "")
         + f'<div style="margin-top:10px"><table>{head}{body}</table></div>'
@@ -348,10 +362,16 @@ def render_report(m: dict) -> str:
 """
 
 
+def _bin_range(r: dict) -> str:
+    if "lower_edge" not in r:
+        return str(r["bin"] + 1)
+    return f"{r['lower_edge']:.0e} – {r['upper_edge']:.0e}" if r["lower_edge"] > 0 else f"< {r['upper_edge']:.0e}"
+
+
 def _reliability_table(pts: list[dict]) -> str:
-    head = "<tr><th>bin</th><th>clicks</th><th>positives</th><th>mean predicted</th><th>observed</th><th>95% interval</th></tr>"
+    head = "<tr><th>predicted in</th><th>clicks</th><th>positives</th><th>mean predicted</th><th>observed</th><th>95% interval</th></tr>"
     body = "".join(
-        f"<tr><td>{r['bin'] + 1}</td><td>{_f(r['count'])}</td><td>{_f(r['positives'])}</td><td>{_pct(r['mean_predicted'])}</td>"
+        f"<tr><td>{_bin_range(r)}</td><td>{_f(r['count'])}</td><td>{_f(r['positives'])}</td><td>{_pct(r['mean_predicted'])}</td>"
         f"<td>{_pct(r['observed_rate'])}</td><td>{_pct(r.get('observed_low'), 2)} – {_pct(r.get('observed_high'), 2)}</td></tr>"
         for r in pts
     )

@@ -3,7 +3,11 @@
 A click is a sentence of field-prefixed tokens (`ip:87540 app:12 device:1 os:13 channel:497`), shuffled
 within the row with a fixed seed so no field always sits at a sentence edge. A row's vector is the
 per-field vectors concatenated in a fixed field order; a token unseen in training (or below min_count)
-maps to zeros. Vectors persist as an .npz array file plus a JSON vocabulary, never gensim's pickle.
+maps to NaN, which XGBoost treats as missing (zeros would be an ordinary, learnable value, shared with
+every id whose vector happens to sit near the origin).
+
+The corpus is label-free, so fitting it on the whole training window (tuning part included) leaks no
+label into early stopping or tuning; the pipeline fits it once and every later step reuses the vectors. Vectors persist as an .npz array file plus a JSON vocabulary, never gensim's pickle.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class Cat2Vec(BaseEstimator, TransformerMixin):
         n = len(X)
         if self.max_fit_rows and n > self.max_fit_rows:
             # Co-occurrence statistics settle long before 184.9M rows; a seeded uniform sample keeps the fit
-            # a bounded cost. Rare ids outside the sample fall back to zeros, as unseen ids do.
+            # a bounded cost. Rare ids outside the sample are missing (NaN), as unseen ids are.
             keep = np.sort(np.random.default_rng(self.seed).choice(n, self.max_fit_rows, replace=False))
             ids = {f: v[keep] for f, v in ids.items()}
         sentences = ClickSentences(ids, self.seed)
@@ -116,7 +120,7 @@ class Cat2Vec(BaseEstimator, TransformerMixin):
     # ---- transform ------------------------------------------------------------------------------
     def transform(self, X: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         n = len(X[self.fields[0]])
-        out = np.zeros((n, len(self.fields) * self.vector_size), dtype=np.float32)
+        out = np.full((n, len(self.fields) * self.vector_size), np.nan, dtype=np.float32)
         for j, f in enumerate(self.fields):
             keys, rows = self.lookup_[f]
             vals = np.asarray(X[f]).astype(np.int64)

@@ -7,11 +7,15 @@ import xgboost as xgb
 
 from attribution.training.config import EARLY_STOPPING_ROUNDS
 
+# Every trainer early-stops on this (the last of eval_metric is the one XGBoost watches): AUC ignores the
+# class balance, so down-sampled training rows and full-balance validation rows agree on it.
+EARLY_STOPPING_METRIC = "auc"
+
 
 def xgb_params(params: dict, seed: int, n_threads: int | None = None) -> dict:
     return {
         "objective": "binary:logistic",
-        "eval_metric": ["logloss", "auc"],
+        "eval_metric": ["logloss", EARLY_STOPPING_METRIC],
         "tree_method": "hist",
         "max_depth": int(params["max_depth"]),
         "learning_rate": float(params["learning_rate"]),
@@ -20,6 +24,7 @@ def xgb_params(params: dict, seed: int, n_threads: int | None = None) -> dict:
         "colsample_bytree": float(params["colsample_bytree"]),
         "reg_alpha": float(params["reg_alpha"]),
         "reg_lambda": float(params["reg_lambda"]),
+        "max_delta_step": float(params.get("max_delta_step", 0.0)),
         "seed": seed,
         **({"nthread": n_threads} if n_threads else {}),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
@@ -14,9 +15,13 @@ DEFAULT_PARAMS: dict[str, float | int] = {
     "colsample_bytree": 0.7,
     "reg_alpha": 0.0,
     "reg_lambda": 1.0,
+    "max_delta_step": 0.0,  # 0 = no cap on a leaf's step (Hyperopt searches 0..10)
     "max_rounds": 1500,
 }
 EARLY_STOPPING_ROUNDS = 60
+# The refit never gets fewer than ROUNDS_FLOOR / learning_rate rounds (200 at the default 0.05): a tuning
+# part holding a few dozen positives can stop early on noise (bench/rolling_origin.py measures it).
+ROUNDS_FLOOR = 10.0
 MAX_TRAIN_NEGATIVES = 3_000_000
 ABLATION_MAX_ROWS = 3_000_000  # the ablation trains four more models: only on small training sets
 
@@ -36,6 +41,7 @@ class TrainConfig:
     cat2vec: dict = field(default_factory=dict)
     cat2vec_dir: str | None = None  # use these fitted vectors instead of fitting Cat2Vec again
     n_threads: int | None = None
+    rounds_floor: float = ROUNDS_FLOOR  # refit rounds >= rounds_floor / learning_rate; 0 = early stopping alone
     spec: FeatureSpec = DEFAULT_SPEC  # the features the model reads: hashed into the model directory
 
     def record(self) -> dict:
@@ -56,6 +62,10 @@ def negative_rate_for(cfg: TrainConfig, n_negatives: int) -> float:
     return cfg.negative_rate if cfg.negative_rate is not None else choose_negative_rate(n_negatives)
 
 
-def refit_rounds(early_stopped_rounds: int, tune_fraction: float) -> int:
-    """Rounds for the refit on the whole training period: grown for the extra data the tuning part adds."""
-    return max(1, round(early_stopped_rounds / (1.0 - tune_fraction)))
+def refit_rounds(early_stopped_rounds: int, tune_fraction: float, params: dict | None = None, floor: float = 0.0) -> int:
+    """Rounds for the refit on the whole training period: grown for the extra data the tuning part adds,
+    and at least floor / learning_rate."""
+    grown = max(1, round(early_stopped_rounds / (1.0 - tune_fraction)))
+    if floor <= 0 or params is None:
+        return grown
+    return max(grown, math.ceil(floor / float(params["learning_rate"])))

@@ -15,10 +15,10 @@ from sklearn.pipeline import FeatureUnion
 from attribution.features.build import load_training_frame
 from attribution.model.cat2vec import Cat2Vec
 from attribution.model.estimators import make_features
-from attribution.schema import CLICK_TIME, LABEL, to_epoch
+from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, to_epoch
 from attribution.training.booster import fit_booster
 from attribution.training.config import DEFAULT_PARAMS, TrainConfig, refit_rounds
-from attribution.training.split import TimeSplit, downsample
+from attribution.training.split import TimeSplit, default_valid_from, downsample
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def train_variant(
         params, cfg.seed, cfg.n_threads,
     )
     t2 = time.perf_counter()
-    rounds = refit_rounds(rounds, cfg.tune_fraction)
+    rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     booster, _ = fit_booster(
         union.transform(frame[train_rows]), y[train_rows], None, None, params, cfg.seed, cfg.n_threads, rounds=rounds
@@ -72,11 +72,26 @@ def resolve_params(cfg: TrainConfig, tune_fn: Callable[[], tuple[dict, list[dict
     return dict(DEFAULT_PARAMS), None
 
 
-def fit_cat2vec_file(features_path: str | Path, output_dir: str | Path, valid_from: str | None = None, seed: int = 0) -> dict:
-    """Cat2Vec on the training window of a features file, saved as arrays (the pipeline's own step)."""
-    frame = load_training_frame(features_path)
-    cfg = TrainConfig(seed=seed)
-    split = TimeSplit.of(frame[CLICK_TIME].to_numpy(), to_epoch(valid_from), cfg.tune_fraction)
-    model = Cat2Vec(seed=seed, **cfg.cat2vec).fit(frame[split.train])
+def fit_cat2vec_file(
+    features_path: str | Path, output_dir: str | Path, valid_from: str | None = None, seed: int = 0,
+    cat2vec: dict | None = None,
+) -> dict:
+    """Cat2Vec on the training window of a features file, saved as arrays (the pipeline's own step, and the
+    streaming trainer's). The corpus is every training-window click (Cat2Vec takes its own seeded uniform
+    sample): label-free, never the down-sampled, positive-enriched training frame. A Parquet file is read
+    for its id and time columns only."""
+    path = Path(features_path)
+    if path.suffix == ".parquet" or path.is_dir():
+        import pyarrow.dataset as ds
+
+        frame = ds.dataset(path, format="parquet").to_table(columns=[*ID_FIELDS, CLICK_TIME]).to_pandas()
+    else:
+        frame = load_training_frame(path)
+    t = frame[CLICK_TIME].to_numpy()
+    vf = to_epoch(valid_from) if valid_from is not None else default_valid_from(t)
+    train = t < vf
+    if not train.any():
+        raise ValueError(f"{features_path}: valid_from {valid_from} leaves no training rows for Cat2Vec")
+    model = Cat2Vec(seed=seed, **(cat2vec or {})).fit(frame[train])
     model.save(output_dir)
-    return {"vocabulary": len(model.vocabulary_), "training_rows": int(split.train.sum())}
+    return {"vocabulary": len(model.vocabulary_), "training_rows": int(train.sum())}

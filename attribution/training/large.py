@@ -220,7 +220,7 @@ def fit_cat2vec_sampled(
 
 def tune_sampled(
     features_path: str | Path, valid_from: str | None, max_evals: int, seed: int = 0, cat2vec_dir: str | None = None,
-    memory_budget: int | None = None,
+    memory_budget: int | None = None, trainer: str = "xgboost",
 ) -> dict:
     """The pipeline's tuning step on a file too large to load: Hyperopt on all training-window positives
     and seeded negatives, at most TUNE_MAX_ROWS (or what the budget holds) rows; the same document as
@@ -228,7 +228,7 @@ def tune_sampled(
     doc: dict = {"params": dict(DEFAULT_PARAMS), "trials": [], "max_evals": max_evals}
     if max_evals <= 0:
         return doc
-    cfg = TrainConfig(valid_from=valid_from, max_evals=max_evals, seed=seed, cat2vec_dir=cat2vec_dir)
+    cfg = TrainConfig(trainer=trainer, valid_from=valid_from, max_evals=max_evals, seed=seed, cat2vec_dir=cat2vec_dir)
     data = dataset_of(features_path)
     window = first_pass(data, valid_from)
     rate = capped_rate(negative_rate_for(cfg, window.train_negatives), window, rows_within(memory_budget, TUNE_MAX_ROWS))

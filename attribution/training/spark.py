@@ -21,7 +21,7 @@ from attribution.features.spec import FeatureSpec
 from attribution.model.bundle import ModelBundle
 from attribution.platform.spark_session import arrow_safe, get_spark, xgb_workers_for
 from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, TRUE_PROBABILITY, to_epoch
-from attribution.training.booster import xgb_params
+from attribution.training.booster import EARLY_STOPPING_METRIC, xgb_params
 from attribution.training.config import EARLY_STOPPING_ROUNDS, TrainConfig, negative_rate_for, refit_rounds
 from attribution.training.fit import fitted_features, resolve_params
 from attribution.training.record import finish_training, split_record
@@ -62,10 +62,13 @@ def num_workers(spark, rows: int | None = None) -> int:
 
 
 def spark_params(params: dict, seed: int) -> dict:
+    """The single-node parameters for SparkXGBClassifier. Early stopping watches AUC, as locally: AUC does
+    not move when negatives are down-sampled, so the validation rows (kept at the data's balance) and the
+    down-sampled training rows are compared on the same footing."""
     p = xgb_params(params, seed)
     for name in ("nthread", "eval_metric", "objective"):  # set by xgboost.spark itself (threads per task,
         p.pop(name, None)  # binary:logistic for a two-class label)
-    return {**p, "eval_metric": "logloss"}
+    return {**p, "eval_metric": EARLY_STOPPING_METRIC}
 
 
 def fit_spark(
@@ -107,7 +110,7 @@ def train_variant_spark(
     sdf = assemble(spark.createDataFrame(arrow_safe(first)), union, (LABEL, "is_valid"))
     t0 = time.perf_counter()
     _, rounds, _ = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
-    rounds = refit_rounds(rounds, cfg.tune_fraction)
+    rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     full = assemble(spark.createDataFrame(arrow_safe(frame.loc[train_rows, cols])), union, (LABEL,))
     booster, _, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
@@ -133,14 +136,16 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg: TrainConf
     keep = (F.col(LABEL) == 1) | (F.rand(cfg.seed) < F.lit(negative_rate))
     cols = [c for c in model_columns(cfg.spec) if c in sdf.columns] + [LABEL]
 
+    # A uniform (label-independent) sample of the training window on the driver: Cat2Vec's corpus when the
+    # pipeline's own vectors (cfg.cat2vec_dir) are not given, and the tuning set.
     sample_rows = (cfg.cat2vec or {}).get("max_fit_rows", 1_000_000)
     n_train = int(sum(counts.values()))
     sample = train_sdf.select(*cols).sample(fraction=min(1.0, sample_rows / max(1, n_train)), seed=cfg.seed).toPandas()
     union = fitted_features(sample, cfg, cfg.use_window_features, cfg.use_cat2vec)
 
-    def tune_fn():  # tuning on the driver sample's inner split, trials in parallel on Spark
-        t = sample[CLICK_TIME].to_numpy()
-        return tune(sample, TimeSplit.of(t, vf, cfg.tune_fraction), cfg, negative_rate, union=union)
+    def tune_fn():  # tuning on the driver sample's inner split (all of it before vf), trials on Spark
+        split = TimeSplit.training_only(sample[CLICK_TIME].to_numpy(), vf, cfg.tune_fraction)
+        return tune(sample, split, cfg, negative_rate, union=union)
 
     params, trials = resolve_params(cfg, tune_fn)
     is_tune = F.col(CLICK_TIME) >= tf
@@ -148,7 +153,7 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg: TrainConf
     expected_rows = int(counts.get(1, 0) + counts.get(0, 0) * negative_rate)
     _, rounds, _ = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid",
                              rows=expected_rows)
-    rounds = refit_rounds(rounds, cfg.tune_fraction)
+    rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     booster, _, _ = fit_spark(
         assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds,
         rows=expected_rows,

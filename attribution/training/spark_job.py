@@ -2,6 +2,7 @@
 component's local mode): features Parquet in, model directory out, through xgboost.spark.
 
     spark-submit attribution/training/spark_job.py --input FEATURES --model-dir DIR [--valid-from TS] [--max-evals N]
+        [--cat2vec-dir DIR] [--params JSON]
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-evals", type=int, default=0, help="Hyperopt trials (SparkTrials)")
     p.add_argument("--negative-rate", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cat2vec-dir", default=None,
+                   help="the pipeline's fitted Cat2Vec vectors (used as they are, not fitted again)")
     p.add_argument("--params", default=None,
                    help="XGBoost parameters as JSON, or a path to the tuning step's params.json (skips tuning)")
     a = p.parse_args(argv)
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads(text)
         params = doc.get("params", doc)  # the tuning step's document, or bare parameters
     cfg = TrainConfig(trainer="spark", valid_from=a.valid_from, max_evals=a.max_evals,
-                      negative_rate=a.negative_rate, seed=a.seed, params=params)
+                      negative_rate=a.negative_rate, seed=a.seed, params=params,
+                      cat2vec_dir=a.cat2vec_dir)
     meta = train_from_parquet(a.input, a.model_dir, cfg)
     logging.getLogger("attribution.training.spark_job").info("holdout metrics: %s", meta["holdout_metrics"])
     return 0

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from attribution.features.build import is_large_features_file
@@ -18,6 +20,14 @@ def train(input_path: str | Path, model_dir: str | Path, cfg: TrainConfig | None
     if cfg.trainer == "xgboost" and is_large_features_file(input_path, cfg.spec):
         from attribution.training.large import train_large
 
+        if cfg.use_cat2vec and not cfg.cat2vec_dir:
+            # The streaming trainer only ever holds the down-sampled training rows (positives enriched
+            # ~100x): Cat2Vec's corpus comes from the whole training window instead.
+            from attribution.training.fit import fit_cat2vec_file
+
+            with tempfile.TemporaryDirectory(prefix="cat2vec-") as tmp:
+                fit_cat2vec_file(input_path, tmp, cfg.valid_from, cfg.seed, cfg.cat2vec)
+                return train_large(input_path, model_dir, replace(cfg, cat2vec_dir=tmp))
         return train_large(input_path, model_dir, cfg)
     from attribution.training.local import train_in_memory
 
