@@ -79,6 +79,7 @@ def attribution_pipeline(
     spark_executors: int = 2,
     spark_executor_memory: str = "8g",
     namespace: str = "attribution",
+    canary_traffic_percent: int = 10,
 ) -> Outputs:
     """data: a click file (CSV/Parquet path the task can read) or, with feature_engine=bigquery, a table
     project.dataset.table. runtime: kubernetes (cluster) or local (kfp.local: Spark with a local master,
@@ -114,8 +115,9 @@ def attribution_pipeline(
     evaluated.set_display_name("evaluate")
 
     deployed = _size(deploy_model(
-        model=trained.outputs["model"], metrics=evaluated.outputs["metrics"], min_roc_auc=min_roc_auc,
-        min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri, runtime=runtime, namespace=namespace,
+        model=trained.outputs["model"], features=features, metrics=evaluated.outputs["metrics"],
+        min_roc_auc=min_roc_auc, min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri, runtime=runtime,
+        namespace=namespace, canary_traffic_percent=canary_traffic_percent,
     ), "deploy")
     deployed.set_display_name("deploy-gate").set_caching_options(False)
     deployed.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -17,6 +18,7 @@ from sklearn.pipeline import FeatureUnion
 from attribution.evaluation.metrics import binary_metrics
 from attribution.model.bundle import TRIALS_FILE, save_model
 from attribution.model.estimators import feature_names
+from attribution.storage import join, write_text
 from attribution.training.config import TrainConfig
 
 
@@ -51,7 +53,7 @@ def split_record(
 
 
 def finish_training(
-    model_dir: str | Path, cfg: TrainConfig, union: FeatureUnion, booster: xgb.Booster, negative_rate: float,
+    model_dir: str | os.PathLike, cfg: TrainConfig, union: FeatureUnion, booster: xgb.Booster, negative_rate: float,
     params: dict, rounds: int, split: dict, holdout_y: np.ndarray, holdout_p: np.ndarray,
     holdout_true_p: np.ndarray | None, trials: list[dict] | None, ablation: list[dict] | None, started: float,
 ) -> dict:
@@ -77,7 +79,7 @@ def finish_training(
     save_model(model_dir, union, booster, cfg.spec, negative_rate, metadata)
     metadata["feature_spec_hash"] = cfg.spec.hash
     if trials is not None:
-        (Path(model_dir) / TRIALS_FILE).write_text(json.dumps(trials, indent=2, default=str))
+        write_text(join(model_dir, TRIALS_FILE), json.dumps(trials, indent=2, default=str))
     logging.getLogger(__name__).info(
         "model -> %s: holdout roc_auc=%.4f pr_auc=%.4f (%s, %d rounds, %.0fs)",
         model_dir, metrics["roc_auc"], metrics["pr_auc"], cfg.trainer, rounds, metadata["train_seconds"],
