@@ -134,6 +134,7 @@ def train_model(
             doc = spark_submit.render_spark_application(
                 features_uri, model_uri, valid_from or None, executor_instances=spark_executors,
                 executor_memory=spark_executor_memory, namespace=namespace, extra_arguments=tuned_args,
+                owner=spark_submit.step_pod_owner(),
             )
             result = spark_submit.submit_and_wait(doc, *(kube_apis or ()), poll_s=spark_poll_s)
             extra = {"spark_application": result.name, "spark_state": result.state}

@@ -112,3 +112,26 @@ def signature_problems(fake: object, real: type = client.CustomObjectsApi) -> li
         if [p.name for p in ours] != [p.name for p in theirs]:
             problems.append(f"{name}: {[p.name for p in ours]} != {[p.name for p in theirs]}")
     return problems
+
+
+class RecordingCoreV1:
+    """CoreV1Api's pod log call, recorded."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def read_namespaced_pod_log(self, name, namespace, **kwargs):
+        self.calls.append(("get", "pods/log", namespace, name))
+        return f"log of {name}"
+
+
+GROUPS = {"sparkapplications": "sparkoperator.k8s.io", "inferenceservices": "serving.kserve.io", "pods/log": ""}
+
+
+def called_rules(*recorders) -> dict[tuple[str, str], frozenset[str]]:
+    """(apiGroup, resource) -> verbs over every call the recorders kept."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for r in recorders:
+        for call in r.calls:
+            out.setdefault((GROUPS[call[1]], call[1]), set()).add(call[0])
+    return {k: frozenset(v) for k, v in out.items()}
