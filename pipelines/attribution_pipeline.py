@@ -15,6 +15,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from attribution.features.compute import DEFAULT_ENGINE
+from attribution.platform import images
 from components import (
     deploy_model,
     evaluate_model,
@@ -110,6 +111,7 @@ def attribution_pipeline(
         spark_executor_memory=spark_executor_memory, namespace=namespace,
     ), "train")
     trained.set_display_name("train").set_retry(num_retries=1, backoff_duration="120s")
+    trained.set_env_variable(images.override_env("attribution-spark"), images.SPARK_IMAGE)  # what was built
 
     evaluated = _size(evaluate_model(features=features, model=trained.outputs["model"]), "evaluate")
     evaluated.set_display_name("evaluate")

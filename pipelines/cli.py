@@ -89,7 +89,26 @@ def _package(tmp: str) -> str:
     return str(compile_pipeline(Path(tmp) / "attribution_pipeline.yaml"))
 
 
+def use_images(build_output: str | None, registry: str | None, image_tag: str | None) -> None:
+    """Point attribution.platform.images at what was built, before the components are defined."""
+    import os
+    import sys
+
+    from attribution.platform import images
+
+    wanted = {images.BUILD_OUTPUT_ENV: build_output and str(Path(build_output).resolve()),
+              images.REGISTRY_ENV: registry, images.TAG_ENV: image_tag}
+    for key, value in wanted.items():
+        if value:
+            os.environ[key] = value
+    if any(wanted.values()) and "components" in sys.modules:
+        raise RuntimeError("the components were defined before the image settings: compile in a fresh process")
+    for name in images.NAMES:
+        images.image(name)  # fail now on a build output without one of the images
+
+
 def compile_cmd(a: argparse.Namespace) -> None:
+    use_images(a.build_output, a.registry, a.image_tag)
     from pipelines.attribution_pipeline import compile_pipeline
 
     path = compile_pipeline(a.output)
@@ -135,6 +154,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     c = sub.add_parser("compile", help="write the pipeline's IR YAML", formatter_class=fmt)
     c.add_argument("--output", default=str(Path(__file__).resolve().with_name("attribution_pipeline.yaml")))
+    c.add_argument("--build-output", default=None,
+                   help="skaffold's `build --file-output` JSON: compile with the images it built (by digest)")
+    c.add_argument("--registry", default=None, help="image registry, e.g. us-docker.pkg.dev/PROJ/attribution")
+    c.add_argument("--image-tag", default=None, help="image tag or digest (sha256:...)")
     c.set_defaults(pipeline_func=compile_cmd)
 
     def cluster(p: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from attribution.platform.images import SPARK_IMAGE
+from attribution.platform import images
 
 log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
@@ -84,7 +84,7 @@ def render_spark_application(
     input_uri: str,
     model_dir_uri: str,
     valid_from: str | None = None,
-    image: str = SPARK_IMAGE,
+    image: str | None = None,
     executor_instances: int = 2,
     executor_memory: str | None = None,
     executor_memory_overhead: str | None = None,
@@ -107,7 +107,7 @@ def render_spark_application(
     for role in ("driver", "executor"):
         spec[role].setdefault("annotations", {}).update(NO_SIDECAR)
     spec.pop("suspend", None)  # the kustomize copy is suspended; a submitted run must start
-    spec["image"] = image
+    spec["image"] = image or images.image("attribution-spark")  # read when rendered: the step's env
     args = ["--input", input_uri, "--model-dir", model_dir_uri]
     if valid_from:
         args += ["--valid-from", valid_from]
