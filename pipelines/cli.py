@@ -91,6 +91,7 @@ def _package(tmp: str) -> str:
 
 def use_images(build_output: str | None, registry: str | None, image_tag: str | None) -> None:
     """Point attribution.platform.images at what was built, before the components are defined."""
+    import importlib
     import os
     import sys
 
@@ -103,6 +104,7 @@ def use_images(build_output: str | None, registry: str | None, image_tag: str | 
             os.environ[key] = value
     if any(wanted.values()) and "components" in sys.modules:
         raise RuntimeError("the components were defined before the image settings: compile in a fresh process")
+    importlib.reload(images)  # PIPELINE_IMAGE & co. are read once, at import: read them again now
     for name in images.NAMES:
         images.image(name)  # fail now on a build output without one of the images
 
