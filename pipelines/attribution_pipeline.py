@@ -15,6 +15,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from attribution.features.compute import DEFAULT_ENGINE
+from attribution.platform import images
 from attribution.steps import DEFAULT_MEMORY_BUDGET
 from components import (
     deploy_model,
@@ -84,6 +85,7 @@ def attribution_pipeline(
     namespace: str = "attribution",
     live_metrics_uri: str = "",
     memory_budget: str = DEFAULT_MEMORY_BUDGET,
+    canary_traffic_percent: int = 10,
 ) -> Outputs:
     """data: a click file (CSV/Parquet path the task can read) or, with feature_engine=bigquery, a table
     project.dataset.table. runtime: kubernetes (cluster) or local (kfp.local: Spark with a local master,
@@ -118,6 +120,7 @@ def attribution_pipeline(
         spark_executor_memory=spark_executor_memory, namespace=namespace, memory_budget=memory_budget,
     ), "train")
     trained.set_display_name("train").set_retry(num_retries=1, backoff_duration="120s")
+    trained.set_env_variable(images.override_env("attribution-spark"), images.SPARK_IMAGE)  # what was built
 
     evaluated = _size(evaluate_model(features=features, model=trained.outputs["model"], memory_budget=memory_budget), "evaluate")
     evaluated.set_display_name("evaluate")
@@ -126,8 +129,9 @@ def attribution_pipeline(
     live.set_display_name("record-live-metrics").set_caching_options(False)
 
     deployed = _size(deploy_model(
-        model=trained.outputs["model"], metrics=evaluated.outputs["metrics"], min_roc_auc=min_roc_auc,
-        min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri, runtime=runtime, namespace=namespace,
+        model=trained.outputs["model"], features=features, metrics=evaluated.outputs["metrics"],
+        min_roc_auc=min_roc_auc, min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri, runtime=runtime,
+        namespace=namespace, canary_traffic_percent=canary_traffic_percent,
     ), "deploy")
     deployed.set_display_name("deploy-gate").set_caching_options(False)
     deployed.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)

@@ -1,9 +1,13 @@
 """`attribution pipeline compile|submit|schedule`: the pipeline on a Kubeflow Pipelines cluster.
 
     attribution pipeline compile [--output pipelines/attribution_pipeline.yaml]
-    attribution pipeline submit   --host URL [--experiment NAME] [--param k=v ...]
-    attribution pipeline schedule --host URL --cron "0 0 3 * * *" [--param days_back=3 ...]
-    attribution pipeline schedule --host URL --on-evidence --alertmanager URL --max-age-days 7
+    attribution pipeline submit   --host URL --namespace PROFILE [--iap-client-id ID] [--param k=v ...]
+    attribution pipeline schedule --host URL --namespace PROFILE --cron "0 0 3 * * *" [--param days_back=3 ...]
+    attribution pipeline schedule --host URL --namespace PROFILE --on-evidence --alertmanager URL --max-age-days 7
+
+Behind IAP (Kubeflow on GKE), --iap-client-id makes google-auth mint an ID token for that audience from
+the caller's Application Default Credentials (a service account's key file, Workload Identity or the
+metadata server): nothing is stored, nothing is passed on the command line.
 
 submit and schedule compile the current code into a temporary package first (the checked-in YAML is
 for review and diffing; a test keeps it current), and run as the `attribution-pipeline` service account.
@@ -47,10 +51,38 @@ def check_params(params: dict) -> None:
         raise ValueError(f"unknown pipeline parameter(s) {unknown}; the pipeline takes {sorted(known)}")
 
 
-def client(host: str, namespace: str | None = None):
-    import kfp
+def id_token_for(audience: str, fetch=None, request=None) -> str:
+    """An ID token for the IAP client id `audience` from google-auth's default credentials."""
+    from google.auth import exceptions
 
-    return kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
+    if fetch is None:
+        from google.oauth2.id_token import fetch_id_token as fetch
+    if request is None:
+        from google.auth.transport.requests import Request
+
+        request = Request()
+    try:
+        return fetch(request, audience)
+    except exceptions.DefaultCredentialsError as err:
+        raise RuntimeError(
+            f"no credentials can mint an ID token for the IAP client id {audience}: set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service account allowed through IAP, or run on GCP with "
+            f"Workload Identity ({err})"
+        ) from err
+
+
+def client(host: str, namespace: str | None = None, iap_client_id: str | None = None, client_cls=None, fetch=None):
+    """kfp.Client for host, in the profile namespace, with an IAP ID token when iap_client_id is given."""
+    if client_cls is None:
+        import kfp
+
+        client_cls = kfp.Client
+    kwargs: dict = {"host": host}
+    if namespace:
+        kwargs["namespace"] = namespace
+    if iap_client_id:
+        kwargs["existing_token"] = id_token_for(iap_client_id, fetch)
+    return client_cls(**kwargs)
 
 
 def _package(tmp: str) -> str:
@@ -59,7 +91,28 @@ def _package(tmp: str) -> str:
     return str(compile_pipeline(Path(tmp) / "attribution_pipeline.yaml"))
 
 
+def use_images(build_output: str | None, registry: str | None, image_tag: str | None) -> None:
+    """Point attribution.platform.images at what was built, before the components are defined."""
+    import importlib
+    import os
+    import sys
+
+    from attribution.platform import images
+
+    wanted = {images.BUILD_OUTPUT_ENV: build_output and str(Path(build_output).resolve()),
+              images.REGISTRY_ENV: registry, images.TAG_ENV: image_tag}
+    for key, value in wanted.items():
+        if value:
+            os.environ[key] = value
+    if any(wanted.values()) and "components" in sys.modules:
+        raise RuntimeError("the components were defined before the image settings: compile in a fresh process")
+    importlib.reload(images)  # PIPELINE_IMAGE & co. are read once, at import: read them again now
+    for name in images.NAMES:
+        images.image(name)  # fail now on a build output without one of the images
+
+
 def compile_cmd(a: argparse.Namespace) -> None:
+    use_images(a.build_output, a.registry, a.image_tag)
     from pipelines.attribution_pipeline import compile_pipeline
 
     path = compile_pipeline(a.output)
@@ -70,7 +123,7 @@ def compile_cmd(a: argparse.Namespace) -> None:
 def submit_cmd(a: argparse.Namespace, kfp_client=None) -> str:
     params = parse_params(a.param)
     check_params(params)
-    c = kfp_client or client(a.host, a.namespace)
+    c = kfp_client or client(a.host, a.namespace, a.iap_client_id)
     with tempfile.TemporaryDirectory() as tmp:
         run = c.create_run_from_pipeline_package(
             _package(tmp), arguments=params, run_name=a.run_name, experiment_name=a.experiment,
@@ -128,7 +181,7 @@ def schedule_cmd(a: argparse.Namespace, kfp_client=None) -> str | None:
     params = parse_params(a.param)
     params.setdefault("days_back", a.days_back)
     check_params(params)
-    c = kfp_client or client(a.host, a.namespace)
+    c = kfp_client or client(a.host, a.namespace, a.iap_client_id)
     experiment = c.create_experiment(a.experiment, namespace=a.namespace)
     with tempfile.TemporaryDirectory() as tmp:
         job = c.create_recurring_run(
@@ -148,11 +201,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     c = sub.add_parser("compile", help="write the pipeline's IR YAML", formatter_class=fmt)
     c.add_argument("--output", default=str(Path(__file__).resolve().with_name("attribution_pipeline.yaml")))
+    c.add_argument("--build-output", default=None,
+                   help="skaffold's `build --file-output` JSON: compile with the images it built (by digest)")
+    c.add_argument("--registry", default=None, help="image registry, e.g. us-docker.pkg.dev/PROJ/attribution")
+    c.add_argument("--image-tag", default=None, help="image tag or digest (sha256:...)")
     c.set_defaults(pipeline_func=compile_cmd)
 
     def cluster(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
         p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+        p.add_argument("--iap-client-id", default=None,
+                       help="OAuth client id of the IAP in front of Kubeflow: an ID token for it from google-auth")
         p.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
         p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="pipeline parameter, repeatable (data=..., feature_engine=bigquery, trainer=spark, ...)")

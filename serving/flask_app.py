@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from attribution import storage
 from attribution.features.online.state import StateUnavailable
 from attribution.inference import DEFAULT_MAX_BATCH, BadRequest, InferenceCore
 from serving import openapi
@@ -158,7 +158,7 @@ def run_gunicorn(
 
     if workers > 1 and state == "memory":
         raise ValueError("several gunicorn workers need a shared state: pass --state redis://HOST:PORT/DB")
-    if not Path(model_dir).is_dir():
+    if not storage.isdir(model_dir):  # a local folder or a URI (gs://), read through attribution.storage
         raise ValueError(f"model directory {model_dir} does not exist")
     # The model itself is loaded only in the workers: xgboost's OpenMP runtime does not survive a fork, so
     # the master must not initialise it. A worker that cannot load the model logs why and gunicorn exits.

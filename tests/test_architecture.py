@@ -16,6 +16,7 @@ ENTRY_POINTS = {"attribution.cli", "attribution.demo"}
 # layer -> the attribution layers it must never import (lower layers never reach up).
 FORBIDDEN = {
     "attribution.schema": ("attribution.",),
+    "attribution.storage": ("attribution.",),
     "attribution.io": ("attribution.features", "attribution.model", "attribution.training", "attribution.evaluation",
                        "attribution.platform", "attribution.inference", "attribution.batch", "attribution.steps"),
     "attribution.features": ("attribution.model", "attribution.training", "attribution.evaluation",

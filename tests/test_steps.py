@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from manifest_checks import crd_problems
 from test_components import FakeCore, FakeCustom
-from test_deploy_gate import FakeApi
+from test_deploy_gate import Controller, recording_api
 
 from attribution import steps
 from attribution.io import write_clicks
@@ -198,28 +198,32 @@ def test_evaluate_model(tmp_path, trained, features_dir):
 
 def write_metrics(tmp_path: Path, roc_auc: float) -> Path:
     path = tmp_path / f"metrics-{roc_auc}.json"
-    path.write_text(json.dumps({"roc_auc": roc_auc, "pr_auc": 0.3}))
+    path.write_text(json.dumps({"roc_auc": roc_auc, "pr_auc": 0.3}))  # no from_ts: the model's valid_from
     return path
 
 
-def test_deploy_model_locally_writes_the_manifest_only_past_the_gate(tmp_path):
-    ok = steps.deploy_model("gs://m/run-1", str(write_metrics(tmp_path, 0.95)), str(tmp_path / "yes"), 0.9, 0.05,
-                            runtime="local")
+def test_deploy_model_locally_writes_the_manifest_only_past_the_gate(tmp_path, trained, features_dir):
+    model, _ = trained
+    ok = steps.deploy_model(str(model), str(features_dir), str(write_metrics(tmp_path, 0.95)), str(tmp_path / "yes"),
+                            0.5, 0.0, runtime="local")
     assert ok["deployed"] and (tmp_path / "yes" / "inferenceservice.yaml").is_file()
-    no = steps.deploy_model("gs://m/run-1", str(write_metrics(tmp_path, 0.85)), str(tmp_path / "no"), 0.9, 0.05,
-                            runtime="local")
+    assert ok["candidate_holdout_rows"] > 0 and 0.5 < ok["candidate_roc_auc"] <= 1
+    no = steps.deploy_model(str(model), str(features_dir), str(write_metrics(tmp_path, 0.85)), str(tmp_path / "no"),
+                            0.9999, 0.0, runtime="local")
     assert not no["deployed"] and not (tmp_path / "no" / "inferenceservice.yaml").exists() and no["reasons"]
 
 
-def test_deploy_model_on_kubernetes_applies_through_the_api(tmp_path):
-    api = FakeApi()
-    result = steps.deploy_model("gs://m/run-2", str(write_metrics(tmp_path, 0.95)), str(tmp_path / "d"), 0.9, 0.05,
-                                runtime="kubernetes", api=api)
+def test_deploy_model_on_kubernetes_rolls_out_through_the_api(tmp_path, trained, features_dir):
+    model, _ = trained
+    api = recording_api(Controller(ready=True, after=1))
+    result = steps.deploy_model(str(model), str(features_dir), str(write_metrics(tmp_path, 0.95)), str(tmp_path / "d"),
+                                0.5, 0.0, runtime="kubernetes", api=api, poll_s=0)
     created = [c for c in api.calls if c[0] == "create"]
-    assert result["deployed"] and len(created) == 1 and crd_problems([created[0][2]]) == []
+    assert result["deployed"] and result["action"] == "created" and len(created) == 1
+    assert crd_problems([created[0][3]]) == []
     with pytest.raises(ValueError, match="runtime"):
-        steps.deploy_model("gs://m/run-2", str(write_metrics(tmp_path, 0.95)), str(tmp_path / "e"), 0.9, 0.05,
-                           runtime="cloud")
+        steps.deploy_model(str(model), str(features_dir), str(write_metrics(tmp_path, 0.95)), str(tmp_path / "e"),
+                           0.5, 0.0, runtime="cloud")
 
 
 COMPONENTS = sorted(Path(__file__).resolve().parents[1].joinpath("components").glob("[!_]*.py"))

@@ -26,6 +26,9 @@ from attribution.features.spec import DEFAULT_SPEC
 log = logging.getLogger(__name__)
 SQL_FILE = Path(__file__).resolve().parents[2] / "sql" / "features.sql"
 PLACEHOLDER_TABLE = BIGQUERY_SOURCE.strip("`")  # "attribution.clicks"
+# The full TalkingData table is ~185M rows x 8 columns (~12 GB scanned); 100 GiB stops a runaway query.
+DEFAULT_MAXIMUM_BYTES_BILLED = 100 * 2**30
+USD_PER_TIB = 6.25  # on-demand analysis price, for the dry-run estimate in the logs and the step's metadata
 START_PARAM, END_PARAM = "start_time", "end_time"
 
 
@@ -91,6 +94,7 @@ def build_feature_jobs(
     end: str | dt.datetime | None = None,
     location: str | None = None,
     labels: dict[str, str] | None = None,
+    maximum_bytes_billed: int = DEFAULT_MAXIMUM_BYTES_BILLED,
 ) -> FeatureJobs:
     """Job configurations for the query (destination table, truncate on rerun so retries are idempotent,
     standard SQL, time-range parameters) and the Parquet export (`export_uri` must be a gs:// wildcard)."""
@@ -116,6 +120,7 @@ def build_feature_jobs(
         query_parameters=params,
         labels=labels,
         priority=bigquery.QueryPriority.BATCH,
+        maximum_bytes_billed=int(maximum_bytes_billed),  # BigQuery fails the job rather than bill more
     )
     extract_config = bigquery.ExtractJobConfig(
         destination_format=bigquery.DestinationFormat.PARQUET,
@@ -136,8 +141,28 @@ def job_resources(jobs: FeatureJobs, client, job_prefix: str = "attribution-feat
     return {"query": query.to_api_repr(), "extract": extract.to_api_repr()}
 
 
+def dry_run(client, jobs: FeatureJobs) -> dict:
+    """BigQuery's own estimate of the query (a dry run: nothing runs, nothing is billed)."""
+    from google.cloud import bigquery
+
+    config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, use_legacy_sql=False,
+                                     query_parameters=jobs.query_config.query_parameters)
+    job = client.query(jobs.query, job_config=config, location=jobs.location)
+    scanned = int(job.total_bytes_processed or 0)
+    return {"bytes_processed_estimate": scanned, "usd_estimate": round(scanned / 2**40 * USD_PER_TIB, 4)}
+
+
 def run_feature_jobs(client, jobs: FeatureJobs, timeout_s: float = 6 * 3600) -> dict:
-    """Run the query, then the export; returns what happened (rows, bytes billed, job ids)."""
+    """Estimate the query with a dry run and refuse it past maximum_bytes_billed; then run the query and the
+    export; returns what happened (estimate, rows, bytes billed, job ids)."""
+    estimate = dry_run(client, jobs)
+    limit = jobs.query_config.maximum_bytes_billed
+    log.info("bigquery: dry run: %d bytes (~$%.4f), limit %s", estimate["bytes_processed_estimate"],
+             estimate["usd_estimate"], limit)
+    if limit is not None and estimate["bytes_processed_estimate"] > int(limit):
+        raise ValueError(f"the feature query would scan {estimate['bytes_processed_estimate']} bytes "
+                         f"(~${estimate['usd_estimate']}), over maximum_bytes_billed {limit}: narrow the time range "
+                         "(days_back) or raise the limit")
     qjob = client.query(jobs.query, job_config=jobs.query_config, location=jobs.location)
     log.info("bigquery: query job %s -> %s", qjob.job_id, jobs.destination)
     qjob.result(timeout=timeout_s)
@@ -147,6 +172,7 @@ def run_feature_jobs(client, jobs: FeatureJobs, timeout_s: float = 6 * 3600) -> 
     log.info("bigquery: extract job %s -> %s", ejob.job_id, jobs.export_uri)
     ejob.result(timeout=timeout_s)
     return {
+        **estimate, "maximum_bytes_billed": int(limit) if limit is not None else None,
         "query_job": qjob.job_id, "extract_job": ejob.job_id, "rows": int(table.num_rows or 0),
         "bytes_billed": int(qjob.total_bytes_billed or 0), "destination": str(jobs.destination),
         "export_uri": jobs.export_uri,

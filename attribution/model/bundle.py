@@ -8,6 +8,7 @@ XGBoost booster, with the feature spec it was built with.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 from attribution.model.cat2vec import Cat2Vec
 from attribution.model.estimators import FeatureAssembler, feature_names, recalibrate
 from attribution.schema import ID_FIELDS
+from attribution.storage import local_dir_for_read, local_dir_for_write
 
 MODEL_FILE = "model.json"
 SPEC_FILE = "feature_spec.json"
@@ -57,12 +59,19 @@ class ModelBundle:
 
 
 def save_model(
-    model_dir: str | Path, union: FeatureUnion, booster: xgb.Booster, spec: FeatureSpec, negative_rate: float,
-    metadata: dict,
-) -> Path:
-    """Write the model directory; `spec` is the one the union was built with, and the one hashed."""
-    d = Path(model_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    model_dir: str | os.PathLike, union: FeatureUnion, booster: xgb.Booster, spec: FeatureSpec,
+    negative_rate: float, metadata: dict,
+) -> str:
+    """Write the model directory (a local path or a URI such as gs://); `spec` is the one the union was
+    built with, and the one hashed. Returns model_dir as given."""
+    with local_dir_for_write(model_dir) as local:
+        _save_local(Path(local), union, booster, spec, negative_rate, metadata)
+    return os.fspath(model_dir)
+
+
+def _save_local(
+    d: Path, union: FeatureUnion, booster: xgb.Booster, spec: FeatureSpec, negative_rate: float, metadata: dict,
+) -> None:
     booster.save_model(d / MODEL_FILE)
     cfg: dict = {"negative_rate": negative_rate, "steps": []}
     for name, step in union.transformer_list:
@@ -77,28 +86,36 @@ def save_model(
     (d / PIPELINE_FILE).write_text(json.dumps(cfg, indent=2))
     (d / SPEC_FILE).write_text(json.dumps({"hash": spec.hash, "spec": spec.to_dict()}, indent=2))
     (d / METADATA_FILE).write_text(json.dumps({**metadata, "feature_spec_hash": spec.hash}, indent=2, default=str))
-    return d
 
 
-def load_model(model_dir: str | Path, expected_spec: FeatureSpec = DEFAULT_SPEC) -> ModelBundle:
-    d = Path(model_dir)
+def load_model(model_dir: str | os.PathLike, expected_spec: FeatureSpec = DEFAULT_SPEC) -> ModelBundle:
+    """The model of a directory (a local path or a URI such as gs://); ModelLoadError names what is wrong."""
+    try:
+        with local_dir_for_read(model_dir) as local:
+            return _load_local(Path(local), os.fspath(model_dir), expected_spec)
+    except FileNotFoundError as err:
+        raise ModelLoadError(f"model directory {os.fspath(model_dir)} does not exist: {err}") from err
+
+
+def _load_local(d: Path, uri: str, expected_spec: FeatureSpec) -> ModelBundle:
+    """Load from the local folder d; messages name uri, where the model lives."""
     if not d.is_dir():
-        raise ModelLoadError(f"model directory {d} does not exist")
+        raise ModelLoadError(f"model directory {uri} does not exist")
     for name in (MODEL_FILE, SPEC_FILE, PIPELINE_FILE, METADATA_FILE):
         if not (d / name).is_file():
-            raise ModelLoadError(f"model directory {d} is missing {name}")
+            raise ModelLoadError(f"model directory {uri} is missing {name}")
     try:
         spec_doc = json.loads((d / SPEC_FILE).read_text())
         cfg = json.loads((d / PIPELINE_FILE).read_text())
         metadata = json.loads((d / METADATA_FILE).read_text())
         spec = FeatureSpec.from_dict(spec_doc["spec"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ModelLoadError(f"model directory {d}: unreadable {SPEC_FILE}/{PIPELINE_FILE}/{METADATA_FILE}: {err}") from err
+        raise ModelLoadError(f"model directory {uri}: unreadable {SPEC_FILE}/{PIPELINE_FILE}/{METADATA_FILE}: {err}") from err
     if spec.hash != spec_doc.get("hash"):
-        raise ModelLoadError(f"{d / SPEC_FILE} is corrupt: its spec hashes to {spec.hash}, the file says {spec_doc.get('hash')}")
+        raise ModelLoadError(f"{uri}/{SPEC_FILE} is corrupt: its spec hashes to {spec.hash}, the file says {spec_doc.get('hash')}")
     if spec.hash != expected_spec.hash:
         raise ModelLoadError(
-            f"model directory {d} was trained with feature spec hash {spec.hash}, but this code computes "
+            f"model directory {uri} was trained with feature spec hash {spec.hash}, but this code computes "
             f"feature spec hash {expected_spec.hash}: retrain the model or deploy the matching code"
         )
     parts = []
@@ -111,11 +128,11 @@ def load_model(model_dir: str | Path, expected_spec: FeatureSpec = DEFAULT_SPEC)
         booster = xgb.Booster()
         booster.load_model(d / MODEL_FILE)
     except (xgb.core.XGBoostError, OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"model directory {d}: cannot load the model files: {err}") from err
+        raise ModelLoadError(f"model directory {uri}: cannot load the model files: {err}") from err
     union = FeatureUnion(parts)
     if booster.num_features() != len(cfg["feature_names"]):
         raise ModelLoadError(
-            f"model directory {d}: booster expects {booster.num_features()} features, pipeline makes {len(cfg['feature_names'])}"
+            f"model directory {uri}: booster expects {booster.num_features()} features, pipeline makes {len(cfg['feature_names'])}"
         )
     return ModelBundle(union, booster, spec, float(cfg["negative_rate"]), metadata)
 

@@ -15,8 +15,10 @@ import copy
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,13 +26,18 @@ from pathlib import Path
 
 import yaml
 
-from attribution.platform.images import SPARK_IMAGE
+from attribution.platform import images
 
 log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
 ENTRY_POINT = Path(__file__).resolve().parents[1] / "training" / "spark_job.py"
 FINAL_STATES = {"COMPLETED", "FAILED", "SUBMISSION_FAILED", "FAILING_OUT_OF_RETRIES"}  # operator states
 SUCCESS_STATES = {"COMPLETED"}
+# A Kubeflow profile namespace injects Istio sidecars; a driver with one never finishes (the sidecar keeps
+# the pod running), so Spark's pods opt out.
+NO_SIDECAR = {"sidecar.istio.io/inject": "false"}
+# The KFP v2 launcher's own pod, set on every step's container (downward API).
+POD_NAME_ENV, POD_UID_ENV = "KFP_POD_NAME", "KFP_POD_UID"
 
 
 def manifests_root() -> Path:
@@ -77,7 +84,7 @@ def render_spark_application(
     input_uri: str,
     model_dir_uri: str,
     valid_from: str | None = None,
-    image: str = SPARK_IMAGE,
+    image: str | None = None,
     executor_instances: int = 2,
     executor_memory: str | None = None,
     executor_memory_overhead: str | None = None,
@@ -85,15 +92,22 @@ def render_spark_application(
     namespace: str | None = None,
     template: dict | None = None,
     extra_arguments: list[str] | None = None,
+    owner: dict | None = None,
 ) -> dict:
-    """The SparkApplication to submit: the template with image, arguments, executors and name patched."""
+    """The SparkApplication to submit: the template with image, arguments, executors and name patched, its
+    pods without Istio sidecars, and owned by `owner` (the step's pod: see step_pod_owner) so that Kubernetes'
+    garbage collector deletes it with the step."""
     doc = copy.deepcopy(template if template is not None else load_template())
     spec = doc["spec"]
     doc["metadata"]["name"] = name or unique_name()
     if namespace:
         doc["metadata"]["namespace"] = namespace
+    if owner:
+        doc["metadata"]["ownerReferences"] = [owner]
+    for role in ("driver", "executor"):
+        spec[role].setdefault("annotations", {}).update(NO_SIDECAR)
     spec.pop("suspend", None)  # the kustomize copy is suspended; a submitted run must start
-    spec["image"] = image
+    spec["image"] = image or images.image("attribution-spark")  # read when rendered: the step's env
     args = ["--input", input_uri, "--model-dir", model_dir_uri]
     if valid_from:
         args += ["--valid-from", valid_from]
@@ -109,6 +123,18 @@ def render_spark_application(
     if ex.get("memoryOverhead"):
         ex["memoryLimit"] = _limit(ex["memory"], ex["memoryOverhead"])
     return doc
+
+
+def step_pod_owner(env: dict[str, str] | None = None) -> dict | None:
+    """An ownerReference to the pipeline step's pod (KFP_POD_NAME / KFP_POD_UID), or None outside KFP."""
+    env = os.environ if env is None else env
+    name, uid = env.get(POD_NAME_ENV), env.get(POD_UID_ENV)
+    if not (name and uid):
+        log.warning("no %s/%s: the SparkApplication has no owner and outlives a cancelled step", POD_NAME_ENV,
+                    POD_UID_ENV)
+        return None
+    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid, "blockOwnerDeletion": False,
+            "controller": False}
 
 
 # ---- cluster ------------------------------------------------------------------------------------------
@@ -146,17 +172,62 @@ def driver_log(core, pod: str | None, namespace: str, tail_lines: int = 300) -> 
         return f"<driver log of {pod} unavailable: {err}>"
 
 
+def delete_application(custom, name: str, namespace: str) -> bool:
+    """Delete the SparkApplication (the operator then removes its driver and executors); False if gone."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    log.warning("deleted SparkApplication %s/%s", namespace, name)
+    return True
+
+
+class Cancelled(Exception):
+    """The step was told to stop (SIGTERM: a cancelled or timed-out KFP run)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Cancelled("SIGTERM")
+
+
 def submit_and_wait(
     doc: dict, custom=None, core=None, poll_s: float = 15.0, timeout_s: float = 6 * 3600,
     sleep=time.sleep, clock=time.monotonic,
 ) -> SparkRunResult:
     """Create the SparkApplication and poll status.applicationState.state until it is final; the driver
-    log is printed and returned. Raises RuntimeError (with the log tail) when the run does not complete."""
+    log is printed and returned. Raises RuntimeError (with the log tail) when the run does not complete.
+    On a timeout, a SIGTERM (the run cancelled) or any error while waiting, the SparkApplication is deleted."""
     if custom is None or core is None:
         custom, core = kube_clients()
     name, ns = doc["metadata"]["name"], doc["metadata"].get("namespace", "default")
     custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, doc)
     log.info("submitted SparkApplication %s/%s (%d executors)", ns, name, doc["spec"]["executor"]["instances"])
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
+    finished = False
+    try:
+        state, status = _wait(custom, name, ns, poll_s, timeout_s, sleep, clock)
+        finished = state in FINAL_STATES
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        if not finished:
+            delete_application(custom, name, ns)
+    pod = (status.get("driverInfo") or {}).get("podName")
+    text = driver_log(core, pod, ns)
+    result = SparkRunResult(name, ns, state, (status.get("applicationState") or {}).get("errorMessage"), pod, text)
+    print(f"---- driver log ({pod}) ----\n{text}\n---- end of driver log; final state {state} ----", flush=True)
+    if not result.succeeded:
+        raise RuntimeError(f"SparkApplication {ns}/{name} ended {state}: {result.error_message or ''}\n"
+                           f"{text[-4000:]}")
+    return result
+
+
+def _wait(custom, name: str, ns: str, poll_s: float, timeout_s: float, sleep, clock) -> tuple[str, dict]:
     deadline = clock() + timeout_s
     state, status = "NEW", {}
     while True:
@@ -167,19 +238,10 @@ def submit_and_wait(
             log.info("SparkApplication %s: %s", name, new_state)
             state = new_state
         if state in FINAL_STATES:
-            break
+            return state, status
         if clock() > deadline:
-            state = "TIMED_OUT"
-            break
+            return "TIMED_OUT", status
         sleep(poll_s)
-    pod = (status.get("driverInfo") or {}).get("podName")
-    text = driver_log(core, pod, ns)
-    result = SparkRunResult(name, ns, state, (status.get("applicationState") or {}).get("errorMessage"), pod, text)
-    print(f"---- driver log ({pod}) ----\n{text}\n---- end of driver log; final state {state} ----", flush=True)
-    if not result.succeeded:
-        raise RuntimeError(f"SparkApplication {ns}/{name} ended {state}: {result.error_message or ''}\n"
-                           f"{text[-4000:]}")
-    return result
 
 
 # ---- local: the same entry point with a local master -------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -20,6 +21,7 @@ from attribution.model.bundle import TRIALS_FILE, save_model
 from attribution.model.estimators import feature_names
 from attribution.monitoring.drift import reference_histograms, write_reference
 from attribution.monitoring.prediction_log import model_id
+from attribution.storage import join, write_text
 from attribution.training.config import TrainConfig
 
 
@@ -54,7 +56,7 @@ def split_record(
 
 
 def finish_training(
-    model_dir: str | Path, cfg: TrainConfig, union: FeatureUnion, booster: xgb.Booster, negative_rate: float,
+    model_dir: str | os.PathLike, cfg: TrainConfig, union: FeatureUnion, booster: xgb.Booster, negative_rate: float,
     params: dict, rounds: int, split: dict, holdout_y: np.ndarray, holdout_p: np.ndarray,
     holdout_true_p: np.ndarray | None, trials: list[dict] | None, ablation: list[dict] | None, started: float,
     holdout_columns: Mapping[str, np.ndarray] | None = None,
@@ -84,7 +86,7 @@ def finish_training(
     metadata["feature_spec_hash"] = cfg.spec.hash
     write_reference(model_dir, reference_histograms(holdout_columns or {}, holdout_p), model_id(model_dir))
     if trials is not None:
-        (Path(model_dir) / TRIALS_FILE).write_text(json.dumps(trials, indent=2, default=str))
+        write_text(join(model_dir, TRIALS_FILE), json.dumps(trials, indent=2, default=str))
     logging.getLogger(__name__).info(
         "model -> %s: holdout roc_auc=%.4f pr_auc=%.4f (%s, %d rounds, %.0fs)",
         model_dir, metrics["roc_auc"], metrics["pr_auc"], cfg.trainer, rounds, metadata["train_seconds"],

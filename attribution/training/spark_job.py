@@ -8,15 +8,45 @@ component's local mode): features Parquet in, model directory out, through xgboo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file by spark-submit: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+@contextlib.contextmanager
+def readable_input(spark, uri: str) -> Iterator[str]:
+    """uri itself when Spark's Hadoop layer has a filesystem for its scheme (the cluster image ships the GCS
+    connector); otherwise (a local master without it, e.g. against an emulator) the files staged once
+    through attribution.storage into a local folder."""
+    from attribution import storage
+
+    scheme = uri.partition("://")[0] if storage.is_remote(uri) else ""
+    if not scheme or hadoop_has_scheme(spark, scheme):
+        yield uri
+        return
+    logging.getLogger(__name__).info("no Hadoop filesystem for %s:// here; staging %s locally", scheme, uri)
+    with storage.local_file_for_read(uri) as local:
+        yield local
+
+
+def hadoop_has_scheme(spark, scheme: str) -> bool:
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, spark.sparkContext._jsc.hadoopConfiguration())
+        return True
+    except Exception:  # noqa: BLE001 - py4j wraps UnsupportedFileSystemException
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    from attribution import storage
+    from attribution.platform.spark_session import get_spark
     from attribution.training.config import TrainConfig
     from attribution.training.spark import train_from_parquet
 
@@ -35,15 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params = None
     if a.params:
-        import json
-
-        text = Path(a.params).read_text() if Path(a.params).is_file() else a.params
-        doc = json.loads(text)
+        doc = json.loads(a.params if a.params.lstrip().startswith("{") else storage.read_text(a.params))
         params = doc.get("params", doc)  # the tuning step's document, or bare parameters
     cfg = TrainConfig(trainer="spark", valid_from=a.valid_from, max_evals=a.max_evals,
                       negative_rate=a.negative_rate, seed=a.seed, params=params,
                       cat2vec_dir=a.cat2vec_dir)
-    meta = train_from_parquet(a.input, a.model_dir, cfg)
+    with readable_input(get_spark(), a.input) as features:
+        meta = train_from_parquet(features, a.model_dir, cfg)  # the model directory goes through storage
     logging.getLogger("attribution.training.spark_job").info("holdout metrics: %s", meta["holdout_metrics"])
     return 0
 
