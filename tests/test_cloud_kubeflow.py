@@ -123,8 +123,6 @@ def test_declared_role_grants_code_and_platform_verbs_only():
     assert rules[("sparkoperator.k8s.io", "sparkapplications")] == {"create", "get", "delete"}
 
 
-@pytest.mark.xfail(strict=True, reason="manifests/base/pipeline/rbac.yaml is another engineer's: merge "
-                   "rbac.role_rules() there, then drop this marker")
 def test_the_pipeline_role_in_manifests_grants_exactly_that():
     docs = list(yaml.safe_load_all((MANIFESTS / "base" / "pipeline" / "rbac.yaml").read_text()))
     role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "attribution-pipeline")
