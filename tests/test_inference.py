@@ -139,49 +139,69 @@ def _request(draw, valid: bool) -> list[dict]:
     return clicks
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.one_of(_request(valid=False), _request(valid=True)))
-def test_the_fast_path_accepts_only_what_the_checked_path_accepts_and_reads_it_the_same(clicks):
-    """Well-formed requests skip pyarrow (inference._fast_batch); that path must never accept a click the
-    file schema's rules refuse, nor read one differently."""
-    from attribution.inference import _checked_batch, _fast_batch
-
-    fast = _fast_batch(clicks, NOW)
-    try:
-        checked = _checked_batch(clicks, NOW)
-    except BadRequest:
-        checked = None
-    if fast is not None:
-        assert checked is not None, clicks
-        np.testing.assert_array_equal(fast.ids, checked.ids)
-        np.testing.assert_array_equal(fast.t, checked.t)
-        assert fast.click_ids == checked.click_ids
-
-
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(_text_times, _text_times.map(lambda s: s[:-1]), _text_times.map(lambda s: " " + s[:-1]),
-                 st.tuples(_text_times, st.integers(0, 18), st.characters(codec="utf-8")).map(
-                     lambda v: v[0][: v[1]] + v[2] + v[0][v[1] + 1 :])))
-def test_the_fast_time_parser_reads_exactly_what_the_schema_reads(text):
+@given(st.lists(st.one_of(_text_times, _text_times.map(lambda s: s[:-1]), _text_times.map(lambda s: " " + s[:-1]),
+                          st.tuples(_text_times, st.integers(0, 18), st.characters(codec="utf-8")).map(
+                              lambda v: v[0][: v[1]] + v[2] + v[0][v[1] + 1 :])), min_size=1, max_size=4))
+def test_the_byte_level_time_reader_reads_exactly_what_strptime_reads(texts):
+    """schema._exact_layout_times (what requests and most files take) may only answer when strptime and its
+    print-back check accept every value, and must read each the same."""
     import pyarrow as pa
 
-    from attribution.inference import _fast_times
-    from attribution.schema import _parse_time
+    from attribution.schema import _exact_layout_times, _strptime_times
 
-    fast = _fast_times([text])
-    secs, valid = _parse_time(pa.array([text]))
+    fast = _exact_layout_times(pa.array(texts))
+    secs, valid = _strptime_times(pa.array(texts))
     if fast is not None:
-        assert valid[0] and fast[0] == secs[0], text
-    elif valid[0] and len(text) == 19:  # the fast parser may only pass on the padded text the schema trims
-        raise AssertionError(f"{text!r} is a valid time the fast path refused")
+        assert valid.all() and (fast == secs).all(), texts
+    elif valid.all() and all(len(t) == 19 for t in texts):  # it may pass only on padded text strptime trims
+        raise AssertionError(f"{texts!r} are valid times the byte-level reader refused")
 
 
-@settings(max_examples=100, deadline=None)
-@given(_request(valid=True))
-def test_well_formed_requests_take_the_fast_path(clicks):
-    from attribution.inference import _fast_batch
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_request(valid=False), _request(valid=True)))
+def test_a_request_is_accepted_exactly_when_the_file_schema_accepts_each_click(clicks):
+    """One set of rules: a request passes when every click passes schema.conform (plus the request's own
+    shape and live-time window), and reads the same values."""
+    import pandas as pd
 
-    assert _fast_batch(clicks, NOW) is not None
+    from attribution.schema import ClickSchemaError, conform
+
+    try:
+        got = parse_clicks(clicks)
+    except BadRequest:
+        got = None
+    shape_ok = all(c.keys() <= {*GOOD, "click_id"} and GOOD.keys() <= c.keys() for c in clicks) and all(
+        (type(v) is int or isinstance(v, str)) for c in clicks for k, v in c.items() if not (k == "click_id" and v is None))
+    ids = [c.get("click_id") for c in clicks]
+    frame = pd.DataFrame([{k: (str(v) if isinstance(v, int) and k != "click_time" else v)
+                           for k, v in c.items() if k != "click_id"} for c in clicks]) if shape_ok else None
+    try:
+        if frame is None:
+            raise ClickSchemaError("request", None, "?", "shape")
+        times = frame["click_time"]
+        frame["click_time"] = [pd.Timestamp(v, unit="s").strftime("%Y-%m-%d %H:%M:%S") if isinstance(v, int) and 0 <= v
+                               else v for v in times]
+        if any(isinstance(v, int) and not 0 <= v <= _now() + 86_400 for v in times):
+            raise ClickSchemaError("request", None, "click_time", "epoch out of range")
+        if any(v is not None and v != "" for v in ids):
+            frame["click_id"] = [str(v) if v is not None else "0" for v in ids]
+        expected = conform(frame)
+        t = expected["click_time"].to_numpy()
+        if (t < 0).any() or (t > _now() + 86_400).any():
+            raise ClickSchemaError("request", None, "click_time", "outside the live window")
+    except ClickSchemaError:
+        expected = None
+    assert (got is None) == (expected is None), (clicks, got)
+    if got is not None:
+        np.testing.assert_array_equal(got.ids, expected[["ip", "app", "device", "os", "channel"]].to_numpy(np.int64))
+        np.testing.assert_array_equal(got.t, expected["click_time"].to_numpy())
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time())
 
 
 def test_impossible_dates_are_refused():
