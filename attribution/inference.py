@@ -362,3 +362,7 @@ class InferenceCore:
     def count_bad_request(self) -> None:
         """For adapters that reject a request before it reaches `predict` (bad JSON, wrong content type)."""
         self._count(bad_requests=1)
+
+    def count_state_error(self) -> None:
+        """For adapters that refuse a request because they already know the state is down."""
+        self._count(state_errors=1)
