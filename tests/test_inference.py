@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kserve.errors import InvalidInput, ServerNotReady
+from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from attribution.features.online.redis import RedisStore
@@ -17,6 +18,7 @@ from attribution.features.online.state import MemoryStore
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 from attribution.inference import BadRequest, InferenceCore, parse_clicks
 from attribution.model.bundle import ModelLoadError
+from serving.guard import Unavailable
 from serving.model import AttributionModel
 from tests.redis_fixture import click_dicts, expected_probabilities, free_port, replay_order
 
@@ -244,37 +246,53 @@ def _v2(clicks: list[dict], nested: bool = False, request_id: str | None = None)
     return InferRequest(model_name="attribution", infer_inputs=inputs, request_id=request_id)
 
 
+def predict(model: AttributionModel, payload):
+    """KServe awaits `predict` on its event loop; so does this."""
+    return asyncio.run(model.predict(payload))
+
+
 def test_kserve_model_v1_and_v2(serving_model_dir):
     model = AttributionModel("attribution", str(serving_model_dir))
     assert not model.ready
     model.load()
     assert model.ready
     clicks = [GOOD, {**GOOD, "click_time": "2017-11-09 04:00:07"}]
-    v1 = model.predict({"instances": clicks})["predictions"]
+    v1 = predict(model, {"instances": clicks})["predictions"]
     # the same clicks a week later (state beyond the horizon): V2 with epochs, nested [n, 1], no request id
     later = [{**c, "click_time": 1510200000 + 7 * 86400 + (7 if i else 0)} for i, c in enumerate(clicks)]
-    response = model.predict(_v2(later, nested=True))
+    response = predict(model, _v2(later, nested=True))
     body, _ = response.to_rest()
     assert body["id"] and body["outputs"][0]["name"] == "probability"
     np.testing.assert_allclose(body["outputs"][0]["data"], v1, rtol=0, atol=1e-12)
-    assert model.predict(_v2([GOOD], request_id="r-1")).id == "r-1"
+    assert predict(model, _v2([GOOD], request_id="r-1")).id == "r-1"
 
 
 def test_kserve_model_errors(serving_model_dir):
     model = AttributionModel("attribution", str(serving_model_dir))
     model.load()
     with pytest.raises(InvalidInput, match="unknown top-level field"):
-        model.predict({"instances": [GOOD], "x": 1})
+        predict(model, {"instances": [GOOD], "x": 1})
     with pytest.raises(InvalidInput, match="'ip': negative id"):
-        model.predict({"instances": [{**GOOD, "ip": -2}]})
+        predict(model, {"instances": [{**GOOD, "ip": -2}]})
     with pytest.raises(InvalidInput, match="'click_time': missing input tensor"):
-        model.predict(InferRequest("attribution", _v2([GOOD]).inputs[:5]))
+        predict(model, InferRequest("attribution", _v2([GOOD]).inputs[:5]))
     bad = _v2([GOOD, GOOD])
     bad.inputs[0].data = [[1], 2]
-    with pytest.raises(InvalidInput, match="flat or nested"):
-        model.predict(bad)
+    with pytest.raises(InvalidInput, match="'ip': cannot read the data as INT64 of shape"):
+        predict(model, bad)
+    for value, why in [(1.5, "INT64 element must be an integer, got float"), (True, "INT64 element must be an integer, got bool"),
+                       (2**64, "cannot read the data as INT64")]:
+        bad = _v2([GOOD, GOOD])
+        bad.inputs[1].data = [19, value]
+        with pytest.raises(InvalidInput, match=f"field 'app': {why}"):
+            predict(model, bad)
+    bad = _v2([GOOD])
+    bad.inputs[5].data = ["2017-11-09 04:00:0\ud800"]
+    with pytest.raises(InvalidInput, match="'click_time': text is not valid Unicode"):
+        predict(model, bad)
+    assert model.core.counters.clicks_scored == 0
     dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", DEFAULT_SPEC, connect_timeout=0.3)
     down = AttributionModel("attribution", str(serving_model_dir), core=InferenceCore(serving_model_dir, store=dead))
-    with pytest.raises(ServerNotReady, match="state unavailable"):
-        down.predict({"instances": [GOOD]})
+    with pytest.raises(Unavailable, match="state unavailable"):
+        predict(down, {"instances": [GOOD]})
     assert isinstance(InferenceCore(serving_model_dir).store, MemoryStore)
