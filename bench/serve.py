@@ -1,12 +1,17 @@
-"""Serving benchmark: the inference core alone, then real servers on loopback.
+"""Serving benchmark: the inference core alone, then real servers on loopback, before and after.
 
-    python bench/serve.py [--model-dir DIR] [--requests 2000] [--concurrency 16]
+    python bench/serve.py [--model-dir DIR] [--requests 2000] [--concurrency 16] [--before REF]
 
 - core only (no HTTP): per-click µs for single clicks, rows/s for 1,000-click batches
 - single-click latency p50/p99 over N sequential V1 requests (KServe) / /predict (Flask), memory and Redis
 - throughput, clicks/s, with `concurrency` client threads sending single clicks
 - batch scoring rows/s with 1,000-click requests, from one client and from two (the client's own work then
   overlaps the server's: the server's capacity)
+- a paused Redis (SIGSTOP): for `--pause-seconds`, `--pause-clients` clients send single clicks while a
+  prober reads /v2/health/ready, /v2/models/attribution/ready and /metrics; the share of predictions answered
+  (200 or 503) within 100 ms, and the probes' worst latency
+Before/after in the same run: `--before REF` (default: main) runs the KServe rows on `git archive REF`
+unpacked to a temporary directory, alternating with this checkout, on the same model and clicks.
 Clicks are the real sample's, in time order (each server starts with empty state). Without --model-dir a
 small model is trained on the sample (fast settings, cached under the bench cache).
 Writes bench/results/serve.json and serve.md.
@@ -95,7 +100,7 @@ class Redis:
 
 
 class Server:
-    def __init__(self, kind: str, mdir: Path, state: str, workers: int = 1) -> None:
+    def __init__(self, kind: str, mdir: Path, state: str, workers: int = 1, code: Path = ROOT) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         if kind == "kserve":
@@ -107,8 +112,8 @@ class Server:
                     f"{workers}, host='127.0.0.1')")
             cmd = [sys.executable, "-c", code]
             self.ready, self.predict_path, self.field = "/healthz", "/predict", "clicks"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -200,6 +205,95 @@ def core_only(mdir: Path, clicks: list[dict], n: int) -> dict:
             "batch1000_rows_per_s": round(len(rest) / (time.perf_counter() - t0), 1)}
 
 
+def checkout(ref: str) -> Path:
+    """`git archive REF` unpacked once per commit under the bench cache: the code the "before" rows run."""
+    commit = subprocess.run(["git", "rev-parse", ref], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    d = CACHE / f"code-{commit[:12]}"
+    if not (d / "serving").is_dir():
+        d.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(d)], input=archive, check=True)
+    return d
+
+
+def paused(server: Server, redis: Redis, clicks: list[dict], seconds: float, clients: int) -> dict:
+    """Redis stopped (SIGSTOP) for `seconds` while `clients` threads send single clicks and one prober reads
+    the readiness endpoints and /metrics; every answer's time, whatever its status."""
+    s = requests.Session()
+    for c in clicks[:50]:
+        server.post(s, [c])
+    answers: list[tuple[int, float]] = []
+    probes: list[tuple[str, int, float]] = []
+    end = [0.0]
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        i = k
+        while time.monotonic() < end[0]:
+            body = orjson.dumps({server.field: [clicks[50 + i % (len(clicks) - 50)]]})
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", server.predict_path, body=body, headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                answers.append((r.status, time.perf_counter() - t0))
+            except (OSError, http.client.HTTPException):
+                answers.append((0, time.perf_counter() - t0))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            i += clients
+
+    def prober() -> None:
+        while time.monotonic() < end[0]:
+            for path in ("/v2/health/ready", "/v2/models/attribution/ready", "/metrics"):
+                t0 = time.perf_counter()
+                try:
+                    status = requests.get(server.base + path, timeout=30).status_code
+                except requests.RequestException:
+                    status = 0
+                probes.append((path, status, time.perf_counter() - t0))
+            time.sleep(0.05)
+
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        end[0] = time.monotonic() + seconds
+        with ThreadPoolExecutor(clients + 1) as pool:
+            list(pool.map(lambda k: client(k) if k < clients else prober(), range(clients + 1)))
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    ms = np.asarray([t for _, t in answers]) * 1e3
+    statuses = {str(k): sum(1 for st, _ in answers if st == k) for k in sorted({st for st, _ in answers})}
+    probe_ms = {p: round(max(t for q, _, t in probes if q == p) * 1e3, 1) for p in {q for q, _, _ in probes}}
+    return {"requests": len(answers), "statuses": statuses,
+            "answered_within_100ms": round(float((ms <= 100).mean()), 4) if len(ms) else 0.0,
+            "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+            "probe_max_ms": probe_ms, "probe_non_200": sum(1 for _, st, _ in probes if st != 200),
+            "seconds": seconds, "clients": clients}
+
+
+def kserve_rows(mdir: Path, clicks: list[dict], code: Path, a: argparse.Namespace) -> dict:
+    """KServe, memory state (single-click latency, batch rows/s), then Redis paused; on one code tree."""
+    out: dict = {}
+    server = Server("kserve", mdir, "memory", code=code)
+    try:
+        out["latency"] = latency(server, clicks[: a.requests])
+        first, m = a.requests, a.batch_rows
+        runs = [batches(server, clicks[first + k * m : first + (k + 1) * m]) for k in range(a.batch_repeats)]
+        out["batch"] = {**runs[0], "rows_per_s": float(np.median([x["rows_per_s"] for x in runs])),
+                        "runs": [x["rows_per_s"] for x in runs]}
+    finally:
+        server.stop()
+    redis = Redis()
+    server = Server("kserve", mdir, redis.url, code=code)
+    try:
+        out["redis_paused"] = paused(server, redis, clicks, a.pause_seconds, a.pause_clients)
+    finally:
+        server.stop()
+        redis.stop()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", default=None)
@@ -208,6 +302,10 @@ def main() -> None:
     ap.add_argument("--throughput-requests", type=int, default=3200)
     ap.add_argument("--batch-rows", type=int, default=15_000, help="clicks per batch run")
     ap.add_argument("--batch-repeats", type=int, default=3, help="runs with one client, and as many with two")
+    ap.add_argument("--before", default="main", help="git ref whose code gives the 'before' rows ('' to skip)")
+    ap.add_argument("--pause-seconds", type=float, default=6.0)
+    ap.add_argument("--pause-clients", type=int, default=8)
+    ap.add_argument("--skip-servers", action="store_true", help="only core and before/after KServe rows")
     a = ap.parse_args()
     mdir = model_dir(a.model_dir)
     clicks = sample_clicks()
@@ -216,8 +314,15 @@ def main() -> None:
     ticks0 = cpu_ticks()
     result["core"] = core_only(mdir, clicks, a.requests)
     print("core", result["core"], flush=True)
+    trees = [("after", ROOT)] + ([("before", checkout(a.before))] if a.before else [])
+    result["before_ref"] = a.before
+    result["kserve"] = {}
+    for label, code in trees:
+        result["kserve"][label] = kserve_rows(mdir, clicks, code, a)
+        result["kserve"][label]["load_avg"] = os.getloadavg()
+        print(label, result["kserve"][label], flush=True)
     n1, n2 = a.requests, a.throughput_requests
-    configs = [("kserve", "memory", 1), ("flask", "memory", 1), ("kserve", "redis", 1), ("flask", "redis", 2)]
+    configs = [] if a.skip_servers else [("flask", "memory", 1), ("kserve", "redis", 1), ("flask", "redis", 2)]
     result["servers"] = {}
     for kind, state, workers in configs:
         redis = Redis() if state == "redis" else None
@@ -244,6 +349,8 @@ def main() -> None:
     result["cpu_steal_share"] = round((ticks1[1] - ticks0[1]) / max(1, ticks1[0] - ticks0[0]), 4)
     rows = [["core only (no HTTP)", f"{result['core']['single_p50_us'] / 1e3:.2f}", f"{result['core']['single_p99_us'] / 1e3:.2f}",
              "", result["core"]["batch1000_rows_per_s"], ""]]
+    for label, r in result["kserve"].items():
+        rows.append([f"kserve/memory ({label})", r["latency"]["p50_ms"], r["latency"]["p99_ms"], "", r["batch"]["rows_per_s"], ""])
     for name, r in result["servers"].items():
         rows.append([name, r["latency"]["p50_ms"], r["latency"]["p99_ms"], r["throughput"]["clicks_per_s"],
                      r["batch"]["rows_per_s"], r["batch_2_clients"]["rows_per_s"]])
@@ -258,6 +365,14 @@ def main() -> None:
          "keep-alive connection, encoding with orjson. Real sample clicks "
          "in time order; booster nthread=1. KServe: one uvicorn process; Flask: gunicorn sync workers."),
     ]
+    for label, r in result["kserve"].items():
+        p = r["redis_paused"]
+        notes.append(
+            f"KServe on Redis, Redis paused (SIGSTOP) {p['seconds']:.0f} s, {p['clients']} clients sending single clicks "
+            f"({label}{', ' + a.before if label == 'before' else ''}): {100 * p['answered_within_100ms']:.1f}% of "
+            f"{p['requests']} predictions answered within 100 ms (statuses {p['statuses']}; p50 {p['p50_ms']} ms, "
+            f"p99 {p['p99_ms']} ms); slowest probe answers (ms) {p['probe_max_ms']}, {p['probe_non_200']} probes not 200; "
+            f"load average {r['load_avg'][0]:.1f}.")
     write_results("serve", result, ["server / state", "p50 ms", "p99 ms", f"clicks/s @{a.concurrency}", "batch rows/s, 1 client",
                                     "batch rows/s, 2 clients"], rows, notes)
 

@@ -127,13 +127,14 @@ def click_dicts(ordered: pd.DataFrame, shift: int = 0, text_time: bool = True) -
 class ServerProcess:
     """A predictor (KServe `python -m serving` or the Flask app under gunicorn) in its own process group."""
 
-    def __init__(self, kind: str, model_dir: Path, state: str, logdir: Path, workers: int = 1, max_batch: int = 1000):
+    def __init__(self, kind: str, model_dir: Path, state: str, logdir: Path, workers: int = 1, max_batch: int = 1000,
+                 extra_args: tuple[str, ...] = ()):
         self.kind, self.port = kind, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         if kind == "kserve":
             cmd = [sys.executable, "-m", "serving", f"--model_dir={model_dir}", f"--http_port={self.port}",
                    f"--state={state}", f"--max_batch={max_batch}", "--enable_grpc=false",
-                   "--enable_latency_logging=false"]
+                   "--enable_latency_logging=false", *extra_args]
             self.ready_path = "/v2/health/ready"
         else:
             code = (f"from serving.flask_app import run_gunicorn; run_gunicorn({str(model_dir)!r}, {self.port}, "
