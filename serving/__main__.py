@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:  # ModelLoadError (missing/corrupt files, another feature spec), bad --state or limits
         log.error("cannot serve: %s", err)
         sys.exit(2)
-    register_core(model.core, model.watch, REGISTRY)
+    register_core(model.core, model.watch, REGISTRY, model.gate)
     settle_garbage_collector()
     install_responses()
     asgi.install(model_server.app, max_body_bytes(args.max_batch), on_first_request=model.watch.start_async)

@@ -29,7 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from attribution.inference import Counters, InferenceCore
-from serving.guard import StateSnapshot, StateWatch
+from serving.guard import Gate, StateSnapshot, StateWatch
 
 COUNTERS = {
     "requests": ("attribution_requests", "Scoring requests answered"),
@@ -47,6 +47,7 @@ REDIS_GAUGES = {
     "dbsize": ("attribution_redis_keys", "Keys in the Redis database (DBSIZE)"),
     "used_memory": ("attribution_redis_used_memory_bytes", "Memory Redis reports in use (INFO memory)"),
 }
+REFUSED = ("attribution_refused", "Predictions refused with 503 by the predictor's own limits (overloaded, deadline)")
 UP = ("attribution_state_up", "1 if the online state answered the last ping")
 CAPPED = ("attribution_state_stats_capped", "1 if the key SCAN behind the state gauges stopped at its cap")
 AGE = ("attribution_state_stats_age_seconds", "Age of the state figures")
@@ -83,8 +84,8 @@ def _state_families(watch: StateWatch, snap: StateSnapshot) -> Iterator[Metric]:
 class CoreCollector(Collector):
     """KServe: the core's counters and the watch's last snapshot, read at scrape time (no I/O)."""
 
-    def __init__(self, core: InferenceCore, watch: StateWatch) -> None:
-        self.core, self.watch = core, watch
+    def __init__(self, core: InferenceCore, watch: StateWatch, gate: Gate | None = None) -> None:
+        self.core, self.watch, self.gate = core, watch, gate
 
     def describe(self) -> list[Metric]:
         return []  # so registering does not call collect()
@@ -93,11 +94,17 @@ class CoreCollector(Collector):
         c = self.core.counters
         for field, (name, doc) in COUNTERS.items():
             yield CounterMetricFamily(name, doc, value=getattr(c, field))
+        if self.gate is not None:
+            refused = CounterMetricFamily(*REFUSED, labels=["reason"])
+            for reason, n in self.gate.refused.items():
+                refused.add_metric([reason], n)
+            yield refused
         yield from _state_families(self.watch, self.watch.snapshot)
 
 
-def register_core(core: InferenceCore, watch: StateWatch, registry: CollectorRegistry) -> CoreCollector:
-    collector = CoreCollector(core, watch)
+def register_core(core: InferenceCore, watch: StateWatch, registry: CollectorRegistry,
+                  gate: Gate | None = None) -> CoreCollector:
+    collector = CoreCollector(core, watch, gate)
     registry.register(collector)
     return collector
 
