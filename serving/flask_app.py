@@ -76,14 +76,16 @@ def create_app(
             got = sorted(map(repr, body))[:5] if isinstance(body, dict) else type(body).__name__
             message = f"expected a JSON object with the single field \"{field}\": [click, ...]; got {got}"
             return _error(400, message.encode("utf-8", "backslashreplace").decode())
+        try:
+            batch = core.validate(body[field])  # a client's mistake is a 400 even while the state is down
+        except BadRequest as err:
+            return _error(400, str(err), instance=err.index, field=err.field)
         down = watch.down()
         if down is not None:
             core.count_state_error()
             return _unavailable(down)
         try:
-            p = core.predict(body[field])
-        except BadRequest as err:
-            return _error(400, str(err), instance=err.index, field=err.field)
+            p = core.predict_batch(batch)
         except StateUnavailable as err:
             log.warning("refusing a request: %s", err)
             return _unavailable(f"online feature state unavailable: {err}")
@@ -99,9 +101,14 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Response:
+        # A stalled state is known without waiting on it; otherwise one ping (a refused connection is quick).
         down = watch.down()
         if down is not None:
             return _error(503, down, ready=False)
+        try:
+            core.ping()
+        except StateUnavailable as err:
+            return _error(503, str(err), ready=False)
         return jsonify({"status": "ready", "spec_hash": core.spec.hash, "state": type(core.store).__name__})
 
     @app.get("/openapi.json")

@@ -101,9 +101,9 @@ class StateSnapshot:
 class StateWatch:
     """Pings the state every `ping_every` s and reads its stats every `stats_every` s, off the request path.
 
-    `down()` is a reason while the last ping failed, or while a ping has waited longer than `probe_timeout`
-    (a paused or overloaded Redis blocks a socket for its full timeout; requests need not find out one by
-    one)."""
+    `down()` is a reason while a ping has waited longer than `probe_timeout` (a paused or overloaded Redis
+    blocks a socket for its full timeout; requests need not find out one by one). After a failed ping the
+    next one starts at once, so a stall is seen again within `probe_timeout`."""
 
     def __init__(
         self,
@@ -121,7 +121,7 @@ class StateWatch:
         self._started = False
 
     # ---- the probes themselves (blocking; run on a watch thread) ----------------------------------------------
-    def ping_once(self) -> None:
+    def ping_once(self) -> bool:
         self._ping_since = time.monotonic()
         try:
             self.core.ping()
@@ -130,6 +130,7 @@ class StateWatch:
             self.snapshot.up, self.snapshot.error = False, str(err)
         finally:
             self._ping_since = None
+        return self.snapshot.up
 
     def stats_once(self) -> None:
         try:
@@ -149,11 +150,12 @@ class StateWatch:
                                       self.shared and stats.keys >= self.max_keys, redis, time.monotonic())
 
     def down(self) -> str | None:
+        """Why requests should not wait on the state now: a ping has waited longer than `probe_timeout`
+        (a paused or black-holed Redis). A refused connection fails each request fast by itself, and a
+        request may find the state back before the next ping does, so a failed ping alone refuses nothing."""
         since = self._ping_since
         if since is not None and time.monotonic() - since > self.probe_timeout:
             return f"online feature state unavailable: no answer to a ping for {time.monotonic() - since:.2f}s"
-        if not self.snapshot.up:
-            return f"online feature state unavailable: {self.snapshot.error}"
         return None
 
     # ---- schedules ----------------------------------------------------------------------------------------------
@@ -165,10 +167,12 @@ class StateWatch:
         pool = ThreadPoolExecutor(2, thread_name_prefix="state-watch")
         loop = asyncio.get_running_loop()
 
-        async def every(seconds: float, probe: Callable[[], None]) -> None:
+        async def every(seconds: float, probe: Callable[[], bool | None]) -> None:
             while True:
-                await loop.run_in_executor(pool, probe)
-                await asyncio.sleep(seconds)
+                if await loop.run_in_executor(pool, probe) is not False:
+                    await asyncio.sleep(seconds)
+                else:
+                    await asyncio.sleep(0.05)  # failed: probe again soon (a refused connection fails fast)
 
         self._tasks = [loop.create_task(every(self.ping_every, self.ping_once)),
                        loop.create_task(every(self.stats_every, self.stats_once))]
@@ -179,10 +183,9 @@ class StateWatch:
             return
         self._started = True
 
-        def every(seconds: float, probe: Callable[[], None]) -> None:
+        def every(seconds: float, probe: Callable[[], bool | None]) -> None:
             while True:
-                probe()
-                time.sleep(seconds)
+                time.sleep(seconds if probe() is not False else 0.05)
 
         for seconds, probe in ((self.ping_every, self.ping_once), (self.stats_every, self.stats_once)):
             threading.Thread(target=every, args=(seconds, probe), daemon=True, name="state-watch").start()

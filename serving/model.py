@@ -141,10 +141,6 @@ class AttributionModel(Model):
         if self.core is None:
             raise ServerNotReady("the model is not loaded")
         self.watch.start_async()
-        down = self.watch.down()
-        if down is not None:
-            self.core.count_state_error()
-            raise Unavailable(down)
         return await self.gate.run(self.score, payload)
 
     def score(self, payload: dict | InferRequest) -> dict | InferResponse:
@@ -157,9 +153,15 @@ class AttributionModel(Model):
             core.count_bad_request()
             raise InvalidInput(str(err)) from err
         try:
-            p = core.predict(instances)
+            batch = core.validate(instances)  # a client's mistake is a 400 even while the state is down
         except BadRequest as err:
             raise InvalidInput(str(err)) from err
+        down = self.watch.down()
+        if down is not None:
+            core.count_state_error()
+            raise Unavailable(down)
+        try:
+            p = core.predict_batch(batch)
         except StateUnavailable as err:
             log.warning("refusing a request: %s", err)
             raise Unavailable(f"online feature state unavailable: {err}") from err
