@@ -272,25 +272,30 @@ def paused(server: Server, redis: Redis, clicks: list[dict], seconds: float, cli
             "seconds": seconds, "clients": clients}
 
 
-def kserve_rows(mdir: Path, clicks: list[dict], code: Path, a: argparse.Namespace) -> dict:
-    """KServe, memory state (single-click latency, batch rows/s), then Redis paused; on one code tree."""
-    out: dict = {}
+def kserve_memory(mdir: Path, clicks: list[dict], code: Path, a: argparse.Namespace) -> dict:
+    """KServe, memory state: single-click latency, batch rows/s; on one code tree."""
     server = Server("kserve", mdir, "memory", code=code)
     try:
-        out["latency"] = latency(server, clicks[: a.requests])
+        out = {"latency": latency(server, clicks[: a.requests])}
         first, m = a.requests, a.batch_rows
         runs = [batches(server, clicks[first + k * m : first + (k + 1) * m]) for k in range(a.batch_repeats)]
         out["batch"] = {**runs[0], "rows_per_s": float(np.median([x["rows_per_s"] for x in runs])),
                         "runs": [x["rows_per_s"] for x in runs]}
     finally:
         server.stop()
+    out["load_avg"] = os.getloadavg()
+    return out
+
+
+def kserve_paused(mdir: Path, clicks: list[dict], code: Path, a: argparse.Namespace) -> dict:
     redis = Redis()
     server = Server("kserve", mdir, redis.url, code=code)
     try:
-        out["redis_paused"] = paused(server, redis, clicks, a.pause_seconds, a.pause_clients)
+        out = paused(server, redis, clicks, a.pause_seconds, a.pause_clients)
     finally:
         server.stop()
         redis.stop()
+    out["load_avg"] = os.getloadavg()
     return out
 
 
@@ -305,6 +310,7 @@ def main() -> None:
     ap.add_argument("--before", default="main", help="git ref whose code gives the 'before' rows ('' to skip)")
     ap.add_argument("--pause-seconds", type=float, default=6.0)
     ap.add_argument("--pause-clients", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating before/after rounds of the memory-state rows")
     ap.add_argument("--skip-servers", action="store_true", help="only core and before/after KServe rows")
     a = ap.parse_args()
     mdir = model_dir(a.model_dir)
@@ -316,11 +322,19 @@ def main() -> None:
     print("core", result["core"], flush=True)
     trees = [("after", ROOT)] + ([("before", checkout(a.before))] if a.before else [])
     result["before_ref"] = a.before
-    result["kserve"] = {}
+    result["kserve"] = {label: {"memory": []} for label, _ in trees}
+    for k in range(a.rounds):  # after, before, after, before...: the machine's load falls on both alike
+        for label, code in trees:
+            run = kserve_memory(mdir, clicks, code, a)
+            result["kserve"][label]["memory"].append(run)
+            print(label, "memory", k, run, flush=True)
     for label, code in trees:
-        result["kserve"][label] = kserve_rows(mdir, clicks, code, a)
-        result["kserve"][label]["load_avg"] = os.getloadavg()
-        print(label, result["kserve"][label], flush=True)
+        result["kserve"][label]["redis_paused"] = kserve_paused(mdir, clicks, code, a)
+        print(label, "paused", result["kserve"][label]["redis_paused"], flush=True)
+    for label, _ in trees:
+        runs = result["kserve"][label]["memory"]
+        result["kserve"][label]["latency"] = {q: float(np.median([r["latency"][q] for r in runs])) for q in ("p50_ms", "p99_ms")}
+        result["kserve"][label]["batch_rows_per_s"] = float(np.median([r["batch"]["rows_per_s"] for r in runs]))
     n1, n2 = a.requests, a.throughput_requests
     configs = [] if a.skip_servers else [("flask", "memory", 1), ("kserve", "redis", 1), ("flask", "redis", 2)]
     result["servers"] = {}
@@ -350,7 +364,8 @@ def main() -> None:
     rows = [["core only (no HTTP)", f"{result['core']['single_p50_us'] / 1e3:.2f}", f"{result['core']['single_p99_us'] / 1e3:.2f}",
              "", result["core"]["batch1000_rows_per_s"], ""]]
     for label, r in result["kserve"].items():
-        rows.append([f"kserve/memory ({label})", r["latency"]["p50_ms"], r["latency"]["p99_ms"], "", r["batch"]["rows_per_s"], ""])
+        rows.append([f"kserve/memory ({label}; median of {a.rounds} rounds)", r["latency"]["p50_ms"], r["latency"]["p99_ms"], "",
+                     r["batch_rows_per_s"], ""])
     for name, r in result["servers"].items():
         rows.append([name, r["latency"]["p50_ms"], r["latency"]["p99_ms"], r["throughput"]["clicks_per_s"],
                      r["batch"]["rows_per_s"], r["batch_2_clients"]["rows_per_s"]])
@@ -372,7 +387,7 @@ def main() -> None:
             f"({label}{', ' + a.before if label == 'before' else ''}): {100 * p['answered_within_100ms']:.1f}% of "
             f"{p['requests']} predictions answered within 100 ms (statuses {p['statuses']}; p50 {p['p50_ms']} ms, "
             f"p99 {p['p99_ms']} ms); slowest probe answers (ms) {p['probe_max_ms']}, {p['probe_non_200']} probes not 200; "
-            f"load average {r['load_avg'][0]:.1f}.")
+            f"load average {p['load_avg'][0]:.1f}.")
     write_results("serve", result, ["server / state", "p50 ms", "p99 ms", f"clicks/s @{a.concurrency}", "batch rows/s, 1 client",
                                     "batch rows/s, 2 clients"], rows, notes)
 

@@ -51,16 +51,20 @@ class Gate:
             raise ValueError("max_in_flight and threads must be >= 1, the deadline > 0")
         self.max_in_flight, self.deadline_s = max_in_flight, deadline_s
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="score")
+        # Requests that will not touch the state (only validated, then refused) never queue behind scoring
+        # threads a stalled state holds.
+        self.triage = ThreadPoolExecutor(2, thread_name_prefix="triage")
         self.in_flight = 0
         self.refused = {"overloaded": 0, "deadline": 0}
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, stateless: bool = False) -> T:
         if self.in_flight >= self.max_in_flight:
             self.refused["overloaded"] += 1
             raise Unavailable(f"overloaded: {self.in_flight} requests in flight (limit {self.max_in_flight})")
         self.in_flight += 1  # released when the work ends, not when the client gives up: it still holds a thread
         due = time.monotonic() + self.deadline_s
-        future = asyncio.get_running_loop().run_in_executor(self.pool, _before, due, fn, *args)
+        pool = self.triage if stateless else self.pool
+        future = asyncio.get_running_loop().run_in_executor(pool, _before, due, fn, *args)
         future.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.deadline_s)
@@ -108,9 +112,9 @@ class StateWatch:
     def __init__(
         self,
         core: InferenceCore,
-        ping_every: float = 0.5,
+        ping_every: float = 0.2,
         stats_every: float = 2.0,
-        probe_timeout: float = 0.25,
+        probe_timeout: float = 0.1,
         max_keys: int = STATS_MAX_KEYS,
     ) -> None:
         self.core = core

@@ -141,9 +141,11 @@ class AttributionModel(Model):
         if self.core is None:
             raise ServerNotReady("the model is not loaded")
         self.watch.start_async()
+        if self.watch.down() is not None:  # validated (a client's mistake is still a 400), then refused
+            return await self.gate.run(self.score, payload, True, stateless=True)
         return await self.gate.run(self.score, payload)
 
-    def score(self, payload: dict | InferRequest) -> dict | InferResponse:
+    def score(self, payload: dict | InferRequest, refuse: bool = False) -> dict | InferResponse:
         """The whole request, blocking: decode, validate, state, booster (a Gate thread runs this)."""
         core = self.core
         v2 = isinstance(payload, InferRequest)
@@ -153,13 +155,13 @@ class AttributionModel(Model):
             core.count_bad_request()
             raise InvalidInput(str(err)) from err
         try:
-            batch = core.validate(instances)  # a client's mistake is a 400 even while the state is down
+            batch = core.validate(instances)
         except BadRequest as err:
             raise InvalidInput(str(err)) from err
         down = self.watch.down()
-        if down is not None:
+        if refuse or down is not None:
             core.count_state_error()
-            raise Unavailable(down)
+            raise Unavailable(down or "online feature state unavailable: a ping is stalled")
         try:
             p = core.predict_batch(batch)
         except StateUnavailable as err:

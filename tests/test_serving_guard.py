@@ -54,7 +54,7 @@ def test_paused_redis_probes_and_metrics_answer_at_once_predictions_get_503_with
                 if "deadline" in r.json()["error"]:
                     late.append(round(sent - paused_at, 2))
             assert not slow, slow
-            # Until a ping has waited 0.25 s (pings every 0.5 s) requests reach the state and wait out the
+            # Until a ping has waited 0.1 s (pings every 0.2 s) requests reach the state and wait out the
             # deadline; from then on every one is refused before it reaches the state.
             assert predictions >= 10 and all(at < 1.0 for at in late), (predictions, late)
             text = s.get(srv.base + "/metrics", timeout=5).text
