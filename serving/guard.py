@@ -122,11 +122,12 @@ class StateWatch:
         self.shared = not isinstance(core.store, MemoryStore)  # Redis: the figures are the whole state's, not this pod's
         self.snapshot = StateSnapshot()
         self._ping_since: float | None = None
+        self._stalled = False
         self._started = False
 
     # ---- the probes themselves (blocking; run on a watch thread) ----------------------------------------------
     def ping_once(self) -> bool:
-        self._ping_since = time.monotonic()
+        started = self._ping_since = time.monotonic()
         try:
             self.core.ping()
             self.snapshot.up, self.snapshot.error = True, None
@@ -134,6 +135,8 @@ class StateWatch:
             self.snapshot.up, self.snapshot.error = False, str(err)
         finally:
             self._ping_since = None
+        # A ping that stalled and then failed (a socket timeout) keeps the state stalled until one succeeds.
+        self._stalled = not self.snapshot.up and time.monotonic() - started > self.probe_timeout
         return self.snapshot.up
 
     def stats_once(self) -> None:
@@ -155,11 +158,14 @@ class StateWatch:
 
     def down(self) -> str | None:
         """Why requests should not wait on the state now: a ping has waited longer than `probe_timeout`
-        (a paused or black-holed Redis). A refused connection fails each request fast by itself, and a
-        request may find the state back before the next ping does, so a failed ping alone refuses nothing."""
+        (a paused or black-holed Redis), or the last one failed after such a wait. A refused connection fails
+        each request fast by itself, and a request may find the state back before the next ping does, so a
+        quickly failed ping refuses nothing."""
         since = self._ping_since
         if since is not None and time.monotonic() - since > self.probe_timeout:
             return f"online feature state unavailable: no answer to a ping for {time.monotonic() - since:.2f}s"
+        if self._stalled:
+            return f"online feature state unavailable: {self.snapshot.error}"
         return None
 
     # ---- schedules ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ requests (hand-picked and >= 2,000 fuzzed) get 4xx with a reason, never change t
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -103,8 +104,6 @@ def test_kserve_v2_replay_matches_batch_scoring(kserve, ordered, expected_sample
 
 
 def _fmt(epoch: int) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
@@ -202,6 +201,7 @@ def _flask_cases():
 
 
 def _state(srv) -> tuple[float, float]:
+    time.sleep(2.2)  # the state gauges are a snapshot taken every 2 s (serving.guard.StateWatch)
     text = requests.get(srv.base + "/metrics", timeout=10).text
     return metric(text, "attribution_clicks_scored_total"), metric(text, "attribution_state_events")
 
