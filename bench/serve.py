@@ -1,6 +1,7 @@
 """Serving benchmark: the inference core alone, then real servers on loopback, before and after.
 
     python bench/serve.py [--model-dir DIR] [--requests 2000] [--concurrency 16] [--before REF]
+    python bench/serve.py --validation-only [--rounds 3]     # the request validator alone, before/after
 
 - core only (no HTTP): per-click µs for single clicks, rows/s for 1,000-click batches
 - single-click latency p50/p99 over N sequential V1 requests (KServe) / /predict (Flask), memory and Redis
@@ -272,15 +273,28 @@ def paused(server: Server, redis: Redis, clicks: list[dict], seconds: float, cli
             "seconds": seconds, "clients": clients}
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc): what the server itself spent,
+    which other tenants' load on a shared VM moves far less than wall-clock time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def kserve_memory(mdir: Path, clicks: list[dict], code: Path, a: argparse.Namespace) -> dict:
-    """KServe, memory state: single-click latency, batch rows/s; on one code tree."""
+    """KServe, memory state: single-click latency, batch rows/s, and the server's CPU time for each; on one
+    code tree."""
     server = Server("kserve", mdir, "memory", code=code)
     try:
+        cpu0 = server_cpu_seconds(server.proc.pid)
         out = {"latency": latency(server, clicks[: a.requests])}
+        cpu1 = server_cpu_seconds(server.proc.pid)
+        out["latency"]["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / (a.requests + 1), 3)
         first, m = a.requests, a.batch_rows
         runs = [batches(server, clicks[first + k * m : first + (k + 1) * m]) for k in range(a.batch_repeats)]
+        cpu2 = server_cpu_seconds(server.proc.pid)
         out["batch"] = {**runs[0], "rows_per_s": float(np.median([x["rows_per_s"] for x in runs])),
-                        "runs": [x["rows_per_s"] for x in runs]}
+                        "runs": [x["rows_per_s"] for x in runs],
+                        "server_cpu_rows_per_s": round(m * a.batch_repeats / max(cpu2 - cpu1, 1e-9), 1)}
     finally:
         server.stop()
     out["load_avg"] = os.getloadavg()
@@ -299,6 +313,54 @@ def kserve_paused(mdir: Path, clicks: list[dict], code: Path, a: argparse.Namesp
     return out
 
 
+VALIDATION_PROBE = """
+import json, sys, time
+from attribution.inference import parse_clicks
+out = {}
+for n in (1, 1000):
+    for form in ("text", "epoch"):
+        clicks = [{"ip": 5348 + i, "app": 19, "device": 1, "os": 13, "channel": 213,
+                   "click_time": "2017-11-09 04:00:00" if form == "text" else 1510200000 + i} for i in range(n)]
+        k = 2000 if n == 1 else 200
+        parse_clicks(clicks)
+        best = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(k):
+                parse_clicks(clicks)
+            best.append((time.perf_counter() - t0) / k * 1e6)
+        out[f"{n} clicks, {form} times"] = round(min(best), 1)
+print(json.dumps(out))
+"""
+
+
+def validation(trees: list[tuple[str, Path]], rounds: int) -> dict:
+    """µs per `parse_clicks` call (the request validator), each tree in a fresh interpreter, alternating;
+    the best of 3 loops per round, the median over rounds."""
+    runs: dict[str, list[dict]] = {label: [] for label, _ in trees}
+    for _ in range(rounds):
+        for label, code in trees:
+            env = {**os.environ, "PYTHONPATH": str(code)}
+            out = subprocess.run([sys.executable, "-c", VALIDATION_PROBE], cwd=code, env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            runs[label].append(orjson.loads(out.strip().splitlines()[-1]))
+    return {label: {case: float(np.median([r[case] for r in rs])) for case in rs[0]} for label, rs in runs.items()}
+
+
+def validation_main(a: argparse.Namespace) -> None:
+    trees = [("after", ROOT), ("before", checkout(a.before))]
+    result = {"title": "Request validation (parse_clicks), before and after", "machine": machine(),
+              "before_ref": a.before, "load_avg_at_start": os.getloadavg()}
+    result["us_per_call"] = validation(trees, a.rounds)
+    result["load_avg_at_end"] = os.getloadavg()
+    cases = list(result["us_per_call"]["after"])
+    rows = [[case, result["us_per_call"]["before"][case], result["us_per_call"]["after"][case]] for case in cases]
+    notes = [f"µs per parse_clicks call, best of 3 loops, median of {a.rounds} alternating rounds, each in a fresh "
+             f"interpreter; before = `git archive {a.before}`. Load average {result['load_avg_at_start'][0]:.1f} at start, "
+             f"{result['load_avg_at_end'][0]:.1f} at end, on {machine()['cpus']} CPUs."]
+    write_results("serve_validation", result, ["request", "before µs", "after µs"], rows, notes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", default=None)
@@ -312,7 +374,11 @@ def main() -> None:
     ap.add_argument("--pause-clients", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2, help="alternating before/after rounds of the memory-state rows")
     ap.add_argument("--skip-servers", action="store_true", help="only core and before/after KServe rows")
+    ap.add_argument("--validation-only", action="store_true",
+                    help="only the request validator, before and after (bench/results/serve_validation.*)")
     a = ap.parse_args()
+    if a.validation_only:
+        return validation_main(a)
     mdir = model_dir(a.model_dir)
     clicks = sample_clicks()
     result: dict = {"title": "Serving benchmark (loopback)", "machine": machine(), "model_dir": str(mdir),
@@ -335,6 +401,8 @@ def main() -> None:
         runs = result["kserve"][label]["memory"]
         result["kserve"][label]["latency"] = {q: float(np.median([r["latency"][q] for r in runs])) for q in ("p50_ms", "p99_ms")}
         result["kserve"][label]["batch_rows_per_s"] = float(np.median([r["batch"]["rows_per_s"] for r in runs]))
+        result["kserve"][label]["server_cpu_ms_per_single"] = float(np.median([r["latency"]["server_cpu_ms_per_request"] for r in runs]))
+        result["kserve"][label]["server_cpu_rows_per_s"] = float(np.median([r["batch"]["server_cpu_rows_per_s"] for r in runs]))
     n1, n2 = a.requests, a.throughput_requests
     configs = [] if a.skip_servers else [("flask", "memory", 1), ("kserve", "redis", 1), ("flask", "redis", 2)]
     result["servers"] = {}
@@ -361,11 +429,14 @@ def main() -> None:
     result["load_avg_at_end"] = os.getloadavg()
     ticks1 = cpu_ticks()
     result["cpu_steal_share"] = round((ticks1[1] - ticks0[1]) / max(1, ticks1[0] - ticks0[0]), 4)
+    notes_cpu: list[str] = []
     rows = [["core only (no HTTP)", f"{result['core']['single_p50_us'] / 1e3:.2f}", f"{result['core']['single_p99_us'] / 1e3:.2f}",
              "", result["core"]["batch1000_rows_per_s"], ""]]
     for label, r in result["kserve"].items():
         rows.append([f"kserve/memory ({label}; median of {a.rounds} rounds)", r["latency"]["p50_ms"], r["latency"]["p99_ms"], "",
                      r["batch_rows_per_s"], ""])
+        notes_cpu.append(f"{label}: {r['server_cpu_ms_per_single']} ms of server CPU per single-click request, "
+                         f"{r['server_cpu_rows_per_s']:.0f} rows per second of server CPU in 1,000-click batches")
     for name, r in result["servers"].items():
         rows.append([name, r["latency"]["p50_ms"], r["latency"]["p99_ms"], r["throughput"]["clicks_per_s"],
                      r["batch"]["rows_per_s"], r["batch_2_clients"]["rows_per_s"]])
@@ -380,6 +451,9 @@ def main() -> None:
          "keep-alive connection, encoding with orjson. Real sample clicks "
          "in time order; booster nthread=1. KServe: one uvicorn process; Flask: gunicorn sync workers."),
     ]
+    if notes_cpu:
+        notes.append("KServe's own CPU time (/proc, all threads; less moved by other tenants than wall time): "
+                     + "; ".join(notes_cpu) + ".")
     for label, r in result["kserve"].items():
         p = r["redis_paused"]
         notes.append(
