@@ -399,7 +399,7 @@ def main() -> None:
         print(label, "paused", result["kserve"][label]["redis_paused"], flush=True)
     for label, _ in trees:
         runs = result["kserve"][label]["memory"]
-        result["kserve"][label]["latency"] = {q: float(np.median([r["latency"][q] for r in runs])) for q in ("p50_ms", "p99_ms")}
+        result["kserve"][label]["latency"] = {q: round(float(np.median([r["latency"][q] for r in runs])), 2) for q in ("p50_ms", "p99_ms")}
         result["kserve"][label]["batch_rows_per_s"] = float(np.median([r["batch"]["rows_per_s"] for r in runs]))
         result["kserve"][label]["server_cpu_ms_per_single"] = float(np.median([r["latency"]["server_cpu_ms_per_request"] for r in runs]))
         result["kserve"][label]["server_cpu_rows_per_s"] = float(np.median([r["batch"]["server_cpu_rows_per_s"] for r in runs]))
@@ -445,7 +445,8 @@ def main() -> None:
          f"{result['load_avg_at_start'][0]:.1f} at start, {result['load_avg_at_end'][0]:.1f} at end; "
          f"{100 * result['cpu_steal_share']:.1f}% of CPU time stolen by the host). Runs of the same code on this VM have "
          "differed by up to ~1.4x; the batch runs in serve.json show the spread."),
-        (f"Latency: {n1} sequential single-click requests; throughput: {n2} single-click requests from "
+        ("Only the core and KServe before/after rows were run (--skip-servers). " if a.skip_servers else "")
+        + (f"Latency: {n1} sequential single-click requests; throughput: {n2} single-click requests from "
          f"{a.concurrency} client threads; batch: runs of {a.batch_rows} clicks in 1,000-click requests, alternately from "
          f"one client and from two, {a.batch_repeats} of each (median shown; all in serve.json), each client on a "
          "keep-alive connection, encoding with orjson. Real sample clicks "
