@@ -4,14 +4,19 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Policy tools (checkov) live in their own venv: their pins clash with requirements.lock.
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
 DEMO_ROWS ?= 300000
 DEMO_OUT ?= out/demo
 
-.PHONY: setup system-deps demo test test-fast lint bench sql pipeline-yaml images-check clean
+.PHONY: setup tools-venv system-deps demo test test-fast lint bench sql pipeline-yaml images-check clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) tools-venv
+
+tools-venv: $(TOOLS_STAMP)
 
 # Java 17 for Spark and redis-server for the Redis state store, through apt-get when missing.
 system-deps:
@@ -26,6 +31,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
+
+$(TOOLS_STAMP): requirements-tools.lock
+	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
+	test -d $(TOOLS_VENV) || $(PY) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install -q --upgrade pip
+	$(TOOLS_VENV)/bin/pip install -q -r requirements-tools.lock
+	touch $(TOOLS_STAMP)
 
 demo: setup
 	$(BIN)/python -m attribution.demo --rows $(DEMO_ROWS) --output $(DEMO_OUT)

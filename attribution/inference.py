@@ -33,11 +33,10 @@ from attribution.features.online.state import (
     StoreStats,
 )
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
-from attribution.schema import ID_FIELDS, REQUIRED, TIME_FORMAT, validate_columns
+from attribution.schema import CLICK_ID, CLICK_TIME, ID_FIELDS, REQUIRED, TIME_FORMAT, validate_columns
 
 log = logging.getLogger(__name__)
 
-CLICK_ID = "click_id"
 FIELDS: tuple[str, ...] = REQUIRED + (CLICK_ID,)
 DEFAULT_MAX_BATCH = 10_000
 MAX_FUTURE_SECONDS = 86_400  # a live click cannot be from further ahead than a day of clock skew
@@ -117,7 +116,7 @@ class ClickBatch:
 
     def columns(self) -> dict[str, np.ndarray]:
         cols = {f: self.ids[:, j] for j, f in enumerate(ID_FIELDS)}
-        cols["click_time"] = self.t
+        cols[CLICK_TIME] = self.t
         return cols
 
 
@@ -138,7 +137,7 @@ def _shape_error(instances: list | tuple) -> BadRequest:
             if f == CLICK_ID and v is None:
                 continue
             if type(v) is not int and not isinstance(v, str):
-                want = "an integer or a time string" if f == "click_time" else "a non-negative integer"
+                want = "an integer or a time string" if f == CLICK_TIME else "a non-negative integer"
                 return BadRequest(f"expected {want}, got {_json_type(v)}", i, f, v)
     raise AssertionError("no shape error found in a request the column pass refused")
 
@@ -199,20 +198,20 @@ def _time_column(values: Sequence, now: int) -> pa.Array:
     ints = [(i, v) for i, v in enumerate(values) if type(v) is int]
     for i, v in ints:
         if not 0 <= v <= now + MAX_FUTURE_SECONDS:
-            raise BadRequest("epoch seconds out of range (0 .. now + 1 day)", i, "click_time", v)
+            raise BadRequest("epoch seconds out of range (0 .. now + 1 day)", i, CLICK_TIME, v)
     if len(ints) == len(values):
         return pa.array(np.array(values, np.int64))
     if ints:  # mixed: epochs to the text form, so one parser reads them all
         values = list(values)
         for i, v in ints:
             values[i] = time.strftime(TIME_FORMAT, time.gmtime(v))
-    return _text(values, "click_time")
+    return _text(values, CLICK_TIME)
 
 
 def _validate(instances: list | tuple, now: int) -> ClickBatch:
     columns, ids = _columns(instances)
     arrays = {f: _column(columns[j], f) for j, f in enumerate(ID_FIELDS)}
-    arrays["click_time"] = _time_column(columns[len(ID_FIELDS)], now)
+    arrays[CLICK_TIME] = _time_column(columns[len(ID_FIELDS)], now)
     if ids is not None:
         arrays[CLICK_ID] = _column([0 if v is None else v for v in ids], CLICK_ID)
     values, bad = validate_columns(arrays, len(instances))
@@ -220,12 +219,12 @@ def _validate(instances: list | tuple, now: int) -> ClickBatch:
         i, f = int(bad.positions[0]), bad.fields[0]
         shown = ids[i] if f == CLICK_ID else columns[REQUIRED.index(f)][i]
         raise BadRequest(bad.reasons[0], i, f, shown)
-    t = values["click_time"]
+    t = values[CLICK_TIME]
     late = (t < 0) | (t > now + MAX_FUTURE_SECONDS)
     if late.any():
         i = int(late.argmax())
         why = "click_time is more than a day in the future" if t[i] > 0 else "click_time is before 1970"
-        raise BadRequest(why, i, "click_time", columns[REQUIRED.index("click_time")][i])
+        raise BadRequest(why, i, CLICK_TIME, columns[REQUIRED.index(CLICK_TIME)][i])
     click_ids = None
     if ids is not None:  # the state keys retries by the canonical integer, so "007" and 7 are one click
         click_ids = [None if v is None else str(c) for v, c in zip(ids, values[CLICK_ID].tolist())]

@@ -175,24 +175,24 @@ def validate_columns(columns: dict[str, pa.Array | pa.ChunkedArray], n: int) -> 
         flag(~is_int, name, "not a non-negative integer")
         flag(~in_range, name, f"id larger than {limit}")
         out[name] = vals
-    click_time, ok = _parse_time(columns["click_time"])
-    flag(~ok, "click_time", f"unparseable time (expected {TIME_FORMAT} UTC)")
-    out["click_time"] = click_time
+    click_time, ok = _parse_time(columns[CLICK_TIME])
+    flag(~ok, CLICK_TIME, f"unparseable time (expected {TIME_FORMAT} UTC)")
+    out[CLICK_TIME] = click_time
 
-    if "click_id" in cols:
-        vals, is_int, in_range, _ = _parse_ids(columns["click_id"], np.iinfo(np.int64).max)
-        flag(~is_int, "click_id", "not a non-negative integer")
-        flag(~in_range, "click_id", f"id larger than {np.iinfo(np.int64).max}")
-        out["click_id"] = vals
-    if "attributed_time" in cols:
-        raw = columns["attributed_time"]
+    if CLICK_ID in cols:
+        vals, is_int, in_range, _ = _parse_ids(columns[CLICK_ID], np.iinfo(np.int64).max)
+        flag(~is_int, CLICK_ID, "not a non-negative integer")
+        flag(~in_range, CLICK_ID, f"id larger than {np.iinfo(np.int64).max}")
+        out[CLICK_ID] = vals
+    if ATTRIBUTED_TIME in cols:
+        raw = columns[ATTRIBUTED_TIME]
         present = pc.is_valid(raw).to_numpy(zero_copy_only=False)
         if pa.types.is_string(raw.type):
             present &= pc.not_equal(pc.utf8_trim_whitespace(raw), "").fill_null(False).to_numpy(zero_copy_only=False)
         at, at_ok = _parse_time(raw)
-        flag(present & ~at_ok, "attributed_time", "unparseable time")
-        flag(present & at_ok & ok & (at < click_time), "attributed_time", "earlier than click_time")
-        out["attributed_time"] = np.where(present & at_ok, at, -1)
+        flag(present & ~at_ok, ATTRIBUTED_TIME, "unparseable time")
+        flag(present & at_ok & ok & (at < click_time), ATTRIBUTED_TIME, "earlier than click_time")
+        out[ATTRIBUTED_TIME] = np.where(present & at_ok, at, -1)
         out["_has_attributed_time"] = present & at_ok
     if LABEL in cols:
         raw = columns[LABEL]
@@ -205,10 +205,10 @@ def validate_columns(columns: dict[str, pa.Array | pa.ChunkedArray], n: int) -> 
             is_label = pc.fill_null(pc.is_in(s, value_set=pa.array(["0", "1"])), False).to_numpy(zero_copy_only=False)
             out[LABEL] = np.where(is_label, pc.fill_null(pc.equal(s, "1"), False).to_numpy(zero_copy_only=False), 0)
         flag(~is_label, LABEL, "label must be 0 or 1")
-    if "true_probability" in cols:
-        p = pc.cast(columns["true_probability"], pa.float64()).to_numpy(zero_copy_only=False)
-        flag(~((p >= 0) & (p <= 1)), "true_probability", "must be a probability in [0, 1]")
-        out["true_probability"] = p
+    if TRUE_PROBABILITY in cols:
+        p = pc.cast(columns[TRUE_PROBABILITY], pa.float64()).to_numpy(zero_copy_only=False)
+        flag(~((p >= 0) & (p <= 1)), TRUE_PROBABILITY, "must be a probability in [0, 1]")
+        out[TRUE_PROBABILITY] = p
 
     bad_pos = np.flatnonzero(problem)
     found = [problems[i] for i in problem[bad_pos]]
@@ -219,20 +219,20 @@ def validate_columns(columns: dict[str, pa.Array | pa.ChunkedArray], n: int) -> 
 
 def _compact_frame(cols: dict[str, np.ndarray], keep: np.ndarray) -> pd.DataFrame:
     data: dict[str, object] = {}
-    if "click_id" in cols:
-        data["click_id"] = cols["click_id"][keep].astype(np.int64)
+    if CLICK_ID in cols:
+        data[CLICK_ID] = cols[CLICK_ID][keep].astype(np.int64)
     for name, dtype in ID_DTYPES.items():
         data[name] = cols[name][keep].astype(dtype)
-    data["click_time"] = cols["click_time"][keep].astype(np.int64)
-    if "attributed_time" in cols:
-        data["attributed_time"] = pd.array(
-            np.where(cols["_has_attributed_time"][keep], cols["attributed_time"][keep], 0), dtype="Int64"
+    data[CLICK_TIME] = cols[CLICK_TIME][keep].astype(np.int64)
+    if ATTRIBUTED_TIME in cols:
+        data[ATTRIBUTED_TIME] = pd.array(
+            np.where(cols["_has_attributed_time"][keep], cols[ATTRIBUTED_TIME][keep], 0), dtype="Int64"
         )
-        data["attributed_time"][~cols["_has_attributed_time"][keep]] = pd.NA
+        data[ATTRIBUTED_TIME][~cols["_has_attributed_time"][keep]] = pd.NA
     if LABEL in cols:
         data[LABEL] = cols[LABEL][keep].astype(np.int8)
-    if "true_probability" in cols:
-        data["true_probability"] = cols["true_probability"][keep]
+    if TRUE_PROBABILITY in cols:
+        data[TRUE_PROBABILITY] = cols[TRUE_PROBABILITY][keep]
     return pd.DataFrame(data)
 
 

@@ -3,9 +3,7 @@
 # Java 17 is here because the local-Spark feature engine and xgboost.spark trainer can run in a task.
 # Build (from the repo root):  docker build -f images/pipeline.Dockerfile -t attribution-pipeline .
 
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11.13-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -24,7 +22,7 @@ COPY pipelines/ pipelines/
 RUN pip install --no-deps . \
  && python -c "import attribution, components, pipelines; print('attribution', attribution.__version__)"
 
-FROM ${PYTHON_IMAGE}
+FROM python:3.11.13-slim-bookworm
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps \

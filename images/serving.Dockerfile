@@ -4,9 +4,7 @@
 # without the training-only and dev packages (images/exclude-*.txt), no compiler, no Java, non-root.
 # Build (from the repo root):  docker build -f images/serving.Dockerfile -t attribution-serving .
 
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11.13-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -26,7 +24,7 @@ COPY pipelines/ pipelines/
 RUN pip install --no-deps . \
  && python -m compileall -q /opt/venv/lib/python3.11/site-packages/attribution /opt/venv/lib/python3.11/site-packages/serving
 
-FROM ${PYTHON_IMAGE}
+FROM python:3.11.13-slim-bookworm
 RUN groupadd --gid 10001 attribution \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin attribution
 COPY --from=build /opt/venv /opt/venv

@@ -5,9 +5,7 @@
 # mainApplicationFile local:///app/attribution/training/spark_job.py exists.
 # Build (from the repo root):  docker build -f images/spark.Dockerfile -t attribution-spark .
 
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11.13-slim-bookworm AS build
 ARG GCS_CONNECTOR_VERSION=3.1.18
 ARG GCS_CONNECTOR_SHA256=""
 ENV PIP_NO_CACHE_DIR=1 \
@@ -32,7 +30,7 @@ COPY pipelines/ pipelines/
 RUN pip install --no-deps . \
  && python -c "import attribution, pyspark; print('attribution', attribution.__version__, 'pyspark', pyspark.__version__)"
 
-FROM ${PYTHON_IMAGE}
+FROM python:3.11.13-slim-bookworm
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini \

@@ -26,15 +26,15 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 
 from attribution.features.online.state import StateUnavailable
 from attribution.inference import DEFAULT_MAX_BATCH, FIELDS, BadRequest, InferenceCore
-from attribution.schema import REQUIRED
+from attribution.schema import CLICK_ID, CLICK_TIME, REQUIRED
 from serving.guard import Gate, StateWatch, Unavailable
 
 log = logging.getLogger(__name__)
 
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 V2_TYPES: dict[str, frozenset[str]] = {f: INT_TYPES for f in FIELDS}
-V2_TYPES["click_time"] = INT_TYPES | {"BYTES"}
-V2_TYPES["click_id"] = INT_TYPES | {"BYTES"}
+V2_TYPES[CLICK_TIME] = INT_TYPES | {"BYTES"}
+V2_TYPES[CLICK_ID] = INT_TYPES | {"BYTES"}
 OUTPUT = "probability"
 
 

@@ -1,9 +1,16 @@
-"""Offline checks for manifests/, images/ and skaffold.yaml, shared by tests/test_manifests.py.
+"""Offline checks for manifests/, images/ and skaffold.yaml, shared by the tests/test_manifest*.py files.
 
-Every check is a function that returns a list of human-readable problems (empty = pass), so the same
-function runs against the real files and against the seeded-mistake copies that prove it can fail.
-Nothing here needs a cluster, a Docker daemon or the network: kubectl (kustomize), kubernetes-validate,
-check-jsonschema and hadolint all come from the project's virtualenv.
+Established tools do what they know: kustomize renders (kubectl), kubernetes-validate checks core
+resources, the vendored CRDs (manifests/schemas/) check custom resources, check-jsonschema checks
+skaffold.yaml, hadolint and checkov check the Dockerfiles, and checkov checks every workload's
+containers (resources, securityContext, probes, image tags, RBAC...) with manifests/checkov.yaml.
+What remains here is our own policy, which no tool knows: Redis reachable only from the predictor and
+sized, persisted and watched as docs/deploy.md says, the predictor reachable only by its clients, Workload
+Identity, no literal credentials, digests pinned in prod, disruption budgets.
+
+Every check returns a list of human-readable problems (empty = pass), so the same function runs against
+the real files and against a temp copy with a planted mistake (tests/test_manifest_mistakes.py).
+Nothing needs a cluster, a Docker daemon or the network.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +34,27 @@ REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
 IMAGES = REPO / "images"
 SKAFFOLD = REPO / "skaffold.yaml"
+TOOLS_BIN = REPO / ".venv-tools" / "bin"  # checkov: its pins clash with requirements.lock (make tools-venv)
 SCHEMAS = MANIFESTS / "schemas"  # vendored upstream schemas: see manifests/schemas/README.md
 SKAFFOLD_SCHEMA = SCHEMAS / "skaffold-v4beta13.json"
 CRD_FILES = {
-    "InferenceService": SCHEMAS / "serving.kserve.io_inferenceservices.yaml",
-    "SparkApplication": SCHEMAS / "sparkoperator.k8s.io_sparkapplications.yaml",
+    "InferenceService": "serving.kserve.io_inferenceservices.yaml",
+    "SparkApplication": "sparkoperator.k8s.io_sparkapplications.yaml",
+    "AuthorizationPolicy": "security.istio.io_authorizationpolicies.yaml",
+    "PodMonitoring": "monitoring.googleapis.com_podmonitorings.yaml",
+    "Rules": "monitoring.googleapis.com_rules.yaml",
+    "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
+    "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
 }
 CRD_KINDS = set(CRD_FILES)
 KUBERNETES_VERSION = "1.33.0"  # oldest schema set kubernetes-validate 1.37 ships; GKE stable-channel floor
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
+PREDICTOR = "attribution-predictor"
+REDIS = "attribution-redis"
+MODEL_NAME = "attribution"
+SCRAPER_NAMESPACES = {"monitoring", "gmp-system"}  # Prometheus Operator, GKE Managed Prometheus
+REPOSITORY_PATHS = ["/v2/repository/index", "/v2/repository/models/attribution/load",
+                    "/v2/repository/models/attribution/unload"]  # KServe's model repository extension
 
 Doc = dict[str, Any]
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the CRD files are megabytes
@@ -43,16 +62,18 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the CRD file
 
 # --------------------------------------------------------------------------------------------- tools
 def tool(name: str) -> str:
-    """Path of a CLI tool, preferring the virtualenv that runs the tests (then the repo's .venv)."""
-    dirs = [str(Path(sys.executable).parent), str(REPO / ".venv" / "bin"), os.environ.get("PATH", "")]
+    """Path of a CLI tool: the tools venv, the virtualenv running the tests, the repo's .venv, PATH."""
+    dirs = [str(TOOLS_BIN), str(Path(sys.executable).parent), str(REPO / ".venv" / "bin"),
+            os.environ.get("PATH", "")]
     found = shutil.which(name, path=os.pathsep.join(dirs))
     if not found:
-        raise FileNotFoundError(f"{name} not found in the virtualenv or on PATH (make setup installs it)")
+        raise FileNotFoundError(f"{name} not found in .venv-tools, the virtualenv or on PATH "
+                                "(make setup installs it)")
     return found
 
 
-def run(cmd: list[str], timeout: int = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+def run(cmd: list[str], timeout: int = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 # ---------------------------------------------------------------------------------------- rendering
@@ -62,8 +83,19 @@ def kustomize_dirs(root: Path = MANIFESTS) -> list[Path]:
     return [d for d in dirs if (d / "kustomization.yaml").exists()]
 
 
-def render(path: Path) -> list[Doc]:
-    """`kubectl kustomize PATH` as a list of resources; raises RuntimeError with kustomize's message."""
+def components(root: Path = MANIFESTS) -> list[Path]:
+    return sorted(p.parent for p in (root / "components").glob("*/kustomization.yaml"))
+
+
+def render(path: Path, with_components: list[Path] = ()) -> list[Doc]:
+    """`kubectl kustomize PATH` as a list of resources (with components added on top, through a temp
+    kustomization); raises RuntimeError with kustomize's message."""
+    if with_components:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump({
+                "resources": [os.path.relpath(path, tmp)],
+                "components": [os.path.relpath(c, tmp) for c in with_components]}))
+            return render(Path(tmp))
     proc = run([tool("kubectl"), "kustomize", str(path)])
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {path} failed: {proc.stderr.strip()}")
@@ -86,13 +118,17 @@ def name_of(doc: Doc) -> str:
     return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
 
 
+def find(docs: list[Doc], kind: str, name: str | None = None) -> list[Doc]:
+    return [d for d in docs if d.get("kind") == kind and (name is None or d["metadata"].get("name") == name)]
+
+
 # ------------------------------------------------------------------------------- kubernetes-validate
 def kubernetes_validate_problems(docs: list[Doc], version: str = KUBERNETES_VERSION) -> list[str]:
     """`kubernetes-validate --strict` over every non-CRD resource.
 
     The tool prints WARN and exits 0 for a kind it has no schema for (a typo'd kind or apiVersion would
-    pass silently), so any WARN line counts as a failure here; the CRD kinds are checked separately
-    against their own schemas (crd_problems) and are not sent to it.
+    pass silently), so any WARN line counts as a failure here; the CRD kinds are checked against their
+    own vendored schemas (crd_problems) and are not sent to it.
     """
     core = [d for d in docs if d.get("kind") not in CRD_KINDS]
     if not core:
@@ -116,13 +152,12 @@ _COMBINATORS = ("anyOf", "allOf", "oneOf")
 
 
 def strict_schema(node: Any) -> Any:
-    """An OpenAPI v3 CRD schema as a strict JSON schema.
+    """A CRD's OpenAPI v3 schema as the strict JSON schema the API server applies.
 
-    - `additionalProperties: false` wherever `properties` are given, unless the node preserves unknown
-      fields (`x-kubernetes-preserve-unknown-fields`) or already says what extra keys may hold;
-    - `x-kubernetes-int-or-string` accepts an integer or a string;
-    - `nullable: true` also accepts null.
-    Only schema positions are walked (property names are never mistaken for keywords).
+    The API server prunes unknown fields (a typo silently does nothing), so here they are errors:
+    `additionalProperties: false` wherever `properties` are given, unless the node preserves unknown
+    fields or already says what extra keys may hold; `x-kubernetes-int-or-string` accepts an integer or
+    a string; `nullable: true` also accepts null. Only schema positions are walked.
     """
     if not isinstance(node, dict):
         return node
@@ -156,21 +191,23 @@ def strict_schema(node: Any) -> Any:
     return out
 
 
-def served_schema(crd: Doc, api_version: str | None = None) -> tuple[str, Doc]:
-    """(apiVersion, openAPIV3Schema) of the served version (the storage one if several are served)."""
+def served_schema(crd: Doc) -> tuple[str, Doc]:
+    """(apiVersion, openAPIV3Schema) of the storage version (the first served one if none stores)."""
     group = crd["spec"]["group"]
     versions = [v for v in crd["spec"]["versions"] if v.get("served")]
-    if api_version:
-        versions = [v for v in versions if f"{group}/{v['name']}" == api_version] or versions
     chosen = next((v for v in versions if v.get("storage")), versions[0])
     return f"{group}/{chosen['name']}", chosen["schema"]["openAPIV3Schema"]
 
 
 @functools.cache
-def crd_validator(kind: str) -> tuple[str, jsonschema.protocols.Validator]:
-    crd = next(d for d in load_yaml_docs(CRD_FILES[kind]) if d.get("kind") == "CustomResourceDefinition")
+def crd_validator(kind: str, schemas: Path = SCHEMAS) -> tuple[str, jsonschema.protocols.Validator]:
+    crd = next(d for d in load_yaml_docs(schemas / CRD_FILES[kind]) if d.get("kind") == "CustomResourceDefinition")
     api_version, schema = served_schema(crd)
-    schema = strict_schema(copy.deepcopy(schema))
+    schema = copy.deepcopy(schema)
+    # Some CRDs (Istio's) describe only spec/status; every object has these three.
+    for key, sub in (("apiVersion", {"type": "string"}), ("kind", {"type": "string"}), ("metadata", {"type": "object"})):
+        schema.setdefault("properties", {}).setdefault(key, sub)
+    schema = strict_schema(schema)
     schema.setdefault("required", [])
     for key in ("apiVersion", "kind", "metadata", "spec"):
         if key not in schema["required"]:
@@ -179,7 +216,7 @@ def crd_validator(kind: str) -> tuple[str, jsonschema.protocols.Validator]:
 
 
 def crd_problems(docs: list[Doc]) -> list[str]:
-    """Strict validation of every InferenceService and SparkApplication against its CRD."""
+    """Strict validation of every custom resource against its vendored CRD."""
     problems = []
     for doc in docs:
         kind = doc.get("kind")
@@ -226,7 +263,7 @@ def skaffold_paths(config: Doc) -> Iterator[tuple[str, str]]:
             yield f"{prefix}rawYaml", p
 
 
-# ---------------------------------------------------------------------------------------- Dockerfiles
+# --------------------------------------------------------------------------------------- Dockerfiles
 def dockerfiles(root: Path = IMAGES) -> list[Path]:
     return sorted(root.glob("*.Dockerfile"))
 
@@ -270,41 +307,146 @@ def exec_form(args: str) -> list[str] | None:
 
 
 def dockerfile_policy_problems(dockerfile: Path) -> list[str]:
-    """What hadolint cannot see through `FROM ${ARG}`: pinned bases, multi-stage, non-root final user."""
+    """Our image policy beyond hadolint and checkov (which check tags, :latest and a root final USER):
+    multi-stage (no compilers in the runtime image), bases pinned to a full x.y.z version, and a numeric
+    final USER (the kubelet can verify runAsNonRoot only for a numeric one)."""
     problems = []
-    instructions = dockerfile_instructions(dockerfile)
-    args = {}
-    for ins, rest in instructions:
-        if ins == "ARG" and "=" in rest:
-            key, _, value = rest.partition("=")
-            args[key.strip()] = value.strip().strip('"')
-    stage_names = set()
-    froms = [rest for ins, rest in instructions if ins == "FROM"]
+    users = [rest.split(":")[0] for ins, rest in final_stage(dockerfile) if ins == "USER"]
+    if users and not users[-1].isdigit():
+        problems.append(f"{dockerfile.name}: final USER {users[-1]!r} is not a numeric uid")
+    froms = [rest.split() for ins, rest in dockerfile_instructions(dockerfile) if ins == "FROM"]
+    froms = [[p for p in parts if not p.startswith("--")] for parts in froms]
     if len(froms) < 2:
         problems.append(f"{dockerfile.name}: not multi-stage ({len(froms)} FROM)")
-    for rest in froms:
-        parts = rest.split()
-        image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), parts[0])
-        if len(parts) >= 3 and parts[1].upper() == "AS":
-            stage_names.add(parts[2])
-        if image in stage_names:
+    stages = {parts[2] for parts in froms if len(parts) >= 3 and parts[1].upper() == "AS"}
+    for parts in froms:
+        image = parts[0]
+        if image in stages or DIGEST_RE.search(image):
             continue
-        if not DIGEST_RE.search(image):
-            tag = image.rsplit("/", 1)[-1].partition(":")[2]
-            if not tag or tag == "latest" or not re.search(r"\d+\.\d+\.\d+", tag):
-                problems.append(f"{dockerfile.name}: base image {image!r} is not pinned to a full version")
-    users = [rest for ins, rest in final_stage(dockerfile) if ins == "USER"]
-    if not users:
-        problems.append(f"{dockerfile.name}: final stage has no USER (runs as root)")
-    else:
-        uid = users[-1].split(":")[0]
-        if not uid.isdigit() or int(uid) == 0:
-            problems.append(f"{dockerfile.name}: final USER {users[-1]!r} must be a numeric non-root uid "
-                            "(runAsNonRoot can only verify numeric users)")
+        tag = image.rsplit("/", 1)[-1].partition(":")[2]
+        if not re.search(r"\d+\.\d+\.\d+", tag):
+            problems.append(f"{dockerfile.name}: base image {image!r} is not pinned to a full version")
     return problems
 
 
-# ------------------------------------------------------------------------------ container inventory
+# ------------------------------------------------------------------------------------------ checkov
+def _pod_view(doc: Doc, role: str, pod_spec: Doc, labels: Doc) -> Doc:
+    meta = doc.get("metadata") or {}
+    skips = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("checkov.io/")}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{meta.get('name')}-{role}", "namespace": meta.get("namespace"),
+                         "labels": labels, "annotations": skips},
+            "spec": pod_spec}
+
+
+def pod_views(docs: list[Doc]) -> list[Doc]:
+    """The pods the operators make of our custom resources, for checkov (which cannot read CRDs).
+
+    InferenceService predictor -> a Pod with the predictor's pod spec. SparkApplication driver and
+    executor -> a Pod each with the container the Spark Operator builds: image, securityContext, and
+    resources from cores/coreRequest (cpu request), coreLimit, memory and memoryLimit.
+    The custom resource's `checkov.io/skip*` annotations (reasons for a skipped check) carry over.
+    """
+    views = []
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        if doc.get("kind") == "InferenceService":
+            predictor = copy.deepcopy(spec.get("predictor") or {})
+            pod_spec = {k: v for k, v in predictor.items() if k in POD_SPEC_FIELDS}
+            views.append(_pod_view(doc, "predictor", pod_spec, predictor.get("labels") or {}))
+        elif doc.get("kind") == "SparkApplication":
+            for role in ("driver", "executor"):
+                r = spec.get(role) or {}
+                requests = {"cpu": r.get("coreRequest") or r.get("cores"), "memory": r.get("memory")}
+                limits = {"cpu": r.get("coreLimit"), "memory": r.get("memoryLimit")}
+                container = {
+                    "name": f"spark-kubernetes-{role}",
+                    "image": r.get("image") or spec.get("image"),
+                    "imagePullPolicy": spec.get("imagePullPolicy"),
+                    "securityContext": copy.deepcopy(r.get("securityContext")),
+                    "resources": {"requests": {k: str(v) for k, v in requests.items() if v},
+                                  "limits": {k: str(v) for k, v in limits.items() if v}},
+                }
+                pod_spec = {"serviceAccountName": r.get("serviceAccount"),
+                            "securityContext": copy.deepcopy(r.get("podSecurityContext")),
+                            "initContainers": copy.deepcopy(r.get("initContainers") or []),
+                            "containers": [{k: v for k, v in container.items() if v is not None}]
+                            + copy.deepcopy(r.get("sidecars") or [])}
+                views.append(_pod_view(doc, role, {k: v for k, v in pod_spec.items() if v}, r.get("labels") or {}))
+    return views
+
+
+POD_SPEC_FIELDS = {"containers", "initContainers", "volumes", "securityContext", "serviceAccountName",
+                   "automountServiceAccountToken", "hostNetwork", "hostPID", "hostIPC", "nodeSelector",
+                   "tolerations", "affinity", "priorityClassName", "imagePullSecrets"}
+
+
+def checkov_run(target: Path, framework: str, config: Path) -> Doc:
+    """checkov's JSON report for a file or directory (one framework)."""
+    flag = "-d" if target.is_dir() else "-f"
+    env = dict(os.environ, BC_SKIP_MAPPING="TRUE")  # no download of the guideline mappings (offline)
+    proc = run([tool("checkov"), "--config-file", str(config), "--framework", framework, flag, str(target),
+                "-o", "json"], timeout=300, env=env)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise RuntimeError(f"checkov gave no JSON (exit {proc.returncode}): {proc.stderr[-2000:]}") from exc
+    if isinstance(report, list):
+        report = next(r for r in report if r.get("check_type") == framework)
+    if report.get("summary", {}).get("parsing_errors"):
+        raise RuntimeError(f"checkov could not parse {target}: {report['results'].get('parsing_errors')}")
+    return report
+
+
+def _failures(report: Doc) -> list[str]:
+    return [f"{c['check_id']} {c['resource']}: {c['check_name']}"
+            for c in (report.get("results") or {}).get("failed_checks", [])]
+
+
+def _scanned(report: Doc) -> set[str]:
+    results = report.get("results") or {}
+    return {c["resource"] for key in ("passed_checks", "failed_checks", "skipped_checks")
+            for c in results.get(key, [])}
+
+
+def checkov_kubernetes_problems(docs: list[Doc], config: Path = MANIFESTS / "checkov.yaml") -> list[str]:
+    """checkov's Kubernetes policies over a rendering plus the Pod views of its custom resources.
+
+    Also fails if checkov did not report on every workload and Pod view (a resource it could not read
+    must not pass by being skipped)."""
+    scanned = [d for d in docs if d.get("kind") not in CRD_KINDS] + pod_views(docs)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rendered.yaml"
+        path.write_text(yaml.safe_dump_all(scanned, sort_keys=False))
+        report = checkov_run(path, "kubernetes", config)
+    problems = _failures(report)
+    seen = _scanned(report)
+    for d in scanned:
+        if d["kind"] in WORKLOAD_KINDS:
+            rid = f"{d['kind']}.{d['metadata'].get('namespace') or 'default'}.{d['metadata']['name']}"
+            if rid not in seen:
+                problems.append(f"checkov did not check {rid}")
+    return problems
+
+
+WORKLOAD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+
+
+def container_policy_problems(docs: list[Doc]) -> list[str]:
+    """checkov's Kubernetes policy for resources made outside a kustomize rendering (what the pipeline
+    renders and submits), checked beside base's NetworkPolicies, under which they run."""
+    return checkov_kubernetes_problems(docs + find(render(MANIFESTS / "base"), "NetworkPolicy"))
+
+
+def checkov_dockerfile_problems(images: Path = IMAGES, config: Path = MANIFESTS / "checkov.yaml") -> list[str]:
+    report = checkov_run(images, "dockerfile", config)
+    problems = _failures(report)
+    seen = {r.split(".Dockerfile")[0].lstrip("/") for r in _scanned(report)}
+    problems += [f"checkov did not check {p.name}" for p in dockerfiles(images) if p.name.removesuffix(".Dockerfile") not in seen]
+    return problems
+
+
+# ---------------------------------------------------------------------------- containers and images
 def pod_specs(doc: Doc) -> Iterator[tuple[str, Doc]]:
     """(where, pod spec) for every pod template a resource carries."""
     kind, spec = doc.get("kind"), doc.get("spec") or {}
@@ -320,31 +462,24 @@ def pod_specs(doc: Doc) -> Iterator[tuple[str, Doc]]:
                 yield f"{name_of(doc)} {component}", spec[component]
 
 
-def containers(doc: Doc) -> Iterator[tuple[str, Doc, Doc]]:
-    """(where, container, pod-level securityContext) for every ordinary container in a resource."""
+def containers(doc: Doc) -> Iterator[tuple[str, Doc]]:
+    """(where, container) for every container in a resource, Spark's init containers and sidecars too."""
     for where, pod in pod_specs(doc):
         for field in ("initContainers", "containers"):
             for c in pod.get(field) or []:
-                yield f"{where} {field[:-1]} {c.get('name')}", c, pod.get("securityContext") or {}
+                yield f"{where} {field[:-1]} {c.get('name')}", c
     if doc.get("kind") == "SparkApplication":
         for role in ("driver", "executor"):
             r = (doc.get("spec") or {}).get(role) or {}
             for field in ("initContainers", "sidecars"):
                 for c in r.get(field) or []:
-                    yield (f"{name_of(doc)} {role} {field[:-1]} {c.get('name')}", c,
-                           r.get("podSecurityContext") or {})
-
-
-def spark_roles(doc: Doc) -> Iterator[tuple[str, Doc]]:
-    if doc.get("kind") == "SparkApplication":
-        for role in ("driver", "executor"):
-            yield f"{name_of(doc)} {role}", (doc.get("spec") or {}).get(role) or {}
+                    yield f"{name_of(doc)} {role} {field[:-1]} {c.get('name')}", c
 
 
 def images(docs: list[Doc]) -> list[tuple[str, str]]:
     found = []
     for doc in docs:
-        for where, c, _ in containers(doc):
+        for where, c in containers(doc):
             found.append((where, c.get("image")))
         if doc.get("kind") == "SparkApplication":
             spec = doc.get("spec") or {}
@@ -355,72 +490,13 @@ def images(docs: list[Doc]) -> list[tuple[str, str]]:
     return found
 
 
-# ------------------------------------------------------------------------------------------- policy
-def security_problems(where: str, sc: Doc, pod_sc: Doc) -> list[str]:
-    problems = []
-
-    def effective(key: str) -> Any:
-        return sc[key] if key in sc else pod_sc.get(key)
-
-    if effective("runAsNonRoot") is not True:
-        problems.append(f"{where}: runAsNonRoot is not true")
-    if effective("runAsUser") == 0:
-        problems.append(f"{where}: runAsUser is 0 (root)")
-    if sc.get("allowPrivilegeEscalation") is not False:
-        problems.append(f"{where}: allowPrivilegeEscalation is not false")
-    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
-        problems.append(f"{where}: capabilities do not drop ALL")
-    if (sc.get("capabilities") or {}).get("add"):
-        problems.append(f"{where}: adds capabilities {sc['capabilities']['add']}")
-    if (effective("seccompProfile") or {}).get("type") != "RuntimeDefault":
-        problems.append(f"{where}: seccompProfile is not RuntimeDefault")
-    if sc.get("readOnlyRootFilesystem") is not True:
-        problems.append(f"{where}: readOnlyRootFilesystem is not true")
-    if sc.get("privileged"):
-        problems.append(f"{where}: privileged")
-    return problems
+def digest_problems(docs: list[Doc]) -> list[str]:
+    """Every image pinned by a well-formed digest (required of prod; tags elsewhere are checkov's)."""
+    return [f"{where}: image {image!r} is not pinned by digest" for where, image in images(docs)
+            if not isinstance(image, str) or not DIGEST_RE.search(image)]
 
 
-def image_problems(where: str, image: Any, require_digest: bool = False) -> list[str]:
-    if not image or not isinstance(image, str):
-        return [f"{where}: no image"]
-    if "@sha256:" in image:
-        return [] if DIGEST_RE.search(image) else [f"{where}: malformed digest in {image!r}"]
-    if require_digest:
-        return [f"{where}: image {image!r} is not pinned by digest"]
-    last = image.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return [f"{where}: image {image!r} has no tag"]
-    if last.endswith(":latest"):
-        return [f"{where}: image {image!r} uses :latest"]
-    return []
-
-
-def container_policy_problems(docs: list[Doc], require_digest: bool = False) -> list[str]:
-    """requests + limits, hardened securityContext and a pinned image on every container, Spark too."""
-    problems = []
-    for doc in docs:
-        for where, c, pod_sc in containers(doc):
-            res = c.get("resources") or {}
-            for section in ("requests", "limits"):
-                for key in ("cpu", "memory"):
-                    if key not in (res.get(section) or {}):
-                        problems.append(f"{where}: resources.{section}.{key} missing")
-            problems += security_problems(where, c.get("securityContext") or {}, pod_sc)
-        for where, role in spark_roles(doc):
-            if not (role.get("cores") or role.get("coreRequest")):
-                problems.append(f"{where}: cores/coreRequest (cpu request) missing")
-            for key, what in (("coreLimit", "cpu limit"), ("memory", "memory request"),
-                              ("memoryLimit", "memory limit")):
-                if not role.get(key):
-                    problems.append(f"{where}: {key} ({what}) missing")
-            problems += security_problems(where, role.get("securityContext") or {},
-                                          role.get("podSecurityContext") or {})
-        for where, image in images([doc]):
-            problems += image_problems(where, image, require_digest)
-    return problems
-
-
+# ------------------------------------------------------------------------- credentials and identity
 CREDENTIAL_RE = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----|\"private_key\"\s*:|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}"
     r"|[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@",  # scheme://user:password@host
@@ -428,16 +504,17 @@ CREDENTIAL_RE = re.compile(
 
 
 def secret_problems(docs: list[Doc]) -> list[str]:
-    """No Secret carries literal values (credentials come from Workload Identity or an external secret
-    store), and no ConfigMap / env value looks like a credential."""
+    """No Secret carries literal values (credentials come from Workload Identity), and no ConfigMap,
+    env value or argument looks like a credential."""
     problems = []
     for doc in docs:
         if doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
-            problems.append(f"{name_of(doc)}: Secret holds literal values {sorted((doc.get('data') or {}) | (doc.get('stringData') or {}))}")
+            keys = sorted((doc.get("data") or {}) | (doc.get("stringData") or {}))
+            problems.append(f"{name_of(doc)}: Secret holds literal values {keys}")
         values = []
         if doc.get("kind") == "ConfigMap":
             values += [(f"{name_of(doc)} data.{k}", v) for k, v in (doc.get("data") or {}).items()]
-        for where, c, _ in containers(doc):
+        for where, c in containers(doc):
             values += [(f"{where} env {e.get('name')}", e.get("value")) for e in c.get("env") or []]
             values += [(f"{where} args", a) for a in (c.get("args") or []) + (c.get("command") or [])]
         for where, value in values:
@@ -446,6 +523,28 @@ def secret_problems(docs: list[Doc]) -> list[str]:
     return problems
 
 
+def workload_identity_problems(docs: list[Doc]) -> list[str]:
+    """Each workload runs as its own ServiceAccount, bound to the Google service account of the same
+    name through Workload Identity (the annotation); no key files, so nothing else grants access."""
+    problems = []
+    sas = {d["metadata"]["name"]: d for d in find(docs, "ServiceAccount")}
+    used = {PREDICTOR: [d for d in find(docs, "InferenceService")
+                        if (d["spec"].get("predictor") or {}).get("serviceAccountName") != PREDICTOR],
+            "attribution-spark": [d for d in find(docs, "SparkApplication")
+                                  if {(d["spec"].get(r) or {}).get("serviceAccount") for r in ("driver", "executor")}
+                                  != {"attribution-spark"}]}
+    for sa, wrong in used.items():
+        problems += [f"{name_of(d)}: does not run as ServiceAccount {sa}" for d in wrong]
+    for name in ("attribution-pipeline", "attribution-spark", PREDICTOR):
+        annotation = ((sas.get(name) or {}).get("metadata", {}).get("annotations") or {}).get(
+            "iam.gke.io/gcp-service-account")
+        if annotation != f"{name}@PROJECT_ID.iam.gserviceaccount.com":
+            problems.append(f"ServiceAccount/{name}: iam.gke.io/gcp-service-account is {annotation!r}, "
+                            f"not {name}@PROJECT_ID.iam.gserviceaccount.com")
+    return problems
+
+
+# ------------------------------------------------------------------------------ disruption budgets
 def _selects(selector: Doc, labels: Doc) -> bool:
     match = (selector or {}).get("matchLabels") or {}
     if not match and not (selector or {}).get("matchExpressions"):
@@ -483,7 +582,7 @@ def pdb_problems(docs: list[Doc]) -> list[str]:
     """A PodDisruptionBudget exactly where more than one replica is guaranteed: none for a single
     replica (it would block node drains forever), one for every workload with minReplicas > 1."""
     problems = []
-    pdbs = [d for d in docs if d.get("kind") == "PodDisruptionBudget"]
+    pdbs = find(docs, "PodDisruptionBudget")
     for name, replicas, labels in workloads(docs):
         covering = [p for p in pdbs if _selects((p.get("spec") or {}).get("selector"), labels)]
         if replicas > 1 and not covering:
@@ -497,8 +596,55 @@ def pdb_problems(docs: list[Doc]) -> list[str]:
     return problems
 
 
+# ------------------------------------------------------------------------------------ network policy
+def ingress_rules(docs: list[Doc], app: str) -> list[tuple[str, Doc]]:
+    """(policy name, ingress rule) of every NetworkPolicy that selects the pods labelled app."""
+    out = []
+    for p in find(docs, "NetworkPolicy"):
+        spec = p.get("spec") or {}
+        if spec.get("podSelector") == {} or _selects(spec.get("podSelector"), {"app.kubernetes.io/name": app}):
+            out += [(p["metadata"]["name"], rule) for rule in spec.get("ingress") or []]
+    return out
+
+
+def _namespaces(peer: Doc) -> set[str] | None:
+    """The namespaces a peer names by kubernetes.io/metadata.name (None: not named that way)."""
+    sel = peer.get("namespaceSelector")
+    if sel is None:
+        return None
+    names = set()
+    if "kubernetes.io/metadata.name" in (sel.get("matchLabels") or {}):
+        names.add(sel["matchLabels"]["kubernetes.io/metadata.name"])
+    for e in sel.get("matchExpressions") or []:
+        if e.get("key") == "kubernetes.io/metadata.name" and e.get("operator") == "In":
+            names |= set(e.get("values") or [])
+    return names or None
+
+
+def _ports(rule: Doc) -> set[int] | None:
+    """The TCP ports a rule admits (None: every port)."""
+    ports = rule.get("ports")
+    return None if not ports else {p.get("port") for p in ports}
+
+
+def scrape_admitted(rules: list[tuple[str, Doc]], port: int) -> set[str]:
+    """Which scraper namespaces some rule admits on port."""
+    admitted = set()
+    for _, rule in rules:
+        ports = _ports(rule)
+        if ports is not None and port not in ports:
+            continue
+        for peer in rule.get("from") or []:
+            admitted |= (_namespaces(peer) or set()) & SCRAPER_NAMESPACES
+    return admitted
+
+
+# --------------------------------------------------------------------------------------------- Redis
 _UNITS = {"": 1, "k": 10**3, "m": 10**-3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+HEADROOM = 1.25      # maxmemory over the data the sizing annotations predict
+LIMIT_FACTOR = 1.5   # container memory over maxmemory: AOF-rewrite fork (copy-on-write), buffers, fragmentation
+VOLUME_FACTOR = 2.0  # volume over maxmemory: the old and the new AOF during a rewrite
 
 
 def quantity(value: str | int) -> float:
@@ -508,40 +654,308 @@ def quantity(value: str | int) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def redis_memory_bytes(value: str) -> float:
+def redis_memory_bytes(value: str) -> int:
     m = re.fullmatch(r"([0-9]+)(b|kb|mb|gb)?", value.lower())
     if not m:
         raise ValueError(f"unsupported redis size {value!r}")
     return int(m.group(1)) * {None: 1, "b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30}[m.group(2)]
 
 
+def expand_args(container: Doc) -> list[str]:
+    """The container's args as the kubelet passes them: $(VAR) replaced by the env value."""
+    env = {e["name"]: e.get("value") for e in container.get("env") or [] if "value" in e}
+    return [re.sub(r"\$\((\w+)\)", lambda m: str(env.get(m.group(1), m.group(0))), str(a))
+            for a in container.get("args") or []]
+
+
+def redis_flags(args: list[str]) -> dict[str, str]:
+    """--name value pairs of redis-server's command line."""
+    return {a[2:]: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
+
+
+def expected_redis_bytes(annotations: Doc) -> float:
+    """Data the largest window holds: clicks x key groups x bytes per event (the sizing annotations)."""
+    keys = ("attribution/sizing-clicks-per-window", "attribution/sizing-key-groups",
+            "attribution/sizing-bytes-per-event")
+    values = [float(annotations[k]) for k in keys]
+    return values[0] * values[1] * values[2]
+
+
 def redis_problems(docs: list[Doc]) -> list[str]:
-    """Redis' maxmemory stays below its container limit (else the kernel, not LRU, evicts the state)."""
+    """Our Redis policy (docs/deploy.md): no silent loss, sized from the annotations, persisted, watched.
+
+    noeviction; --maxmemory present, resolved and >= data x HEADROOM; the memory limit >= maxmemory x
+    LIMIT_FACTOR; AOF on with fsync every second into --dir on a PersistentVolumeClaim of at least
+    maxmemory x VOLUME_FACTOR; a redis_exporter sidecar that a PodMonitoring (or ServiceMonitor) scrapes.
+    """
     problems = []
-    for doc in docs:
-        for where, c, _ in containers(doc):
-            args = c.get("args") or []
-            if "--maxmemory" not in args:
-                continue
-            limit = ((c.get("resources") or {}).get("limits") or {}).get("memory")
-            maxmem = redis_memory_bytes(str(args[args.index("--maxmemory") + 1]))
-            if limit is None or maxmem >= 0.9 * quantity(limit):
-                problems.append(f"{where}: --maxmemory {maxmem:.0f} B is not below 90% of limit {limit}")
+    sts = find(docs, "StatefulSet", REDIS)
+    if not sts:
+        return [f"StatefulSet/{REDIS} missing"]
+    sts = sts[0]
+    pod = sts["spec"]["template"]["spec"]
+    where = f"StatefulSet/{REDIS}"
+    redis = next((c for c in pod.get("containers") or [] if c.get("name") == "redis"), None)
+    if redis is None:
+        return [f"{where}: no container named redis"]
+    flags = redis_flags(expand_args(redis))
+    if flags.get("maxmemory-policy") != "noeviction":
+        problems.append(f"{where}: maxmemory-policy {flags.get('maxmemory-policy')!r}, not noeviction "
+                        "(evictions lose state silently)")
+    maxmem = None
+    try:
+        maxmem = redis_memory_bytes(flags["maxmemory"])
+    except KeyError:
+        problems.append(f"{where}: --maxmemory missing (Redis would grow to the OOM killer)")
+    except ValueError as exc:
+        problems.append(f"{where}: --maxmemory {exc}")
+    if maxmem is not None:
+        try:
+            need = expected_redis_bytes(sts["metadata"].get("annotations") or {}) * HEADROOM
+        except (KeyError, ValueError) as exc:
+            problems.append(f"{where}: sizing annotation missing or not a number: {exc}")
+            need = None
+        if need is not None and maxmem < need:
+            problems.append(f"{where}: --maxmemory {maxmem / 2**20:.0f} MiB is below the sized "
+                            f"{need / 2**20:.0f} MiB (events x bytes per event x {HEADROOM})")
+        limit = ((redis.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit is None or quantity(limit) < maxmem * LIMIT_FACTOR:
+            problems.append(f"{where}: memory limit {limit} is below --maxmemory x {LIMIT_FACTOR}")
+    if flags.get("appendonly") != "yes" or flags.get("appendfsync") != "everysec":
+        problems.append(f"{where}: AOF not on with appendfsync everysec "
+                        f"(appendonly={flags.get('appendonly')!r}, appendfsync={flags.get('appendfsync')!r})")
+    mounts = {m.get("mountPath"): m.get("name") for m in redis.get("volumeMounts") or []}
+    claims = {c["metadata"]["name"]: c for c in sts["spec"].get("volumeClaimTemplates") or []}
+    claim = claims.get(mounts.get(flags.get("dir", "/data")))
+    if claim is None:
+        problems.append(f"{where}: --dir {flags.get('dir', '/data')} is not on a volumeClaimTemplate "
+                        "(the AOF would not survive the pod)")
+    elif maxmem is not None:
+        size = quantity(claim["spec"]["resources"]["requests"]["storage"])
+        if size < maxmem * VOLUME_FACTOR:
+            problems.append(f"{where}: volume {claim['metadata']['name']} ({size / 2**30:.1f} GiB) is below "
+                            f"--maxmemory x {VOLUME_FACTOR}")
+    exporter = next((c for c in pod.get("containers") or [] if "redis_exporter" in str(c.get("image"))), None)
+    if exporter is None:
+        problems.append(f"{where}: no redis_exporter sidecar")
+    else:
+        ports = {p.get("name"): p.get("containerPort") for p in exporter.get("ports") or []}
+        labels = sts["spec"]["template"]["metadata"].get("labels") or {}
+        monitors = [m for m in find(docs, "PodMonitoring") + find(docs, "ServiceMonitor")
+                    if _selects(m["spec"].get("selector"), labels)
+                    and any(e.get("port") in ports for e in m["spec"].get("endpoints") or [])]
+        if not monitors:
+            problems.append(f"{where}: no PodMonitoring/ServiceMonitor scrapes the exporter's port {ports}")
+        for port in ports.values():
+            missing = SCRAPER_NAMESPACES - scrape_admitted(ingress_rules(docs, REDIS), port)
+            if missing:
+                problems.append(f"{where}: NetworkPolicy does not admit scrapes of {port} from {sorted(missing)}")
+    return problems
+
+
+def redis_access_problems(docs: list[Doc]) -> list[str]:
+    """Redis (6379) reachable from the predictor pods only: every ingress rule that selects Redis pods and
+    admits 6379 (or all ports) names exactly the predictor pods; and some rule admits them."""
+    problems, admitted = [], False
+    for policy, rule in ingress_rules(docs, REDIS):
+        ports = _ports(rule)
+        if ports is not None and 6379 not in ports:
+            continue
+        peers = rule.get("from")
+        if peers != [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": PREDICTOR}}}]:
+            problems.append(f"NetworkPolicy/{policy}: admits {peers or 'everyone'} to Redis port 6379")
+        else:
+            admitted = True
+    if not admitted:
+        problems.append("no NetworkPolicy admits the predictor to Redis on 6379")
+    return problems
+
+
+def redis_alert_problems(docs: list[Doc]) -> list[str]:
+    """Alerts before memory runs out (used/max over 0.8 for at least a few minutes), on writes refused at
+    maxmemory (OOM), and on the exporter being down; for GMP (Rules) and the Prometheus Operator
+    (PrometheusRule) alike."""
+    problems = []
+    for kind in ("Rules", "PrometheusRule"):
+        for doc in find(docs, kind):
+            rules = [r for g in doc["spec"].get("groups") or [] for r in g.get("rules") or [] if "alert" in r]
+            exprs = [(r, re.sub(r"\s+", "", r.get("expr", ""))) for r in rules]
+            memory = [r for r, e in exprs if "redis_memory_used_bytes/redis_memory_max_bytes>" in e
+                      and float(e.split(">")[-1]) <= 0.8 and _minutes(r.get("for")) >= 1]
+            if not memory:
+                problems.append(f"{name_of(doc)}: no alert on used/max memory > 0.8 held for minutes")
+            if not any('redis_errors_total{err="OOM"}' in e for _, e in exprs):
+                problems.append(f"{name_of(doc)}: no alert on writes refused at maxmemory (OOM)")
+            if not any('up{job="attribution-redis"}==0' in e for _, e in exprs):
+                problems.append(f"{name_of(doc)}: no alert on redis_exporter down")
+    if not find(docs, "Rules") and not find(docs, "PrometheusRule"):
+        problems.append("no Rules or PrometheusRule with the Redis alerts")
+    return problems
+
+
+def _minutes(duration: str | None) -> float:
+    m = re.fullmatch(r"(\d+)([smh])", duration or "")
+    return 0 if not m else int(m.group(1)) * {"s": 1 / 60, "m": 1, "h": 60}[m.group(2)]
+
+
+# ----------------------------------------------------------------------------------------- predictor
+def _istio_match(pattern: str, path: str) -> bool:
+    """Istio's path match: exact, prefix `x*`, suffix `*x`, or `*`."""
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return path.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return path.endswith(pattern[1:])
+    return path == pattern
+
+
+def _operation_admits(rule: Doc, path: str) -> bool:
+    """Whether an AuthorizationPolicy rule's `to` admits a request to path (no `to`: every path)."""
+    if not rule.get("to"):
+        return True
+    for to in rule["to"]:
+        op = to.get("operation") or {}
+        if op.get("paths") and not any(_istio_match(p, path) for p in op["paths"]):
+            continue
+        if any(_istio_match(p, path) for p in op.get("notPaths") or []):
+            continue
+        return True
+    return False
+
+
+def predictor_mode(isvc: Doc) -> str:
+    return (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Serverless")
+
+
+def predictor_access_problems(docs: list[Doc]) -> list[str]:
+    """Only its clients reach the predictor (docs/deploy.md, "Who reaches the predictor").
+
+    - cluster-local (no route on the public gateway) and an Istio sidecar on its pods;
+    - a DENY AuthorizationPolicy covering KServe's model repository endpoints, and no ALLOW rule that
+      admits them;
+    - the ALLOW policy's first rule names client principals (cluster.local/ns/NS/sa/SA, no wildcards);
+    - every ALLOW rule without a source identity is GET /metrics only;
+    - NetworkPolicy: not from istio-system (the public gateway's namespace), scrapes admitted from
+      monitoring and gmp-system, egress to istiod on 15012 since sidecars are on;
+    - Serverless: the activator kept out of the path (target-burst-capacity 0) so Istio sees the client.
+    """
+    problems = []
+    isvcs = find(docs, "InferenceService")
+    if not isvcs:
+        return ["InferenceService missing"]
+    isvc = isvcs[0]
+    labels = isvc["metadata"].get("labels") or {}
+    pod_labels = (isvc["spec"].get("predictor") or {}).get("labels") or {}
+    if labels.get("networking.kserve.io/visibility") != "cluster-local":
+        problems.append(f"{name_of(isvc)}: not labelled networking.kserve.io/visibility: cluster-local")
+    if pod_labels.get("sidecar.istio.io/inject") != "true":
+        problems.append(f"{name_of(isvc)}: predictor pods get no Istio sidecar (sidecar.istio.io/inject), "
+                        "so no AuthorizationPolicy applies")
+    annotations = isvc["metadata"].get("annotations") or {}
+    if predictor_mode(isvc) == "Serverless" and annotations.get("autoscaling.knative.dev/target-burst-capacity") != "0":
+        problems.append(f"{name_of(isvc)}: Serverless without target-burst-capacity 0: the activator in the "
+                        "path would call the model under its own identity")
+    policies = [p for p in find(docs, "AuthorizationPolicy")
+                if _selects((p["spec"].get("selector") or {}), pod_labels)]
+    deny = [r for p in policies if p["spec"].get("action") == "DENY" for r in p["spec"].get("rules") or []
+            if not r.get("from") and not r.get("when")]
+    allow = [(p, r) for p in policies if p["spec"].get("action", "ALLOW") == "ALLOW"
+             for r in p["spec"].get("rules") or []]
+    for path in REPOSITORY_PATHS:
+        if not any(_operation_admits(r, path) for r in deny):
+            problems.append(f"AuthorizationPolicy: no DENY rule covers {path}")
+        problems += [f"{name_of(p)}: a rule admits {path}" for p, r in allow if _operation_admits(r, path)]
+    if not allow:
+        problems.append("no ALLOW AuthorizationPolicy selects the predictor (without one, Istio admits everyone)")
+    else:
+        first = allow[0][1]
+        principals = [pr for f in first.get("from") or [] for pr in (f.get("source") or {}).get("principals") or []]
+        if not principals or not all(re.fullmatch(r"cluster\.local/ns/[a-z0-9-]+/sa/[a-z0-9-]+", p) for p in principals):
+            problems.append(f"{name_of(allow[0][0])}: first rule must name client principals "
+                            f"(cluster.local/ns/NS/sa/SA), found {principals}")
+    for p, r in allow:
+        if not r.get("from"):
+            ops = [t.get("operation") or {} for t in r.get("to") or []]
+            if not ops or any(o.get("paths") != ["/metrics"] or o.get("methods") != ["GET"] for o in ops):
+                problems.append(f"{name_of(p)}: a rule admits any caller to more than GET /metrics")
+    rules = ingress_rules(docs, PREDICTOR)
+    for policy, rule in rules:
+        for peer in rule.get("from") or [{}]:
+            names = _namespaces(peer)
+            if not peer or (names and "istio-system" in names) or peer.get("namespaceSelector") == {}:
+                problems.append(f"NetworkPolicy/{policy}: admits {peer or 'everyone'} (the public gateway's "
+                                "namespace or all) to the predictor")
+    missing = SCRAPER_NAMESPACES - scrape_admitted(rules, 8080)
+    if missing:
+        problems.append(f"NetworkPolicy: predictor metrics not admitted from {sorted(missing)}")
+    if pod_labels.get("sidecar.istio.io/inject") == "true":
+        egress = [r for p in find(docs, "NetworkPolicy")
+                  if _selects(p["spec"].get("podSelector"), pod_labels) or p["spec"].get("podSelector") == {}
+                  for r in p["spec"].get("egress") or []]
+        if not any(15012 in (_ports(r) or {15012})
+                   and any("istio-system" in (_namespaces(t) or set()) for t in r.get("to") or [])
+                   for r in egress):
+            problems.append("NetworkPolicy: no egress from the predictor to istiod (istio-system:15012); "
+                            "its sidecar cannot get configuration or certificates")
+    return problems
+
+
+def predictor_probe_problems(docs: list[Doc]) -> list[str]:
+    """Probes on the model, and autoscaling fields that mean something in the deployment mode.
+
+    Readiness and liveness on /v2/models/<model>/ready (after an unload, /v2/health/ready still says
+    ready). Serverless (Knative KPA): concurrency or rps metric, containerConcurrency and timeout set.
+    RawDeployment (HPA): cpu or memory metric with a percentage target, and none of the Knative-only
+    fields (containerConcurrency, timeout, autoscaling.knative.dev annotations), which would do nothing.
+    """
+    problems = []
+    for isvc in find(docs, "InferenceService"):
+        pred = isvc["spec"].get("predictor") or {}
+        where = name_of(isvc)
+        ready = f"/v2/models/{MODEL_NAME}/ready"
+        for c in pred.get("containers") or []:
+            for probe in ("readinessProbe", "livenessProbe"):
+                path = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
+                if path != ready:
+                    problems.append(f"{where} {c.get('name')}: {probe} is on {path!r}, not {ready}")
+        mode = predictor_mode(isvc)
+        annotations = isvc["metadata"].get("annotations") or {}
+        if mode == "Serverless":
+            if pred.get("scaleMetric") not in ("concurrency", "rps"):
+                problems.append(f"{where}: Serverless scaleMetric {pred.get('scaleMetric')!r} (KPA: concurrency/rps)")
+            for key in ("containerConcurrency", "timeout"):
+                if key not in pred:
+                    problems.append(f"{where}: Serverless without predictor.{key}")
+        elif mode == "RawDeployment":
+            for key in ("containerConcurrency", "timeout"):
+                if key in pred:
+                    problems.append(f"{where}: predictor.{key} does nothing in RawDeployment mode")
+            knative = [k for k in annotations if k.startswith("autoscaling.knative.dev/")]
+            if knative:
+                problems.append(f"{where}: {knative} do nothing in RawDeployment mode")
+            if pred.get("scaleMetric") not in ("cpu", "memory"):
+                problems.append(f"{where}: RawDeployment scaleMetric {pred.get('scaleMetric')!r} (HPA: cpu/memory)")
+            if not 0 < int(pred.get("scaleTarget", 0)) <= 100:
+                problems.append(f"{where}: RawDeployment scaleTarget {pred.get('scaleTarget')!r} is not a percentage")
+        else:
+            problems.append(f"{where}: unknown deploymentMode {mode!r}")
     return problems
 
 
 # --------------------------------------------------------------------------------------- temp copies
 def copy_tree(tmp: Path) -> Path:
-    """A temp copy of what the checks read (manifests/, images/, skaffold.yaml) to seed mistakes into."""
+    """A temp copy of what the checks read (manifests/, images/, skaffold.yaml) to plant mistakes into."""
     root = tmp / "repo"
-    shutil.copytree(MANIFESTS, root / "manifests")
+    shutil.copytree(MANIFESTS, root / "manifests", ignore=shutil.ignore_patterns("schemas"))
+    (root / "manifests" / "schemas").symlink_to(SCHEMAS)
     shutil.copytree(IMAGES, root / "images")
     shutil.copy(SKAFFOLD, root / "skaffold.yaml")
     return root
 
 
-def edit_yaml(path: Path, match: dict[str, str], mutate) -> None:
-    """Apply mutate(doc) to the document of path whose kind (and name) match; write it back."""
+def edit_yaml(path: Path, match: dict[str, str], mutate: Callable[[Doc], None]) -> None:
+    """Apply mutate(doc) to the documents of path whose kind (and name) match; write them back."""
     docs = load_yaml_docs(path)
     hits = [d for d in docs if all((d.get("kind") if k == "kind" else d.get("metadata", {}).get(k)) == v
                                    for k, v in match.items())]

@@ -29,7 +29,7 @@ from attribution.evaluation.metrics import binary_metrics
 from attribution.features.build import load_training_frame
 from attribution.model.bundle import ModelBundle, load_model
 from attribution.model.estimators import RAW_ID_FEATURES, feature_names
-from attribution.schema import LABEL, to_epoch
+from attribution.schema import LABEL, TRUE_PROBABILITY, to_epoch
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -38,7 +38,6 @@ BASELINE_VARIANT = "ids + hour (baseline)"
 RELIABILITY_BINS = 10
 TOP_APPS = 10
 MAX_CURVE_POINTS = 200
-TRUE_PROBABILITY = "true_probability"
 CONFUSION_CATEGORIES = ["not_attributed", "attributed"]
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
+from attribution.schema import CLICK_COLUMNS
 
 Engine = Literal["duckdb", "vectorized", "spark", "online"]
 ENGINES: tuple[str, ...] = ("duckdb", "vectorized", "spark", "online")
 # The fastest engine that meets the parity contract: the default of every command and pipeline on files.
 DEFAULT_ENGINE: Engine = "vectorized"
-CLICK_COLUMNS = ("row_id", "ip", "app", "device", "os", "channel", "click_time")
 
 
 def passthrough_columns(clicks: pd.DataFrame) -> tuple[str, ...]:

@@ -13,7 +13,9 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
-KEY_FIELDS: tuple[str, ...] = ("ip", "app", "device", "os", "channel")
+from attribution.schema import ID_FIELDS
+
+KEY_FIELDS: tuple[str, ...] = ID_FIELDS  # what a window may be keyed by: the click's ids
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from attribution.schema import ID_FIELDS
+
 log = logging.getLogger(__name__)
-FIELDS: tuple[str, ...] = ("ip", "app", "device", "os", "channel")
+FIELDS: tuple[str, ...] = ID_FIELDS  # the tokens of a click's sentence
 
 
 def stable_hash(token: str) -> int:
