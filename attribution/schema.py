@@ -102,6 +102,8 @@ def _parse_time(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Epoch seconds (int64) and a validity mask, for string, timestamp or integer columns."""
     if pa.types.is_string(arr.type) and (exact := _exact_layout_times(arr)) is not None:
         return exact, np.ones(len(exact), bool)
+    if arr.type == pa.int64() and arr.null_count == 0:  # epoch seconds, typed and whole
+        return arr.to_numpy(), np.ones(len(arr), bool)
     if pa.types.is_timestamp(arr.type):
         secs = pc.cast(pc.cast(arr, pa.timestamp("s", tz=arr.type.tz), safe=False), pa.int64())
     elif pa.types.is_integer(arr.type):
@@ -163,6 +165,8 @@ def validate_columns(columns: dict[str, pa.Array | pa.ChunkedArray], n: int) -> 
     problems: list[tuple[str, str]] = [("", "")]
 
     def flag(mask: np.ndarray, field: str, why: str) -> None:
+        if not mask.any():  # the usual case: one reduction, nothing else
+            return
         new = mask & (problem == 0)
         if new.any():
             problems.append((field, why))
@@ -170,7 +174,13 @@ def validate_columns(columns: dict[str, pa.Array | pa.ChunkedArray], n: int) -> 
 
     out: dict[str, np.ndarray] = {}
     for name, limit in ID_LIMITS.items():
-        vals, is_int, in_range, negative = _parse_ids(columns[name], limit)
+        arr = columns[name]
+        if n and arr.type == pa.int64() and arr.null_count == 0:  # typed and whole: is every id in range?
+            vals = arr.to_numpy()
+            if 0 <= vals.min() and vals.max() <= limit:
+                out[name] = vals
+                continue
+        vals, is_int, in_range, negative = _parse_ids(arr, limit)
         flag(negative, name, "negative id")
         flag(~is_int, name, "not a non-negative integer")
         flag(~in_range, name, f"id larger than {limit}")
