@@ -33,11 +33,21 @@ from attribution.features.online.state import (
     StoreStats,
 )
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
-from attribution.schema import CLICK_ID, CLICK_TIME, ID_FIELDS, REQUIRED, TIME_FORMAT, validate_columns
+from attribution.schema import (
+    CLICK_ID,
+    CLICK_TIME,
+    ID_FIELDS,
+    REQUIRED,
+    TIME_FORMAT,
+    exact_layout_times,
+    ids_in_range,
+    validate_columns,
+)
 
 log = logging.getLogger(__name__)
 
 FIELDS: tuple[str, ...] = REQUIRED + (CLICK_ID,)
+_INT64_MAX = 2**63 - 1
 DEFAULT_MAX_BATCH = 10_000
 MAX_FUTURE_SECONDS = 86_400  # a live click cannot be from further ahead than a day of clock skew
 
@@ -208,8 +218,34 @@ def _time_column(values: Sequence, now: int) -> pa.Array:
     return _text(values, CLICK_TIME)
 
 
+def _typed(columns: list[tuple], ids: list | None, now: int) -> ClickBatch | None:
+    """The usual request (integer ids, times all text or all epochs, integer or no click_ids) straight to
+    arrays, checked by the schema's own array rules; None at any doubt, and validate_columns decides."""
+    try:
+        if any(set(map(type, col)) != {int} for col in columns[:5]):
+            return None
+        id_array = np.array(columns[:5], np.int64).T
+        times = columns[5]
+        t = np.array(times, np.int64) if set(map(type, times)) == {int} else exact_layout_times(times)
+    except OverflowError:
+        return None
+    if t is None or not ids_in_range(id_array) or t.min() < 0 or t.max() > now + MAX_FUTURE_SECONDS:
+        return None
+    click_ids = None
+    if ids is not None:
+        if not set(map(type, ids)) <= {int, type(None)} or any(v is not None and v < 0 for v in ids):
+            return None
+        if any(v is not None and v > _INT64_MAX for v in ids):
+            return None
+        click_ids = [None if v is None else str(v) for v in ids]
+    return ClickBatch(np.ascontiguousarray(id_array), t, click_ids)
+
+
 def _validate(instances: list | tuple, now: int) -> ClickBatch:
     columns, ids = _columns(instances)
+    fast = _typed(columns, ids, now)
+    if fast is not None:
+        return fast
     arrays = {f: _column(columns[j], f) for j, f in enumerate(ID_FIELDS)}
     arrays[CLICK_TIME] = _time_column(columns[len(ID_FIELDS)], now)
     if ids is not None:
