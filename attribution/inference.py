@@ -164,17 +164,20 @@ def _columns(instances: list | tuple) -> tuple[list[tuple], list | None]:
     with_id = sum(CLICK_ID in inst for inst in instances)
     if sum(map(len, instances)) != len(instances) * len(REQUIRED) + with_id:
         raise _shape_error(instances)  # an unknown field somewhere
-    for col in columns:
-        if not set(map(type, col)) <= {int, str}:
-            raise _shape_error(instances)
     ids = None
     if with_id:
         ids = [inst.get(CLICK_ID) for inst in instances]
-        if not set(map(type, ids)) <= {int, str, type(None)}:
-            raise _shape_error(instances)
         if ids.count(None) == len(ids):
             ids = None
     return columns, ids
+
+
+def _check_json_types(instances: list | tuple, columns: list[tuple], ids: list | None) -> None:
+    """Every value an integer or a string (click_id also null); the typed path has checked its own."""
+    if any(not set(map(type, col)) <= {int, str} for col in columns) or (
+        ids is not None and not set(map(type, ids)) <= {int, str, type(None)}
+    ):
+        raise _shape_error(instances)
 
 
 def _text(values: Sequence, field: str) -> pa.Array:
@@ -246,6 +249,7 @@ def _validate(instances: list | tuple, now: int) -> ClickBatch:
     fast = _typed(columns, ids, now)
     if fast is not None:
         return fast
+    _check_json_types(instances, columns, ids)
     arrays = {f: _column(columns[j], f) for j, f in enumerate(ID_FIELDS)}
     arrays[CLICK_TIME] = _time_column(columns[len(ID_FIELDS)], now)
     if ids is not None:
