@@ -1,5 +1,6 @@
-"""`python -m serving --model_dir=/mnt/models [--state=redis://host:6379/0] [--max_batch=N]` plus every
-KServe model-server flag (--http_port, --grpc_port, --workers, --model_name, ...)."""
+"""`python -m serving --model_dir=/mnt/models [--state=redis://host:6379/0] [--max_batch=N] [--max_in_flight=N]
+[--deadline_ms=MS] [--score_threads=N]` plus every KServe model-server flag (--http_port, --grpc_port,
+--workers, --model_name, ...)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import sys
 
 import kserve
 from kserve import logging as kserve_logging
+from kserve import model_server
 from prometheus_client import REGISTRY
 
 from attribution.features.online.clock import CLOCKS, DEFAULT_MAX_SKEW
 from attribution.inference import DEFAULT_MAX_BATCH
 from attribution.monitoring.prediction_log import attach_prediction_log
-from serving import DEFAULT_MODEL_NAME
+from serving import DEFAULT_MODEL_NAME, asgi, max_body_bytes
+from serving.access import configure_logging
+from serving.guard import DEFAULT_DEADLINE_S, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SCORE_THREADS, Gate
 from serving.metrics import register_core
 from serving.model import AttributionModel
 from serving.responses import install as install_responses
@@ -24,6 +28,12 @@ parser = argparse.ArgumentParser(parents=[kserve.model_server.parser], descripti
 parser.add_argument("--model_dir", default="/mnt/models", help="local model directory (KServe mounts it here)")
 parser.add_argument("--state", default="memory", help="online state: memory, or redis://HOST:PORT/DB shared by replicas")
 parser.add_argument("--max_batch", type=int, default=DEFAULT_MAX_BATCH, help="most clicks per request")
+parser.add_argument("--max_in_flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
+                    help="requests scored or queued at once; the next gets 503 with Retry-After")
+parser.add_argument("--deadline_ms", type=float, default=DEFAULT_DEADLINE_S * 1000,
+                    help="a prediction not answered within this gets 503 with Retry-After")
+parser.add_argument("--score_threads", type=int, default=DEFAULT_SCORE_THREADS,
+                    help="threads that decode, touch the state and score (never the event loop)")
 # online state time and warm start (docs/online-state.md)
 parser.add_argument("--clock", choices=CLOCKS, default="server",
                     help="reference for --max-clock-skew: server (production) or stream (replays of history)")
@@ -42,19 +52,26 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = parser.parse_known_args(argv)
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
+    configure_logging()
     log = logging.getLogger("serving")
-    model = AttributionModel(args.model_name, args.model_dir, args.state, args.max_batch, state_options={
-        "clock": args.clock, "max_clock_skew": args.max_clock_skew, "allowed_lateness": args.allowed_lateness,
-        "warm_from": args.warm_from})
+    if args.workers > 1 and args.state == "memory":
+        log.error("cannot serve: --workers %d with the in-memory state would give each worker a partial state; "
+                  "use one worker, or --state redis://HOST:PORT/DB", args.workers)
+        sys.exit(2)
     try:
+        gate = Gate(args.max_in_flight, args.deadline_ms / 1000, args.score_threads)
+        model = AttributionModel(args.model_name, args.model_dir, args.state, args.max_batch, gate=gate, state_options={
+            "clock": args.clock, "max_clock_skew": args.max_clock_skew, "allowed_lateness": args.allowed_lateness,
+            "warm_from": args.warm_from})
         model.load()
-    except ValueError as err:  # ModelLoadError (missing/corrupt files, another feature spec), bad --state
+    except ValueError as err:  # ModelLoadError (missing/corrupt files, another feature spec), bad --state or limits
         log.error("cannot serve: %s", err)
         sys.exit(2)
-    register_core(model.core, REGISTRY)
+    register_core(model.core, model.watch, REGISTRY, model.gate)
     plog = attach_prediction_log(model.core, args.prediction_log, REGISTRY) if args.prediction_log else None
     settle_garbage_collector()
     install_responses()
+    asgi.install(model_server.app, max_body_bytes(args.max_batch), on_first_request=model.watch.start_async)
     try:
         kserve.ModelServer(
             http_port=args.http_port,

@@ -15,26 +15,31 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from werkzeug.exceptions import HTTPException
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from attribution import storage
 from attribution.features.online.state import StateUnavailable
 from attribution.inference import DEFAULT_MAX_BATCH, BadRequest, InferenceCore
-from serving import openapi
-from serving.metrics import register_core, request_histogram
+from serving import max_body_bytes, openapi
+from serving.access import HEADER, body_limit_message, configure_logging, log_access, request_id
+from serving.guard import StateWatch
+from serving.metrics import WorkerMetrics
 from serving.runtime import settle_garbage_collector
 
 log = logging.getLogger(__name__)
-BYTES_PER_CLICK = 1024  # a generous JSON click; bodies beyond max_batch clicks of this are refused (413)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
-    resp = jsonify({"error": message, **extra})
+    resp = jsonify({"error": message, **extra, "request_id": g.get("request_id")})
     resp.status_code = status
     return resp
 
@@ -48,15 +53,16 @@ def create_app(
 ) -> Flask:
     core = core if core is not None else InferenceCore(model_dir, state, max_batch)
     app = Flask("attribution")
-    app.config["MAX_CONTENT_LENGTH"] = core.max_batch * BYTES_PER_CLICK + 65_536
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(core.max_batch)  # werkzeug checks it before reading
     app.json.sort_keys = False
-    registry = CollectorRegistry()
-    register_core(core, registry)
-    if prediction_log:
+    watch = StateWatch(core)
+    watch.start_threads()
+    # Under gunicorn (PROMETHEUS_MULTIPROC_DIR set) every worker writes its share of one view; alone, a registry.
+    metrics = WorkerMetrics(watch, None if os.environ.get(MULTIPROC_ENV) else CollectorRegistry())
+    if prediction_log:  # its own counters only outside gunicorn (a custom collector is per process)
         from attribution.monitoring.prediction_log import attach_prediction_log
 
-        app.extensions["prediction_log"] = attach_prediction_log(core, prediction_log, registry)
-    latency = request_histogram(registry)
+        app.extensions["prediction_log"] = attach_prediction_log(core, prediction_log, metrics.registry)
     doc = openapi.document(core.max_batch)
     app.extensions["attribution_core"] = core
 
@@ -69,20 +75,27 @@ def create_app(
             body = json.loads(raw)
         except (ValueError, RecursionError) as err:
             core.count_bad_request()
-            return _error(400, f"malformed JSON: {err}")
+            return _error(400, f"malformed JSON: {err}".encode("utf-8", "backslashreplace").decode())
         if not isinstance(body, dict) or set(body) != {field}:
             core.count_bad_request()
-            got = sorted(body)[:5] if isinstance(body, dict) else type(body).__name__
-            return _error(400, f"expected a JSON object with the single field \"{field}\": [click, ...]; got {got}")
+            got = sorted(map(repr, body))[:5] if isinstance(body, dict) else type(body).__name__
+            message = f"expected a JSON object with the single field \"{field}\": [click, ...]; got {got}"
+            return _error(400, message.encode("utf-8", "backslashreplace").decode())
         try:
-            p, click_ids = core.score(body[field])
+            batch = core.validate(body[field])  # a client's mistake is a 400 even while the state is down
         except BadRequest as err:
             return _error(400, str(err), instance=err.index, field=err.field)
+        down = watch.down()
+        if down is not None:
+            core.count_state_error()
+            return _unavailable(down)
+        try:
+            p = core.predict_batch(batch)
         except StateUnavailable as err:
             log.warning("refusing a request: %s", err)
-            return _error(503, f"online feature state unavailable: {err}")
-        if click_ids:  # the prediction log made some (clicks sent without one): the client names them in postbacks
-            return jsonify({"probabilities": p.tolist(), "click_ids": click_ids})
+            return _unavailable(f"online feature state unavailable: {err}")
+        if batch.made_ids:  # the prediction log made some (clicks sent without one): the client names them in postbacks
+            return jsonify({"probabilities": p.tolist(), "click_ids": batch.click_ids})
         return jsonify({"probabilities": p.tolist()})
 
     @app.post("/predict")
@@ -95,6 +108,10 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Response:
+        # A stalled state is known without waiting on it; otherwise one ping (a refused connection is quick).
+        down = watch.down()
+        if down is not None:
+            return _error(503, down, ready=False)
         try:
             core.ping()
         except StateUnavailable as err:
@@ -106,25 +123,32 @@ def create_app(
         return jsonify(doc)
 
     @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    def metrics_text() -> Response:
+        metrics.sync(core.counters)
+        return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
+        g.request_id = request_id(request.headers.get(HEADER))
 
     @app.after_request
     def _observe(resp: Response) -> Response:
-        t0 = g.get("t0")
-        if t0 is not None:
-            rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            latency.labels(rule, str(resp.status_code)).observe(time.perf_counter() - t0)
+        seconds = time.perf_counter() - g.get("t0", time.perf_counter())
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.latency.labels(rule, str(resp.status_code)).observe(seconds)
+        metrics.sync(core.counters)
+        resp.headers[HEADER] = g.get("request_id", "")
+        log_access(g.get("request_id", "-"), request.method, request.path, resp.status_code, seconds,
+                   request.content_length or 0)
         return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
         if err.code and 400 <= err.code < 500:
             core.count_bad_request()
+        if isinstance(err, RequestEntityTooLarge):
+            return _error(413, body_limit_message(app.config["MAX_CONTENT_LENGTH"], request.content_length))
         return _error(err.code or 500, f"{err.name}: {err.description}")
 
     @app.errorhandler(Exception)
@@ -142,6 +166,12 @@ def _close_log(worker: object) -> None:
         plog.close()
 
 
+def _unavailable(message: str) -> Response:
+    resp = _error(503, message)
+    resp.headers["Retry-After"] = "1"
+    return resp
+
+
 def run_gunicorn(
     model_dir: str,
     port: int = 8080,
@@ -153,15 +183,30 @@ def run_gunicorn(
     prediction_log: str | None = None,
 ) -> None:
     """Serve the app with gunicorn; each worker loads the model after the fork. Several workers must share
-    the state, so they need Redis (`state="redis://..."`); in-process state is one worker (optionally threaded)."""
+    the state, so they need Redis (`state="redis://..."`); in-process state is one worker (optionally threaded).
+    Metrics go through prometheus_client's multiprocess mode: PROMETHEUS_MULTIPROC_DIR if set (emptied
+    here), else a fresh directory."""
     from gunicorn.app.base import BaseApplication
+    from prometheus_client import multiprocess, values
 
     if workers > 1 and state == "memory":
         raise ValueError("several gunicorn workers need a shared state: pass --state redis://HOST:PORT/DB")
     if not storage.isdir(model_dir):  # a local folder or a URI (gs://), read through attribution.storage
         raise ValueError(f"model directory {model_dir} does not exist")
+    metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="attribution-metrics-")
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # files of an earlier run would count again
+    os.makedirs(metrics_dir)
+    os.environ[MULTIPROC_ENV] = metrics_dir
     # The model itself is loaded only in the workers: xgboost's OpenMP runtime does not survive a fork, so
     # the master must not initialise it. A worker that cannot load the model logs why and gunicorn exits.
+
+    def post_fork(server, worker) -> None:
+        # prometheus_client picks its value class when imported, which may have been before the directory
+        # was set: pick again, in the worker, before any metric exists.
+        values.ValueClass = values.get_value_class()
+
+    def child_exit(server, worker) -> None:
+        multiprocess.mark_process_dead(worker.pid)  # its gauges leave the "live" aggregations
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -174,8 +219,10 @@ def run_gunicorn(
                 "graceful_timeout": 20,
                 "preload_app": False,
                 "control_socket_disable": True,  # several servers on one host (tests, benches)
-                "accesslog": None,
+                "accesslog": None,  # the app logs each request with its request id (serving.access)
                 "loglevel": "info",
+                "post_fork": post_fork,
+                "child_exit": child_exit,
             }
             for k, v in options.items():
                 self.cfg.set(k, v)
@@ -183,6 +230,7 @@ def run_gunicorn(
                 self.cfg.set("worker_exit", lambda _server, worker: _close_log(worker))
 
         def load(self):
+            configure_logging()
             try:
                 app = create_app(model_dir, state, max_batch, prediction_log=prediction_log)
                 settle_garbage_collector()

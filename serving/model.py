@@ -7,14 +7,15 @@ V2:  POST /v2/models/attribution/infer      inputs named ip, app, device, os, ch
      (BYTES "YYYY-MM-DD HH:MM:SS" or INT64 epoch seconds), optional click_id (INT64 or BYTES), each of shape
      [n] (or [n, 1]) -> output "probability" FP64 [n]. A request without "id" gets a generated one.
 
-Client mistakes raise kserve.errors.InvalidInput (400); an unreachable state raises ServerNotReady (503),
-and the next request tries the state again, so the predictor recovers by itself when Redis returns.
+`predict` is a coroutine: decoding, the state and the booster run on the Gate's threads, never on the
+event loop. Client mistakes raise kserve.errors.InvalidInput (400); overload, a passed deadline or an
+unreachable state raise guard.Unavailable (503 with Retry-After), and the next request tries the state
+again, so the predictor recovers by itself when Redis returns.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from typing import Any
 
@@ -25,14 +26,15 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 
 from attribution.features.online.state import StateUnavailable
 from attribution.inference import DEFAULT_MAX_BATCH, FIELDS, BadRequest, InferenceCore
-from attribution.schema import REQUIRED
+from attribution.schema import CLICK_ID, CLICK_TIME, REQUIRED
+from serving.guard import Gate, StateWatch, Unavailable
 
 log = logging.getLogger(__name__)
 
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 V2_TYPES: dict[str, frozenset[str]] = {f: INT_TYPES for f in FIELDS}
-V2_TYPES["click_time"] = INT_TYPES | {"BYTES"}
-V2_TYPES["click_id"] = INT_TYPES | {"BYTES"}
+V2_TYPES[CLICK_TIME] = INT_TYPES | {"BYTES"}
+V2_TYPES[CLICK_ID] = INT_TYPES | {"BYTES"}
 OUTPUT = "probability"
 
 
@@ -49,20 +51,10 @@ def v1_instances(payload: Any) -> list:
     return payload["instances"]
 
 
-def _elements(data: Any, shape: list[int], name: str) -> list:
-    """Row-major elements: a flat list, or (for shape [n, 1]) a list of one-element lists; nothing ragged."""
-    if not isinstance(data, (list, tuple)):
-        raise BadRequest(f"tensor data must be a list, got {type(data).__name__}", field=name)
-    if all(not isinstance(v, (list, tuple, dict)) for v in data):
-        return list(data)
-    if len(shape) == 2 and all(
-        isinstance(v, (list, tuple)) and len(v) == 1 and not isinstance(v[0], (list, tuple, dict)) for v in data
-    ):
-        return [v[0] for v in data]
-    raise BadRequest(f"tensor data must be flat or nested as shape {shape}", field=name)
-
-
 def _input_values(inp: InferInput, max_batch: int) -> list:
+    """One named tensor as a list of Python values, decoded by kserve (`as_numpy`: JSON data, the binary
+    extension and gRPC contents alike); the checks here only keep kserve's lenient conversions (a float or a
+    boolean cast to an integer) from passing a client's mistake on as a click."""
     name, dtype, shape = inp.name, inp.datatype, inp.shape
     if dtype not in V2_TYPES[name]:
         raise BadRequest(f"datatype {dtype} not accepted (use one of {sorted(V2_TYPES[name])})", field=name)
@@ -70,31 +62,29 @@ def _input_values(inp: InferInput, max_batch: int) -> list:
         type(d) is not int or d < 0 for d in shape
     ) or (len(shape) == 2 and shape[1] != 1):
         raise BadRequest(f"shape {shape} not accepted: use [n] or [n, 1]", field=name)
-    n = int(shape[0])
-    if n > max_batch:
-        raise BadRequest(f"batch of {n} clicks exceeds the limit of {max_batch} per request", field=name)
-    if getattr(inp, "_raw_data", None) is not None:  # binary tensor extension / gRPC raw contents
-        try:
-            values = inp.as_numpy().ravel().tolist()
-        except Exception as err:  # noqa: BLE001 - any malformed binary tensor is the client's
-            raise BadRequest(f"cannot decode binary tensor data: {err}", field=name) from None
-    else:
-        values = _elements(inp.data, shape, name)
-    if len(values) != math.prod(shape):
-        raise BadRequest(f"shape {shape} does not match {len(values)} data elements", field=name)
+    if shape[0] > max_batch:
+        raise BadRequest(f"batch of {shape[0]} clicks exceeds the limit of {max_batch} per request", field=name)
+    try:
+        values = inp.as_numpy().ravel()
+    except (InvalidInput, ValueError, TypeError, OverflowError) as err:
+        raise BadRequest(f"cannot read the data as {dtype} of shape {shape}: {err}", field=name) from None
+    if getattr(inp, "_raw_data", None) is None:  # JSON data: ints for INT*, strings for BYTES, nothing cast
+        given = np.asarray(inp.data, dtype=object).ravel()
+        want = int if dtype != "BYTES" else str
+        wrong = next((i for i, v in enumerate(given.tolist()) if type(v) is not want), None)
+        if wrong is not None:
+            got = type(given[wrong]).__name__
+            raise BadRequest(f"{dtype} element must be {'an integer' if want is int else 'a string'}, got {got}",
+                             wrong, name, given[wrong])
+    out = values.tolist()
     if dtype == "BYTES":
-        out = []
-        for i, v in enumerate(values):
-            if isinstance(v, (bytes, bytearray)):
+        for i, v in enumerate(out):
+            if isinstance(v, bytes):
                 try:
-                    v = bytes(v).decode("utf-8")
+                    out[i] = v.decode("utf-8")
                 except UnicodeDecodeError:
                     raise BadRequest("BYTES element is not UTF-8", i, name) from None
-            elif not isinstance(v, str):
-                raise BadRequest(f"BYTES element must be a string, got {type(v).__name__}", i, name, v)
-            out.append(v)
-        return out
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
+    return out
 
 
 def v2_instances(request: InferRequest, max_batch: int = DEFAULT_MAX_BATCH) -> list[dict]:
@@ -127,6 +117,7 @@ class AttributionModel(Model):
         state: str = "memory",
         max_batch: int = DEFAULT_MAX_BATCH,
         core: InferenceCore | None = None,
+        gate: Gate | None = None,
         state_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name)
@@ -134,20 +125,31 @@ class AttributionModel(Model):
         self.model_dir = model_dir
         self.state = state
         self.max_batch = max_batch
+        self.gate = gate or Gate()
         self.core = core
+        self.watch: StateWatch | None = None
         if core is not None:
+            self.watch = StateWatch(core)
             self.ready = True
 
     def load(self) -> bool:
         """Load the model directory (refusing another feature spec); ready only once it can score."""
         self.core = InferenceCore(self.model_dir, self.state, self.max_batch, **self.state_options)
+        self.watch = StateWatch(self.core)
         self.ready = True
         return self.ready
 
-    def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
-        core = self.core
-        if core is None:
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
+        if self.core is None:
             raise ServerNotReady("the model is not loaded")
+        self.watch.start_async()
+        if self.watch.down() is not None:  # validated (a client's mistake is still a 400), then refused
+            return await self.gate.run(self.score, payload, True, stateless=True)
+        return await self.gate.run(self.score, payload)
+
+    def score(self, payload: dict | InferRequest, refuse: bool = False) -> dict | InferResponse:
+        """The whole request, blocking: decode, validate, state, booster (a Gate thread runs this)."""
+        core = self.core
         v2 = isinstance(payload, InferRequest)
         try:
             instances = v2_instances(payload, core.max_batch) if v2 else v1_instances(payload)
@@ -155,13 +157,20 @@ class AttributionModel(Model):
             core.count_bad_request()
             raise InvalidInput(str(err)) from err
         try:
-            p, click_ids = core.score(instances)
+            batch = core.validate(instances)
         except BadRequest as err:
             raise InvalidInput(str(err)) from err
+        down = self.watch.down()
+        if refuse or down is not None:
+            core.count_state_error()
+            raise Unavailable(down or "online feature state unavailable: a ping is stalled")
+        try:
+            p = core.predict_batch(batch)
         except StateUnavailable as err:
             log.warning("refusing a request: %s", err)
-            raise ServerNotReady(f"online feature state unavailable: {err}") from err
-        # click_ids when the prediction log made some (clicks sent without one): the client names them in postbacks
+            raise Unavailable(f"online feature state unavailable: {err}") from err
+        # click ids when the prediction log made some (clicks sent without one): the client names them in postbacks
+        click_ids = batch.click_ids if batch.made_ids else None
         if not v2:
             return {"predictions": p.tolist(), "click_ids": click_ids} if click_ids else {"predictions": p.tolist()}
         outputs = [InferOutput(name=OUTPUT, shape=[len(p)], datatype="FP64", data=p.tolist())]

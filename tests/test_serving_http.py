@@ -5,6 +5,7 @@ requests (hand-picked and >= 2,000 fuzzed) get 4xx with a reason, never change t
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attribution.schema import ID_FIELDS, ID_LIMITS
+from serving import max_body_bytes
 from tests.redis_fixture import (
     DAY,
     ServerProcess,
@@ -102,8 +104,6 @@ def test_kserve_v2_replay_matches_batch_scoring(kserve, ordered, expected_sample
 
 
 def _fmt(epoch: int) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
@@ -169,6 +169,12 @@ def _kserve_cases():
                                                      + [{"name": "click_time", "shape": [1], "datatype": "BYTES", "data": ["2017-11-20 10:00:00"]}]}),
          JSON, 400, "differ in length"),
         ("/v2/models/attribution/infer", '{"inputs": [}', JSON, 422, ""),
+        (url, "x" * (max_body_bytes(MAX_BATCH) + 1), JSON, 413, f"exceeds the limit of {max_body_bytes(MAX_BATCH)} bytes"),
+        ("/v2/models/attribution/infer", json.dumps(v2_body([{**GOOD, "click_time": "2017-11-20 10:00:0\ud800"}], True)),
+         JSON, 400, "field 'click_time': text is not valid Unicode"),
+        ("/v2/models/attribution/infer", json.dumps({"inputs": [{**i, "data": [1.0]} if i["name"] == "os" else i
+                                                               for i in v2_body([GOOD], True)["inputs"]]}),
+         JSON, 400, "field 'os': INT64 element must be an integer, got float"),
         ("/v2/models/attribution/infer",  # pydantic reads lone surrogates; the message must still render
          json.dumps({"inputs": v2_body([GOOD], True)["inputs"] + [{"name": "\udc6a", "shape": [1], "datatype": "INT64", "data": [1]}]}),
          JSON, 400, "unknown input"),
@@ -186,12 +192,16 @@ def _flask_cases():
         ("/predict", json.dumps({"instances": [GOOD]}), JSON, 400, "single field \"clicks\""),
         ("/talkingdata-api", json.dumps({"clicks": [GOOD]}), JSON, 400, "attrPredictRequest"),
         ("/predict", json.dumps({"clicks": [GOOD]}), {"Content-Type": "text/plain"}, 415, "application/json"),
-        ("/predict", "x" * (MAX_BATCH * 1024 + 70_000), JSON, 413, "Too Large"),
+        ("/predict", "x" * (max_body_bytes(MAX_BATCH) + 1), JSON, 413, f"exceeds the limit of {max_body_bytes(MAX_BATCH)} bytes"),
+        ("/predict", json.dumps({"clicks": [{**GOOD, "click_time": "2017-11-20 10:00:0\ud800"}]}), JSON, 400,
+         "field 'click_time': text is not valid Unicode"),
+        ("/predict", json.dumps({"clicks": [{**GOOD, "app": "1\udc00"}]}), JSON, 400, "field 'app': text is not valid Unicode"),
     ]
     return cases
 
 
 def _state(srv) -> tuple[float, float]:
+    time.sleep(2.2)  # the state gauges are a snapshot taken every 2 s (serving.guard.StateWatch)
     text = requests.get(srv.base + "/metrics", timeout=10).text
     return metric(text, "attribution_clicks_scored_total"), metric(text, "attribution_state_events")
 
@@ -204,15 +214,17 @@ def test_bad_requests_get_4xx_naming_the_problem_and_leave_state_alone(server, r
     for path, body, headers, status, why in _kserve_cases() if server == "kserve" else _flask_cases():
         r = s.post(srv.base + path, data=body.encode(), headers=headers, timeout=30)
         assert r.status_code == status, (path, body[:200], r.status_code, r.text[:300])
-        err = r.json()  # every refusal is a JSON body saying why
+        err = r.json()  # every refusal is a JSON body saying why, with the request's id
         assert why in (err.get("error") or json.dumps(err)), (path, body[:200], r.text[:300])
+        assert err["request_id"] == r.headers["X-Request-ID"] and len(err["request_id"]) >= 16
     assert _state(srv) == before, "a rejected request changed the state"
     text = requests.get(srv.base + "/metrics", timeout=10).text
     assert metric(text, "attribution_bad_requests_total") >= len(BAD_CLICKS)
 
 
 # ---- fuzz --------------------------------------------------------------------------------------------------
-NO_DIGITS = st.text(st.characters(blacklist_categories=("Nd",), blacklist_characters="\x00"), max_size=12)
+NO_DIGITS = st.text(st.one_of(st.characters(blacklist_categories=("Nd",), blacklist_characters="\x00"),
+                              st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])), max_size=12)  # lone surrogates too
 NOT_JSON_SCALAR = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none(),
                             st.lists(st.integers(0, 9), max_size=3), st.dictionaries(NO_DIGITS, st.integers(), max_size=2))
 
@@ -311,15 +323,17 @@ def _fuzz(srv, routes: list[tuple[str, object]], examples: int) -> None:
     assert requests.get(srv.base + srv.ready_path, timeout=10).status_code == 200
 
 
+@pytest.mark.slow
 def test_kserve_fuzz_never_5xx(kserve):
     _fuzz(kserve, [("/v1/models/attribution:predict", bad_request("instances")),
-                   ("/v2/models/attribution/infer", bad_v2())], 2000)
+                   ("/v2/models/attribution/infer", bad_v2())], 3000)
     r = requests.post(f"{kserve.base}/v1/models/attribution:predict", json={"instances": [GOOD]}, timeout=30)
     assert r.status_code == 200 and 0 <= r.json()["predictions"][0] <= 1
 
 
+@pytest.mark.slow
 def test_flask_fuzz_never_5xx(flask_server):
-    _fuzz(flask_server, [("/predict", bad_request("clicks")), ("/talkingdata-api", bad_request("attrPredictRequest"))], 1000)
+    _fuzz(flask_server, [("/predict", bad_request("clicks")), ("/talkingdata-api", bad_request("attrPredictRequest"))], 2000)
     r = requests.post(f"{flask_server.base}/predict", json={"clicks": [GOOD]}, timeout=30)
     assert r.status_code == 200 and 0 <= r.json()["probabilities"][0] <= 1
 

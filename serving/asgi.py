@@ -1,0 +1,145 @@
+"""KServe's FastAPI app, wrapped once: a body-size cap checked before anything parses the body, a request id
+and an access log line for every request, the id in every error body, and 503s with Retry-After.
+
+KServe registers its routes and exception handlers when the server starts; `install` runs before that and
+touches only what KServe leaves open (middleware, a handler for our own exception class)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from serving.access import HEADER, body_limit_message, log_access, request_id
+from serving.guard import Unavailable
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class RequestGuard:
+    """Pure ASGI middleware (no per-request task or body copy beyond the one read)."""
+
+    def __init__(self, app: Callable, max_body: int, on_first_request: Callable[[], None] | None = None) -> None:
+        self.app, self.max_body, self.on_first_request = app, max_body, on_first_request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.on_first_request is not None:
+            start, self.on_first_request = self.on_first_request, None
+            start()
+        t0 = time.perf_counter()
+        headers = dict(scope["headers"])
+        rid = request_id(headers.get(HEADER.lower().encode(), b"").decode("latin-1"))
+        scope.setdefault("state", {})["request_id"] = rid
+        status, size = 500, 0
+        try:
+            length = headers.get(b"content-length")
+            declared = int(length) if length and length.isdigit() else None
+            if declared is not None and declared > self.max_body:
+                status = 413
+                return await _json(send, 413, {"error": body_limit_message(self.max_body, declared)}, rid)
+            body, over = await _read(receive, self.max_body)
+            size = len(body)
+            if over:
+                status = 413
+                return await _json(send, 413, {"error": body_limit_message(self.max_body)}, rid)
+            status = await self._forward(scope, body, send, rid)
+        finally:
+            log_access(rid, scope["method"], scope["path"], status, time.perf_counter() - t0, size)
+
+    async def _forward(self, scope: Scope, body: bytes, send: Send, rid: str) -> int:
+        sent = False
+        status = 500
+        error: dict[str, Any] = {}
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (HEADER.lower().encode(), rid.encode())]
+                if status >= 400:  # hold the (small) error body to add the request id
+                    error["start"] = message
+                    error["body"] = b""
+                    return
+            elif message["type"] == "http.response.body" and "start" in error:
+                error["body"] += message.get("body", b"")
+                if message.get("more_body"):
+                    return
+                return await _rewrite(send, error["start"], error["body"], rid)
+            await send(message)
+
+        try:
+            await self.app(scope, replay, send_with_id)
+        except Exception as err:  # what no handler took: a 500 that still carries the request id
+            logging.getLogger("serving").exception("unexpected error (request %s)", rid)
+            if status == 500 and "start" not in error:
+                await _json(send, 500, {"error": f"internal error: {type(err).__name__}"}, rid)
+            return 500
+        return status
+
+
+async def _read(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The body, or (what was read, True) as soon as it passes `limit` (a chunked body without a length)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks), False
+
+
+async def _json(send: Send, status: int, content: dict, rid: str) -> None:
+    body = orjson.dumps({**content, "request_id": rid})
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (HEADER.lower().encode(), rid.encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _rewrite(send: Send, start: Message, body: bytes, rid: str) -> None:
+    try:
+        content = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        content = None
+    if isinstance(content, dict):
+        content["request_id"] = rid
+        body = orjson.dumps(content)
+    else:
+        body = orjson.dumps({"error": body.decode("utf-8", "replace"), "request_id": rid})
+    headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"error": str(exc)}, headers={"Retry-After": str(exc.retry_after)})
+
+
+def install(app: FastAPI, max_body: int, on_first_request: Callable[[], None] | None = None) -> None:
+    app.add_middleware(RequestGuard, max_body=max_body, on_first_request=on_first_request)
+    app.add_exception_handler(Unavailable, _unavailable)
+    logging.getLogger("uvicorn.access").disabled = True  # our line carries the request id; no second line
