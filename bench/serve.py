@@ -355,9 +355,9 @@ def validation_main(a: argparse.Namespace) -> None:
     result["load_avg_at_end"] = os.getloadavg()
     cases = list(result["us_per_call"]["after"])
     rows = [[case, result["us_per_call"]["before"][case], result["us_per_call"]["after"][case]] for case in cases]
-    notes = [f"µs per parse_clicks call, best of 3 loops, median of {a.rounds} alternating rounds, each in a fresh "
+    notes = [(f"µs per parse_clicks call, best of 3 loops, median of {a.rounds} alternating rounds, each in a fresh "
              f"interpreter; before = `git archive {a.before}`. Load average {result['load_avg_at_start'][0]:.1f} at start, "
-             f"{result['load_avg_at_end'][0]:.1f} at end, on {machine()['cpus']} CPUs."]
+             f"{result['load_avg_at_end'][0]:.1f} at end, on {machine()['cpus']} CPUs.")]
     write_results("serve_validation", result, ["request", "before µs", "after µs"], rows, notes)
 
 
