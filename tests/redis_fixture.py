@@ -177,3 +177,18 @@ def metric(text: str, name: str) -> float:
         if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise KeyError(name)
+
+
+def scraped_metric(base: str, name: str, timeout_s: float = 15.0) -> float:
+    """A metric from /metrics, waiting for it: the state gauges come from a background watch that starts
+    with the server's first request and publishes a snapshot a moment later."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return metric(requests.get(base + "/metrics", timeout=30).text, name)
+        except KeyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

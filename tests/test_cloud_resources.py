@@ -22,7 +22,7 @@ def validators() -> dict[str, tuple[str, jsonschema.Draft7Validator]]:
     out = {}
     for path in sorted(SCHEMAS.glob("*.yaml")):
         crd = next(d for d in load_yaml_docs(path) if d.get("kind") == "CustomResourceDefinition")
-        api_version, schema = served_schema(crd, None)
+        api_version, schema = served_schema(crd)
         schema = strict_schema(copy.deepcopy(schema))
         schema.setdefault("required", []).extend(k for k in ("apiVersion", "kind", "metadata", "spec")
                                                   if k not in schema["required"])

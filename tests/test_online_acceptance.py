@@ -15,7 +15,7 @@ import requests
 from attribution.features.online.redis import RedisStore
 from attribution.features.online.warm import warm_start
 from attribution.io import write_clicks
-from tests.redis_fixture import RedisServer, ServerProcess, click_dicts, metric, replay_order
+from tests.redis_fixture import RedisServer, ServerProcess, click_dicts, replay_order, scraped_metric
 
 pytestmark = pytest.mark.redis
 V1 = "/v1/models/attribution:predict"
@@ -46,7 +46,7 @@ def test_forged_clock_replay_equals_batch_scoring(serving_model_dir, sample_clic
         assert r.status_code == 400 and "click_time" in r.text and "max-clock-skew" in r.text, r.text
         got += _post_all(srv, clicks[half:], s)
         np.testing.assert_allclose(np.asarray(got), expected_sample_probabilities[ordered["row_id"].to_numpy()], rtol=0, atol=1e-6)
-        assert metric(requests.get(srv.base + "/metrics", timeout=30).text, "attribution_late_events_total") == 0
+        assert scraped_metric(srv.base, "attribution_state_late_events") == 0
     finally:
         srv.stop()
 
@@ -141,7 +141,7 @@ def test_warm_restart_equals_the_uninterrupted_run(serving_model_dir, sample_cli
     second = ServerProcess("kserve", serving_model_dir, "memory", tmp_path,
                            extra=("--clock=stream", f"--warm-from={log}")).wait_ready()
     try:
-        held = metric(requests.get(second.base + "/metrics", timeout=30).text, "attribution_state_events")
+        held = scraped_metric(second.base, "attribution_state_events")
         assert held > 0, "ready only once warm: the state holds the log's last window"
         got = _post_all(second, clicks[cut:], s)
         want = expected_sample_probabilities[ordered["row_id"].to_numpy()[cut:]]

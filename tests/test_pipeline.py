@@ -160,7 +160,8 @@ def test_attribution_run_through_kfp_local(tmp_path, capsys):
         "train-model": {"features": steps["extract-features"] / "features", "cat2vec": steps["fit-cat2vec"] / "cat2vec",
                         "params": steps["tune-params"] / "params"},
         "evaluate-model": {"model": steps["train-model"] / "model", "features": steps["extract-features"] / "features"},
-        "deploy-model": {"model": steps["train-model"] / "model", "metrics": steps["evaluate-model"] / "metrics"},
+        "deploy-model": {"model": steps["train-model"] / "model", "metrics": steps["evaluate-model"] / "metrics",
+                         "features": steps["extract-features"] / "features"},  # both models scored on its holdout
     }
     produced = {"fit-cat2vec": "cat2vec", "tune-params": "params", "train-model": "model",
                 "evaluate-model": "report", "deploy-model": "decision"}

@@ -63,10 +63,10 @@ def reference_histograms(columns: Mapping[str, np.ndarray], scores: np.ndarray) 
     return {"rows": len(scores), "histograms": hists}
 
 
-def write_reference(model_dir: str | Path, reference: dict, model: str) -> Path:
-    path = Path(model_dir) / REFERENCE_FILE
-    path.write_text(json.dumps({"model_id": model, **reference}, indent=1))
-    return path
+def write_reference(model_dir: str | Path, reference: dict, model: str) -> str:
+    from attribution import storage
+
+    return storage.write_text(storage.join(model_dir, REFERENCE_FILE), json.dumps({"model_id": model, **reference}, indent=1))
 
 
 def read_reference(path: str | Path) -> dict:

@@ -54,11 +54,11 @@ def model_id(model_dir: str | Path) -> str:
     the same spec is another model, and the same files copied elsewhere are the same one."""
     import json
 
+    from attribution import storage
     from attribution.model.bundle import MODEL_FILE, SPEC_FILE
 
-    d = Path(model_dir)
-    spec_hash = json.loads((d / SPEC_FILE).read_text())["hash"]
-    digest = hashlib.sha256((d / MODEL_FILE).read_bytes()).hexdigest()[:12]
+    spec_hash = json.loads(storage.read_text(storage.join(model_dir, SPEC_FILE)))["hash"]
+    digest = hashlib.sha256(storage.read_bytes(storage.join(model_dir, MODEL_FILE))).hexdigest()[:12]
     return f"{spec_hash}:{digest}"
 
 
@@ -92,7 +92,7 @@ def made_click_ids(n: int) -> list[str]:
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """A local folder or gs://bucket/prefix, through pyarrow's own filesystems."""
     if "://" not in uri:
-        return pafs.LocalFileSystem(), str(Path(uri).resolve())
+        return pafs.LocalFileSystem(), os.path.realpath(uri)  # a local path: "://" is not in it
     return pafs.FileSystem.from_uri(uri)
 
 
