@@ -91,9 +91,11 @@ def made_click_ids(n: int) -> list[str]:
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """A local folder or gs://bucket/prefix, through pyarrow's own filesystems."""
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.realpath(uri)  # a local path: "://" is not in it
-    return pafs.FileSystem.from_uri(uri)
+    from attribution import storage
+
+    if storage.is_remote(uri):
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.realpath(os.fspath(uri))  # the local branch: a plain path
 
 
 @dataclass
