@@ -260,3 +260,18 @@ def test_record_live_metrics_beside_the_holdout(tmp_path):
     assert not none["live_available"] and "live_roc_auc" not in none and none["holdout_roc_auc"] == 0.97
     missing = record_live_metrics(str(holdout), str(tmp_path / "nope.json"), str(tmp_path / "m.json"))
     assert not missing["live_available"] and "could not read" in missing["live_source"]
+
+
+def test_extract_features_with_bigquery_queries_then_exports_to_the_artifact():
+    from test_cloud_bigquery_cost import RecordingBigQuery
+
+    client = RecordingBigQuery(scanned=2**20)
+    uri = "gs://b/run-1/extract-features/features"
+    meta = steps.extract_features("p.d.clicks", "bigquery", "/unused", uri, window_end="2017-11-10", days_back=2,
+                                  bq_project="p", bq_client=client)
+    kinds = [c[0] for c in client.calls]
+    assert kinds[0] == "query" and client.calls[0][1].dry_run and kinds.count("query") == 2  # estimate, then run
+    assert ("extract", uri + "/part-*.parquet") in client.calls
+    real = client.calls[1][1]
+    assert real.destination.table_id == steps.staging_table("p", "attribution_staging", "2017-11-10", uri).split(".")[-1]
+    assert meta["engine"] == "bigquery" and meta["time_range"][0].startswith("2017-11-08")
