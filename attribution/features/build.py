@@ -7,13 +7,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from attribution.features.compute import DEFAULT_ENGINE, compute_features
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 from attribution.features.summary import BuildSummary
-from attribution.io import ClickReader, OnBadRows, ParquetSink, read_clicks
+from attribution.io import ROW_GROUP_ROWS, ClickReader, OnBadRows, ParquetSink, read_clicks
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,39 @@ def build_features_file(
     log.info("read %d clicks from %s in %.1fs; computing features with %s", len(clicks), input_path, time.perf_counter() - t0, engine)
     if warm_up is not None:
         warm_up.join()
-    feats = compute_features(clicks, engine=engine)
-    del clicks  # the features frame holds the click columns it needs
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     sink = ParquetSink(Path(output_path))
     try:
-        sink.write(feats)
+        if engine == "vectorized" and len(clicks) and _in_time_order(clicks):
+            _write_in_time_chunks(clicks, sink)
+        else:
+            sink.write(compute_features(clicks, engine=engine))
     finally:
         sink.close()
-    return BuildSummary(len(feats), bad, engine, time.perf_counter() - t0, str(output_path))
+    return BuildSummary(sink.rows, bad, engine, time.perf_counter() - t0, str(output_path))
+
+
+def _in_time_order(clicks: pd.DataFrame) -> bool:
+    t, ids = clicks["click_time"].to_numpy(), clicks["row_id"].to_numpy()
+    return bool(np.all(t[1:] >= t[:-1]) and np.all(ids[1:] > ids[:-1]))
+
+
+MIN_CHUNK_ROWS = ROW_GROUP_ROWS
+
+
+def _write_in_time_chunks(clicks: pd.DataFrame, sink: ParquetSink, spec: FeatureSpec = DEFAULT_SPEC) -> None:
+    """Time-ordered clicks (as click logs are) in time chunks, each computed with the window of history
+    before it: the sink encodes one chunk on its thread while the kernel computes the next, where one shot
+    would leave a core idle while the writer encodes. A chunk holds at least four times the history it
+    recomputes (at most 25% more kernel work) and at least a row group."""
+    from attribution.features.out_of_core import chunk_features, time_chunks
+
+    t = clicks["click_time"].to_numpy()
+    history_rows = len(t) * spec.max_window // max(1, int(t[-1]) - int(t[0]) + 1)
+    own_rows = max(MIN_CHUNK_ROWS, 4 * history_rows)
+    for c0, c1 in time_chunks(t, own_rows + history_rows, spec.max_window):
+        lo, hi = np.searchsorted(t, [c0 - spec.max_window, c1], side="left")
+        sink.write(chunk_features(clicks.iloc[lo:hi], c0, spec))
 
 
 def _warm_up_in_background(engine: str) -> threading.Thread | None:

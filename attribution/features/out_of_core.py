@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 from tqdm.auto import tqdm
@@ -109,6 +110,12 @@ def time_chunks(t_sorted: pa.ChunkedArray | np.ndarray, window_rows: int, histor
     return list(itertools.pairwise(bounds))
 
 
+def chunk_features(window: pd.DataFrame, c0: int, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
+    """Features of a time-ordered window's rows at or after second c0; the earlier rows only feed the windows."""
+    own = window.iloc[int(np.searchsorted(window["click_time"].to_numpy(), c0, side="left")):]
+    return conform_output(vectorized.compute(window, spec, query_from=c0), own.reset_index(drop=True), spec)
+
+
 def features_by_chunks(
     ordered: Path, output: Path, window_rows: int, spec: FeatureSpec = DEFAULT_SPEC, progress: bool = True
 ) -> int:
@@ -122,9 +129,7 @@ def features_by_chunks(
             window = dataset.to_table(
                 filter=(ds.field("click_time") >= c0 - spec.max_window) & (ds.field("click_time") < c1)
             ).to_pandas()
-            # the history rows only feed the windows: the kernel computes features for [c0, c1) alone
-            own = window[window["click_time"].to_numpy() >= c0].reset_index(drop=True)
-            feats = conform_output(vectorized.compute(window, spec, query_from=c0), own, spec)
+            feats = chunk_features(window, c0, spec)
             del window
             sink.write(feats)
             bar.update(len(feats))
