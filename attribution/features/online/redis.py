@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 # for a group with distinct counts, its windows hash right after). ARGV: retention, late_by, the groups' plan
 # (JSON: per group, window offsets past 0, since-previous windows, counted windows [[seconds, [[count k, member
 # part, click field]..]]..], number of distinct counts, key fields, value fields, key fields but ip), the clicks
-# (JSON, flat: second, KEYS index of the ip's key, ip, app, device, os, channel, then per group the KEYS index
-# of the click's events set or 0), the size under which a key is read whole, the click ids (JSON list, '' for
-# none) or '', the key prefix. Returns the stale sweep's cut, the features' raw integers (per click and group:
+# (JSON, flat: second, KEYS index of the ip's key, ip, app, device, os, channel), the size under which an ip is
+# packed and a key read whole, the click ids (JSON list, '' for none) or '', the key prefix, and the busy ips'
+# clicks' group keys (JSON, flat: click number, then per group the KEYS index of its events set) or ''. Returns the stale sweep's cut, the features' raw integers (per click and group:
 # the clicks in [max(t - o, floor), t - 1] per offset o, t - previous second (-1: none), each distinct count)
 # and keys gone quiet; or, having written nothing, {'need', ips, keys}: ips whose group keys must be declared
 # (busy, or turning busy) and keys of a turning ip's earlier clicks that were not.
@@ -67,7 +67,14 @@ local cidv = nil
 if ARGV[6] ~= '' then cidv = cjson.decode(ARGV[6]) end
 local prefix = ARGV[7]
 local G = #groups
-local stride = 7 + G
+local gk = {}  -- click -> its group keys' KEYS indexes (busy ips' clicks only)
+if ARGV[8] ~= '' then
+  local flat = cjson.decode(ARGV[8])
+  for q = 1, #flat, G + 1 do gk[flat[q]] = {unpack(flat, q + 1, q + G)} end
+end
+local NONE = {}
+local function keys_of(i) return gk[i] or NONE end
+local stride = 7
 local n = #clicks / stride
 local EV, EVSIZE = '<I4I2I2I2I2', 12  -- a small ip's click: second, app, device, os, channel
 local BUSY = 'B'
@@ -83,15 +90,15 @@ for i = 1, n do
   l[#l + 1] = i
 end
 local function declared(i)
-  for j = 1, G do if clicks[(i - 1) * stride + 7 + j] == 0 then return false end end
-  return true
+  local b = gk[i]
+  return b ~= nil and #b == G
 end
 local function group_key(j, e)  -- the events set of group j for a click's fields e (as the client names it)
   local parts = {prefix .. 'e:' .. (j - 1)}
   for _, x in ipairs(groups[j][5]) do parts[#parts + 1] = s(e[x]) end
   return table.concat(parts, ':')
 end
-local small, busy, promote, promoted = {}, {}, {}, 0
+local small, busy, promote = {}, {}, {}
 local need_ips, need_keys, names = {}, {}, nil
 for _, k in ipairs(ip_order) do
   local list = by_ip[k]
@@ -124,7 +131,7 @@ for _, k in ipairs(ip_order) do
         end
         at[#at + 1] = row
       end
-      if ok then promote[k] = {evs = evs, at = at}; promoted = promoted + #evs
+      if ok then promote[k] = {evs = evs, at = at}
       else need_ips[#need_ips + 1] = s(field(list[1], 1)) end
       busy[k] = true
     end
@@ -134,7 +141,7 @@ if #need_ips > 0 then return {'need', need_ips, need_keys} end
 
 -- 2. writes: the first one (a script refused at maxmemory fails here, before anything is written)
 local wm = tonumber(redis.call('HGET', meta, 'wm'))
-local seq = redis.call('HINCRBY', meta, 'seq', n + promoted) - n - promoted
+local seq = redis.call('HINCRBY', meta, 'seq', n) - n
 local function suffix(j, e)
   local parts = {''}
   for _, x in ipairs(groups[j][6]) do parts[#parts + 1] = s(e[x]) end
@@ -149,15 +156,14 @@ for k, p in pairs(promote) do  -- an ip's keys held nothing live while it was sm
       if #groups[j][3] > 0 then redis.call('DEL', KEYS[b + 1]) end
     end
   end
-  for _, i in ipairs(by_ip[k]) do for j = 1, G do drop(j, clicks[(i - 1) * stride + 7 + j]) end end
+  for _, i in ipairs(by_ip[k]) do local b = keys_of(i); for j = 1, G do drop(j, b[j]) end end
   for q, e in ipairs(p.evs) do
     for j = 1, G do
       local b = p.at[q][j]
       drop(j, b)
-      redis.call('ZADD', KEYS[b], e[6], s(seq + q) .. suffix(j, e))
+      redis.call('ZADD', KEYS[b], e[6], 'p' .. s(seq) .. '.' .. q .. suffix(j, e))  -- unique: this batch's seq
     end
   end
-  seq = seq + #p.evs
   redis.call('SET', KEYS[k], BUSY)
 end
 
@@ -252,7 +258,7 @@ for i = 1, n do
       local member = s(seq + i)
       local e = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7]}
       for j = 1, G do
-        local b, plan = clicks[base + 7 + j], groups[j]
+        local b, plan = keys_of(i)[j], groups[j]
         local m = member .. suffix(j, e)
         redis.call('ZADD', KEYS[b], t, m)
         if #plan[3] > 0 then  -- a counted window already over this second takes the click in
@@ -272,8 +278,18 @@ local cut = nil
 if lo ~= nil and wm ~= nil then cut = math.min(wm, lo) - retention end
 
 -- 4. read
-local out, trim = {}, {}
+local out, no, trim = {}, 0, {}
 local seen, stamp = {}, 0
+-- a click with no earlier click of its ip in its longest window: every count 0, every previous -1
+local zero, horizon = {}, 0
+for j = 1, G do
+  local g = groups[j]
+  for q = 1, #g[1] do zero[#zero + 1] = '0'; horizon = math.max(horizon, g[1][q]) end
+  for q = 1, #g[2] do zero[#zero + 1] = '-1'; horizon = math.max(horizon, g[2][q]) end
+  for q = 1, g[4] do zero[#zero + 1] = '0' end
+  for q = 1, #g[3] do horizon = math.max(horizon, g[3][q][1]) end
+end
+zero = table.concat(zero, ' ')
 local acc, prv, dst = {}, {}, {}
 for j = 1, G do acc[j] = {}; prv[j] = {}; dst[j] = {} end
 for i = 1, n do
@@ -282,7 +298,16 @@ for i = 1, n do
   local floor = floors[i]
   local hi = t - 1
   local sm = small[k]
-  if sm then  -- a small ip: every group's features from its clicks, in one pass
+  local first = sm ~= nil
+  if first then
+    local a = t - horizon
+    if floor and floor > a then a = floor end
+    local evs = sm.evs
+    for q = 1, #evs do local te = evs[q][6]; if te <= hi and te >= a then first = false; break end end
+  end
+  if first then
+    no = no + 1; out[no] = zero
+  elseif sm then  -- a small ip: every group's features from its clicks, in one pass
     stamp = stamp + 1
     local c = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7]}
     for j = 1, G do
@@ -327,13 +352,13 @@ for i = 1, n do
     end
     for j = 1, G do
       local g = groups[j]
-      for q = 1, #g[1] do out[#out + 1] = acc[j][q] end
-      for q = 1, #g[2] do out[#out + 1] = prv[j][q] end
-      for _, win in ipairs(g[3]) do for _, d in ipairs(win[2]) do out[#out + 1] = dst[j][d[1]] end end
+      for q = 1, #g[1] do no = no + 1; out[no] = acc[j][q] end
+      for q = 1, #g[2] do no = no + 1; out[no] = prv[j][q] end
+      for _, win in ipairs(g[3]) do for _, d in ipairs(win[2]) do no = no + 1; out[no] = dst[j][d[1]] end end
     end
   else
     for j = 1, G do
-      local b, plan = clicks[base + 7 + j], groups[j]
+      local b, plan = keys_of(i)[j], groups[j]
       local w = nil
       if #plan[3] > 0 then w = load(b, plan) end
       local r = nil
@@ -348,11 +373,12 @@ for i = 1, n do
           local a = floor and math.max(t - o, floor) or t - o
           local c = 0
           for q = m, 1, -1 do if tonumber(r[2 * q]) >= a then c = c + 1 else break end end
-          out[#out + 1] = c
+          no = no + 1; out[no] = c
         end
         for _, pw in ipairs(plan[2]) do
           local a = floor and math.max(t - pw, floor) or t - pw
-          if m > 0 and tonumber(r[2 * m]) >= a then out[#out + 1] = t - tonumber(r[2 * m]) else out[#out + 1] = -1 end
+          no = no + 1
+          if m > 0 and tonumber(r[2 * m]) >= a then out[no] = t - tonumber(r[2 * m]) else out[no] = -1 end
         end
         for _, win in ipairs(plan[3]) do
           local a = floor and math.max(t - win[1], floor) or t - win[1]
@@ -366,21 +392,21 @@ for i = 1, n do
               if not seen_[d[1]][v] then seen_[d[1]][v] = true; cnt[d[1]] = cnt[d[1]] + 1 end
             end
           end
-          for _, d in ipairs(win[2]) do out[#out + 1] = cnt[d[1]] end
+          for _, d in ipairs(win[2]) do no = no + 1; out[no] = cnt[d[1]] end
         end
       else  -- a busy key: counts by rank, distinct counts from its counted windows
         if touched[b] then trim[b] = true end
         for _, o in ipairs(plan[1]) do
-          out[#out + 1] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi))
+          no = no + 1; out[no] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi))
         end
         for _, pw in ipairs(plan[2]) do
           local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(floor and math.max(t - pw, floor) or t - pw),
                                'WITHSCORES', 'LIMIT', 0, 1)
-          out[#out + 1] = p[2] and (t - tonumber(p[2])) or -1
+          no = no + 1; out[no] = p[2] and (t - tonumber(p[2])) or -1
         end
         for wi, win in ipairs(plan[3]) do
           move(b, w, plan, wi, floor and math.max(t - win[1], floor) or t - win[1], hi)
-          for _, d in ipairs(win[2]) do out[#out + 1] = w.n[d[1]] end
+          for _, d in ipairs(win[2]) do no = no + 1; out[no] = w.n[d[1]] end
         end
       end
     end
@@ -669,9 +695,12 @@ class RedisStore(StateStore):
         for _ in range(4):  # a reply asking for keys wrote nothing; the ip's keys are declared and it runs again
             busy = np.isin(ids[:, 0], self._busy_sorted) if len(self._busy) else np.zeros(n, np.bool_)
             keys, cols = self._keys(ids, busy, extra)
-            flat = np.column_stack([t, cols[:, 0], ids, cols[:, 1:]]).ravel().tolist()
+            flat = np.column_stack([t, cols[:, 0], ids]).ravel().tolist()
+            rows = np.flatnonzero(busy)
+            group_keys = (json.dumps(np.column_stack([rows + 1, cols[rows, 1:]]).ravel().tolist(), separators=(",", ":"))
+                          if len(rows) else "")
             args = [self.retention, self.late_by, self._group_json, json.dumps(flat, separators=(",", ":")),
-                    self.small_key, cids, self.prefix]
+                    self.small_key, cids, self.prefix, group_keys]
             reply = self._run(keys, args, idempotent)
             if reply[0] != b"need":
                 break
@@ -683,7 +712,7 @@ class RedisStore(StateStore):
         if stale:
             self._stale_cut = cut.decode()
             self._stale.update(stale)
-        raw = np.array(text.split(), np.int64)
+        raw = np.fromstring(text, np.int64, sep=" ")  # text mode: C parsing (only the binary mode is deprecated)
         return self._decode(raw, t)
 
     def _learn_busy(self, ips: list[int]) -> None:
