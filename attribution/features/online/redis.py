@@ -46,30 +46,32 @@ from attribution.features.spec import DEFAULT_SPEC, KEY_FIELDS, FeatureSpec
 
 log = logging.getLogger(__name__)
 
-# KEYS: meta, ids, idx, then each ip's key, then the keys of busy ips' clicks (per group its events set and,
-# for a group with distinct counts, its windows hash right after). ARGV: retention, late_by, the groups' plan
-# (JSON: per group, window offsets past 0, since-previous windows, counted windows [[seconds, [[count k, member
-# part, click field]..]]..], number of distinct counts, key fields, value fields, key fields but ip), the clicks
+# Written in by RedisStore: GROUPS (per group: window offsets past 0, since-previous windows, counted windows
+# [[seconds, [[count k, member part, click field]..]]..], number of distinct counts, key fields, value fields, key
+# fields but ip), SWEEP_AT, ZERO (the raw integers of a click with no earlier click) and HORIZON (the longest
+# window). KEYS: meta, ids, idx, then each ip's key, then the keys of busy ips' clicks (per group its events set
+# and, for a group with distinct counts, its windows hash right after). ARGV: retention, late_by, the clicks
 # (JSON, flat: second, KEYS index of the ip's key, ip, app, device, os, channel), the size under which an ip is
 # packed and a key read whole, the click ids (JSON list, '' for none) or '', the key prefix, and the busy ips'
-# clicks' group keys (JSON, flat: click number, then per group the KEYS index of its events set) or ''. Returns the stale sweep's cut, the features' raw integers (per click and group:
-# the clicks in [max(t - o, floor), t - 1] per offset o, t - previous second (-1: none), each distinct count)
-# and keys gone quiet; or, having written nothing, {'need', ips, keys}: ips whose group keys must be declared
-# (busy, or turning busy) and keys of a turning ip's earlier clicks that were not.
+# clicks' group keys (JSON, flat: click number, then per group the KEYS index of its events set) or ''.
+# Returns the stale sweep's cut, the features' raw integers (per click and group: the clicks in
+# [max(t - o, floor), t - 1] per offset o, t - previous second (-1: none), each distinct count) and, once
+# SWEEP_AT are known, keys gone quiet; or, having written nothing, {'need', ips, keys}: ips whose group keys must
+# be declared (busy, or turning busy) and the keys of a turning ip's earlier clicks that were not.
 RECORD_AND_READ = r"""
 local meta, ids, idx = KEYS[1], KEYS[2], KEYS[3]
 local retention = tonumber(ARGV[1])
 local late_by = tonumber(ARGV[2])
-local groups = cjson.decode(ARGV[3])
-local clicks = cjson.decode(ARGV[4])
-local S = tonumber(ARGV[5])
+local groups = GROUPS  -- the spec's plan, written into the script (see _lua)
+local clicks = cjson.decode(ARGV[3])
+local S = tonumber(ARGV[4])
 local cidv = nil
-if ARGV[6] ~= '' then cidv = cjson.decode(ARGV[6]) end
-local prefix = ARGV[7]
+if ARGV[5] ~= '' then cidv = cjson.decode(ARGV[5]) end
+local prefix = ARGV[6]
 local G = #groups
 local gk = {}  -- click -> its group keys' KEYS indexes (busy ips' clicks only)
-if ARGV[8] ~= '' then
-  local flat = cjson.decode(ARGV[8])
+if ARGV[7] ~= '' then
+  local flat = cjson.decode(ARGV[7])
   for q = 1, #flat, G + 1 do gk[flat[q]] = {unpack(flat, q + 1, q + G)} end
 end
 local NONE = {}
@@ -280,16 +282,8 @@ if lo ~= nil and wm ~= nil then cut = math.min(wm, lo) - retention end
 -- 4. read
 local out, no, trim = {}, 0, {}
 local seen, stamp = {}, 0
--- a click with no earlier click of its ip in its longest window: every count 0, every previous -1
-local zero, horizon = {}, 0
-for j = 1, G do
-  local g = groups[j]
-  for q = 1, #g[1] do zero[#zero + 1] = '0'; horizon = math.max(horizon, g[1][q]) end
-  for q = 1, #g[2] do zero[#zero + 1] = '-1'; horizon = math.max(horizon, g[2][q]) end
-  for q = 1, g[4] do zero[#zero + 1] = '0' end
-  for q = 1, #g[3] do horizon = math.max(horizon, g[3][q][1]) end
-end
-zero = table.concat(zero, ' ')
+-- a click with no earlier click of its ip in the spec's longest window: every count 0, every previous -1
+local zero, horizon = 'ZERO', HORIZON
 local acc, prv, dst = {}, {}, {}
 for j = 1, G do acc[j] = {}; prv[j] = {}; dst[j] = {} end
 for i = 1, n do
@@ -456,7 +450,8 @@ if cut ~= nil then
   redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. s(cut))
   redis.call('HSET', meta, 'wm', s(wm))
   -- a batch adds at most G + 1 keys per click: sweeping up to 2 (G + 1) per click keeps pace
-  stale = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. s(cut), 'LIMIT', 0, 64 + 2 * (G + 1) * n)
+  stale = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. s(cut), 'LIMIT', 0, SWEEP_AT + 2 * (G + 1) * n)
+  if #stale < SWEEP_AT then stale = {} end  -- named once a sweep's worth is known (the client sweeps then)
 end
 if late > 0 then redis.call('HINCRBY', meta, 'late', late) end
 if dup > 0 then redis.call('HINCRBY', meta, 'dup', dup) end
@@ -499,6 +494,11 @@ UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, 
 _UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS", "BUSY")
 
 
+def _lua(value: list | int) -> str:
+    """A plan (nested lists of integers) as a Lua table constructor: built by the script, not decoded per call."""
+    return "{" + ",".join(map(_lua, value)) + "}" if isinstance(value, list) else str(int(value))
+
+
 class _GroupPlan:
     """One key group as the script and the decoder see it."""
 
@@ -521,6 +521,10 @@ class _GroupPlan:
         self.width = len(self.offsets) + len(self.prevs) + len(self.dists)
         self.key_format = prefix + f"e:{j}:" + ":".join(["%d"] * len(group))  # the key's events set
         self.value_format = "".join([":%d"] * len(fields))  # the member's values after its event id
+
+    def zero_row(self) -> str:
+        """The group's raw integers for a click with no earlier click in its window."""
+        return " ".join(["0"] * len(self.offsets) + ["-1"] * len(self.prevs) + ["0"] * len(self.dists))
 
     def script_plan(self) -> list:
         key = [f + 1 for f in self.key_fields]
@@ -552,16 +556,18 @@ class RedisStore(StateStore):
         self.client = client or redis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
         )
-        self._script = self.client.register_script(RECORD_AND_READ)
         self._sweep = self.client.register_script(SWEEP)
         if any("ip" not in g for g in spec.key_groups):
             raise ValueError("the Redis state keeps each ip's clicks together: every key group must contain ip")
         self._groups = [_GroupPlan(spec, j, g, self.prefix) for j, g in enumerate(spec.key_groups)]
+        self._script = self.client.register_script(
+            RECORD_AND_READ.replace("GROUPS", _lua([g.script_plan() for g in self._groups]), 1)
+            .replace("SWEEP_AT", str(SWEEP_AT)).replace("ZERO", " ".join(g.zero_row() for g in self._groups), 1)
+            .replace("HORIZON", str(spec.max_window), 1))
         # ips whose clicks live in their groups' sets (learnt from the script's replies; a stale entry only
         # declares keys the script does not need). Bounded: forgetting costs one more round trip per ip.
         self._busy: set[int] = set()
         self._busy_sorted = np.zeros(0, np.int64)
-        self._group_json = json.dumps([g.script_plan() for g in self._groups], separators=(",", ":"))
         # keys gone quiet, named by the scripts' replies: swept, pipelined with a request, once SWEEP_AT are known
         self._stale_cut, self._stale = "", set()
         self._decode = self._decoder(spec)
@@ -699,7 +705,7 @@ class RedisStore(StateStore):
             rows = np.flatnonzero(busy)
             group_keys = (json.dumps(np.column_stack([rows + 1, cols[rows, 1:]]).ravel().tolist(), separators=(",", ":"))
                           if len(rows) else "")
-            args = [self.retention, self.late_by, self._group_json, json.dumps(flat, separators=(",", ":")),
+            args = [self.retention, self.late_by, json.dumps(flat, separators=(",", ":")),
                     self.small_key, cids, self.prefix, group_keys]
             reply = self._run(keys, args, idempotent)
             if reply[0] != b"need":
