@@ -3,25 +3,30 @@
 The design, its invariants and sizing are in docs/online-state.md. Layout (every key carries the hash tag
 `{attr:<spec hash>}`, so a request's keys share one Redis Cluster slot; every key a script touches is declared):
 
-    {P}meta                    hash: wm (largest second recorded), seq (event counter), late, dup
+    {P}meta                    hash: wm (largest second recorded), seq (clicks submitted), late, dup
     {P}ids                     sorted set: click_id -> its second; a retried id is recorded once, and ids
                                leave with their clicks, by event time
-    {P}idx                     sorted set: each key's events-set name -> its latest second, so that keys gone
+    {P}idx                     sorted set: each ip key or events set -> its latest second, so that keys gone
                                quiet are found (and swept) by event time
-    {P}e:<j>:<k1>:<k2>..       sorted set per key group j and key: score = second, member =
-                               "<seq>[:<v1>:<v2>..]" (a unique event id, then the values the group's distinct
-                               counts need)
+    {P}i:<ip>                  string: a small ip's clicks (fewer than SMALL_KEY), 12 bytes each (second, app,
+                               device, os, channel), for all key groups at once; "B" once the ip is busy
+    {P}e:<j>:<k1>:<k2>..       sorted set per key group j and key of a busy ip: score = second, member =
+                               "<event id>[:<v1>:<v2>..]" (unique, then the values the group's distinct counts
+                               need)
     {P}w:<j>:<k1>..            hash (a busy key's counted windows): per distinct-count window w of the group
                                its counted range a<w>, b<w>; per distinct count k, n<k> (distinct values in
                                its range) and "<k>:<value>" -> clicks with that value in the range
 
-A key with fewer than SMALL_KEY clicks is read whole (one ZRANGEBYSCORE) and its features counted in the script.
-A busier key's band counts are ZCOUNTs and the time since the previous click one ZREVRANGEBYSCORE, O(log n)
-each; its distinct counts are kept in its windows hash, whose ranges follow the clicks (a click's range differs
-from the previous click's by the clicks between them, so a move costs a few HINCRBYs, not a scan). Same rules as MemoryStore
-(attribution.features.online.state): retries skipped, late clicks not recorded and read from the retained part
-of their window; tests/test_online_redis.py holds the two to equal features on the real sample, adversarial
-and hypothesis streams.
+A small ip is read with one GET per batch and all its groups' features counted in the script in one pass; its
+new clicks are APPENDed. An ip reaching SMALL_KEY clicks turns busy: its clicks move into its groups' sets. The
+client declares the group keys of the ips it knows to be busy; for others the script answers, before any write,
+which keys it needs, and the client sends the request again with them declared. A busy ip's key with fewer than
+SMALL_KEY clicks is read whole (one ZRANGEBYSCORE); a busier key's band counts are ZCOUNTs and the time since
+the previous click one ZREVRANGEBYSCORE, O(log n) each; its distinct counts are kept in its windows hash, whose
+ranges follow the clicks (a click's range differs from the previous click's by the clicks between them, so a
+move costs a few HINCRBYs, not a scan). Same rules as MemoryStore (attribution.features.online.state): retries
+skipped, late clicks not recorded and read from the retained part of their window; tests/test_online_redis.py
+holds the two to equal features on the real sample, adversarial and hypothesis streams.
 
 Failures: a Redis that cannot be reached, or refuses a write (OOM at maxmemory, MISCONF, LOADING...), raises
 StateUnavailable naming the cause; a script refused at its start (OOM) changed nothing. A connection lost
@@ -409,23 +414,20 @@ end
 
 -- 5. write back: small ips' clicks (appended, or rewritten without those before the cut), counted windows,
 -- eviction by event time (every window now starts at or after the cut), the index
+local function pack(evs, from)
+  local packed = {}
+  for q = from, #evs do local e = evs[q]; packed[#packed + 1] = struct.pack(EV, e[6], e[2], e[3], e[4], e[5]) end
+  return table.concat(packed)
+end
 for k, sm in pairs(small) do
-  local keep, old = {}, 0
-  if cut ~= nil then
-    for q, e in ipairs(sm.evs) do
-      if e[6] >= cut then keep[#keep + 1] = e elseif q <= sm.old then old = old + 1 end
-    end
-  end
-  if old > 0 then
-    if #keep == 0 then redis.call('DEL', KEYS[k]) else
-      local packed = {}
-      for q, e in ipairs(keep) do packed[q] = struct.pack(EV, e[6], e[2], e[3], e[4], e[5]) end
-      redis.call('SET', KEYS[k], table.concat(packed))
-    end
+  local evs, old = sm.evs, false  -- clicks recorded now are never before the cut: only old ones can go
+  if cut ~= nil then for q = 1, sm.old do if evs[q][6] < cut then old = true; break end end end
+  if old then
+    local keep = {}
+    for q = 1, #evs do if evs[q][6] >= cut then keep[#keep + 1] = evs[q] end end
+    if #keep == 0 then redis.call('DEL', KEYS[k]) else redis.call('SET', KEYS[k], pack(keep, 1)) end
   elseif sm.dirty then
-    local packed = {}
-    for q = sm.old + 1, #sm.evs do local e = sm.evs[q]; packed[#packed + 1] = struct.pack(EV, e[6], e[2], e[3], e[4], e[5]) end
-    redis.call('APPEND', KEYS[k], table.concat(packed))
+    redis.call('APPEND', KEYS[k], pack(evs, sm.old + 1))
   end
 end
 for b, w in pairs(wins) do
