@@ -110,3 +110,43 @@ def test_in_order_replay_equals_batch_scoring_whatever_the_lateness(server):
     for skew, lateness in ((0, 0), (300, 3600)):
         assert_same(replay(redis_store(server, max_clock_skew=skew, allowed_lateness=lateness), cols[:, :5], cols[:, 5],
                            None, 100), want)
+
+
+def test_replicas_turning_an_ip_busy_equal_the_memory_store(server):
+    """Two stores on one Redis take turns with a stream whose ips grow from packed to busy: a store that has not
+    yet seen an ip turn busy (or whose request meets one turning) is told which keys to declare, wrote nothing
+    the first time, and both give the memory store's features."""
+    rng = np.random.default_rng(11)
+    n = 1500
+    ids = np.column_stack([rng.integers(1, 4, n), rng.integers(1, 9, n), rng.integers(1, 3, n), rng.integers(1, 5, n),
+                           rng.integers(100, 106, n)]).astype(np.int64)
+    t = (T + np.sort(rng.integers(0, 10 * 3600, n))).astype(np.int64)
+    prefix = f"{{t{next(_prefixes)}}}:"
+    a, b = RedisStore(server.url, prefix=prefix, small_key=20), RedisStore(server.url, prefix=prefix, small_key=20)
+    mem = MemoryStore(incremental_from=0)
+    sizes = [1, 9, 40, 3]
+    got, want, i, k = [], [], 0, 0
+    while i < n:
+        m = sizes[k % len(sizes)]
+        got.append((a if k % 2 else b).score_arrays(ids[i : i + m], t[i : i + m]))
+        want.append(mem.score_arrays(ids[i : i + m], t[i : i + m]))
+        i, k = i + m, k + 1
+    assert_same(np.vstack(got), np.vstack(want))
+    assert a._busy and b._busy, "both stores learnt of busy ips from the script"
+    assert int(server_client(server).hget(prefix + "meta", "seq")) == n, "every click recorded once, retries included"
+
+
+def server_client(server: RedisServer):
+    import redis
+
+    return redis.Redis.from_url(server.url)
+
+
+def test_ids_outside_the_packed_ranges_are_refused_naming_row_and_field(server):
+    store = redis_store(server)
+    ids = np.array([[1, 2, 3, 4, 5], [1, 70_000, 3, 4, 5]], np.int64)
+    with pytest.raises(ValueError, match=r"row 1: app 70000 is outside \[0, 65536\)"):
+        store.score_arrays(ids, np.array([T, T], np.int64))
+    with pytest.raises(ValueError, match=r"row 0: click_time -1"):
+        store.score_arrays(ids[:1], np.array([-1], np.int64))
+    assert store.watermark is None, "nothing was recorded"
