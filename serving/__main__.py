@@ -1,5 +1,5 @@
 """`python -m serving --model_dir=/mnt/models [--state=redis://host:6379/0] [--max_batch=N] [--max_in_flight=N]
-[--deadline_ms=MS] [--score_threads=N]` plus every KServe model-server flag (--http_port, --grpc_port,
+[--deadline_ms=MS] [--score_threads=N] [--inline_clicks=N]` plus every KServe model-server flag (--http_port, --grpc_port,
 --workers, --model_name, ...)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from attribution.inference import DEFAULT_MAX_BATCH
 from attribution.monitoring.prediction_log import attach_prediction_log
 from serving import DEFAULT_MODEL_NAME, asgi, max_body_bytes
 from serving.access import configure_logging
-from serving.guard import DEFAULT_DEADLINE_S, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SCORE_THREADS, Gate
+from serving.guard import DEFAULT_DEADLINE_S, DEFAULT_INLINE_CLICKS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SCORE_THREADS, Gate
 from serving.metrics import register_core
 from serving.model import AttributionModel
 from serving.responses import install as install_responses
@@ -34,6 +34,9 @@ parser.add_argument("--deadline_ms", type=float, default=DEFAULT_DEADLINE_S * 10
                     help="a prediction not answered within this gets 503 with Retry-After")
 parser.add_argument("--score_threads", type=int, default=DEFAULT_SCORE_THREADS,
                     help="threads that decode, touch the state and score (never the event loop)")
+parser.add_argument("--inline_clicks", type=int, default=DEFAULT_INLINE_CLICKS,
+                    help="requests of at most this many clicks on the in-process state are scored on the event loop "
+                         "when no thread holds the state (cheaper than a thread hop); 0: never")
 # online state time and warm start (docs/online-state.md)
 parser.add_argument("--clock", choices=CLOCKS, default="server",
                     help="reference for --max-clock-skew: server (production) or stream (replays of history)")
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                   "use one worker, or --state redis://HOST:PORT/DB", args.workers)
         sys.exit(2)
     try:
-        gate = Gate(args.max_in_flight, args.deadline_ms / 1000, args.score_threads)
+        gate = Gate(args.max_in_flight, args.deadline_ms / 1000, args.score_threads, args.inline_clicks)
         model = AttributionModel(args.model_name, args.model_dir, args.state, args.max_batch, gate=gate, state_options={
             "clock": args.clock, "max_clock_skew": args.max_clock_skew, "allowed_lateness": args.allowed_lateness,
             "warm_from": args.warm_from})
