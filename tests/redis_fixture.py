@@ -137,6 +137,10 @@ class ServerProcess:
                    f"--state={state}", f"--max_batch={max_batch}", "--enable_grpc=false",
                    "--enable_latency_logging=false", *extra]
             self.ready_path = "/v2/health/ready"
+        elif extra:  # the flags through the real entry point, `attribution serve --flask` (it binds 0.0.0.0)
+            cmd = [sys.executable, "-m", "attribution.cli", "serve", "--flask", f"--model-dir={model_dir}",
+                   f"--port={self.port}", f"--state={state}", f"--workers={workers}", f"--max-batch={max_batch}", *extra]
+            self.ready_path = "/healthz"
         else:
             code = (f"from serving.flask_app import run_gunicorn; run_gunicorn({str(model_dir)!r}, {self.port}, "
                     f"{state!r}, {workers}, host='127.0.0.1', max_batch={max_batch})")
