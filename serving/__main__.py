@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     plog = attach_prediction_log(model.core, args.prediction_log, REGISTRY) if args.prediction_log else None
     settle_garbage_collector()
     install_responses()
-    asgi.install(model_server.app, max_body_bytes(args.max_batch), on_first_request=model.watch.start_async)
+    asgi.install(model_server.app, max_body_bytes(args.max_batch), args.max_batch, on_first_request=model.watch.start_async,
+                 on_bad_request=model.core.count_bad_request)
     try:
         kserve.ModelServer(
             http_port=args.http_port,
