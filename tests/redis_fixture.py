@@ -129,7 +129,8 @@ class ServerProcess:
     """A predictor (KServe `python -m serving` or the Flask app under gunicorn) in its own process group."""
 
     def __init__(self, kind: str, model_dir: Path, state: str, logdir: Path, workers: int = 1, max_batch: int = 1000,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+        """`env`: more environment for the server (an emulator's endpoint, say)."""
         self.kind, self.port = kind, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         if kind == "kserve":
@@ -147,7 +148,7 @@ class ServerProcess:
             cmd = [sys.executable, "-c", code]
             self.ready_path = "/healthz"
         self.log = Path(logdir) / f"{kind}-{self.port}.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
