@@ -18,7 +18,13 @@ from attribution.inference import DEFAULT_MAX_BATCH
 from attribution.monitoring.prediction_log import attach_prediction_log
 from serving import DEFAULT_MODEL_NAME, asgi, max_body_bytes
 from serving.access import configure_logging
-from serving.guard import DEFAULT_DEADLINE_S, DEFAULT_INLINE_CLICKS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SCORE_THREADS, Gate
+from serving.guard import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_INLINE_CLICKS,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_SCORE_THREADS,
+    Gate,
+)
 from serving.metrics import register_core
 from serving.model import AttributionModel
 from serving.responses import install as install_responses

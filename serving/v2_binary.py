@@ -63,12 +63,11 @@ def _envelope(head: dict) -> str | None:
     if head.get("parameters") is not None and not isinstance(head["parameters"], dict):
         return "\"parameters\" must be an object"
     outputs = head.get("outputs")
-    if outputs is not None:
-        if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str)
-            and (o.get("parameters") is None or isinstance(o["parameters"], dict)) for o in outputs
-        ):
-            return "\"outputs\" must be an array of objects with a string \"name\""
+    if outputs is not None and not (isinstance(outputs, list) and all(
+        isinstance(o, dict) and isinstance(o.get("name"), str)
+        and (o.get("parameters") is None or isinstance(o["parameters"], dict)) for o in outputs
+    )):
+        return "\"outputs\" must be an array of objects with a string \"name\""
     return None
 
 

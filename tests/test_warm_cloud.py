@@ -69,7 +69,7 @@ def test_warm_start_from_a_bigquery_table_reads_only_the_window(sample_clicks, t
         client.create_table(bigquery.Table("attribution-test.clicks_ds.clicks",
                                            schema=[bigquery.SchemaField(n, ty, mode=m) for n, ty, m in CLICK_TABLE_SCHEMA]))
         records = [{"row_id": i, **{c: int(r[c]) for c in COLUMNS[:5]},
-                    "click_time": dt.datetime.fromtimestamp(int(r["click_time"]), dt.timezone.utc).isoformat()}
+                    "click_time": dt.datetime.fromtimestamp(int(r["click_time"]), dt.UTC).isoformat()}
                    for i, r in enumerate(rows.to_dict("records"))]
         for i in range(0, len(records), 5000):
             assert client.insert_rows_json("attribution-test.clicks_ds.clicks", records[i : i + 5000]) == []
