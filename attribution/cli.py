@@ -99,13 +99,16 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
+    from attribution.features.online.flags import state_argv, state_options
+
     if a.flask:
         from serving.flask_app import run_gunicorn
 
-        run_gunicorn(model_dir=a.model_dir, port=a.port, state=a.state, workers=a.workers,
-                     prediction_log=a.prediction_log)
+        run_gunicorn(model_dir=a.model_dir, port=a.port, state=a.state, workers=a.workers, max_batch=a.max_batch,
+                     prediction_log=a.prediction_log, state_options=state_options(a))
     else:
-        argv = [f"--model_dir={a.model_dir}", f"--http_port={a.port}", f"--state={a.state}", "--model_name=attribution"]
+        argv = [f"--model_dir={a.model_dir}", f"--http_port={a.port}", f"--state={a.state}", "--model_name=attribution",
+                f"--max_batch={a.max_batch}", *state_argv(a)]
         if a.prediction_log:
             argv.append(f"--prediction_log={a.prediction_log}")
         os.execv(sys.executable, [sys.executable, "-m", "serving", *argv])
@@ -212,14 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", required=True, help="Parquet with row_id, click_id if any, probability")
     pr.set_defaults(func=cmd_predict)
 
+    from attribution.features.online.flags import add_state_flags
+    from attribution.inference import DEFAULT_MAX_BATCH
+
     sv = sub.add_parser("serve", help="serve a model directory (KServe V1/V2, or Flask)", formatter_class=fmt)
     sv.add_argument("--model-dir", required=True)
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--state", default="memory", help="memory, or redis://HOST:PORT/DB for many replicas")
     sv.add_argument("--flask", action="store_true", help="the Flask app under gunicorn instead of KServe")
     sv.add_argument("--workers", type=int, default=1, help="gunicorn workers (use Redis state when > 1)")
+    sv.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most clicks per request")
     sv.add_argument("--prediction-log", default=None,
                     help="log every prediction (rolling Parquet, off the request path) under this folder or gs:// prefix")
+    add_state_flags(sv)
     sv.set_defaults(func=cmd_serve)
 
     mo = sub.add_parser("monitor", help="live quality from the prediction log and attribution postbacks "

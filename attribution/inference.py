@@ -352,7 +352,8 @@ class InferenceCore:
         # may fill made click_ids into batch.click_ids; it must not block (the log queues and returns).
         self.on_scored: Callable[[ClickBatch, np.ndarray], None] | None = None
         # MemoryStore is in-process state mutated in place; Redis batches are atomic server-side (Lua) and need no lock.
-        self._lock = threading.Lock() if isinstance(self.store, MemoryStore) else None
+        # Reentrant: a caller that must not wait takes it with `hold_if_free` and then scores under it.
+        self._lock = threading.RLock() if isinstance(self.store, MemoryStore) else None
         self._count_lock = threading.Lock()
         if isinstance(self.store, MemoryStore):
             # Compile (or load from numba's cache) the state kernels now, on a scratch store, so that the
@@ -411,6 +412,19 @@ class InferenceCore:
         except StateUnavailable:
             self._count(state_errors=1)
             raise
+
+    @property
+    def in_process(self) -> bool:
+        """True when the state lives in this process (no I/O: a small batch is a bounded amount of CPU)."""
+        return self._lock is not None
+
+    def hold_if_free(self) -> bool:
+        """Take the in-process state's lock only if no other thread holds it (for a caller that must not
+        wait, like an event loop); True when taken: score, then `release`."""
+        return self._lock is not None and self._lock.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._lock.release()
 
     # ---- health and metrics -----------------------------------------------------------------------------
     def ping(self) -> None:

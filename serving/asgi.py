@@ -1,5 +1,6 @@
-"""KServe's FastAPI app, wrapped once: a body-size cap checked before anything parses the body, a request id
-and an access log line for every request, the id in every error body, and 503s with Retry-After.
+"""KServe's FastAPI app, wrapped once: a body-size cap checked before anything parses the body, the framing of
+V2 binary-extension bodies checked before kserve slices them (serving.v2_binary), a request id and an access
+log line for every request, the id in every error body, and 503s with Retry-After.
 
 KServe registers its routes and exception handlers when the server starts; `install` runs before that and
 touches only what KServe leaves open (middleware, a handler for our own exception class)."""
@@ -15,6 +16,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from serving import v2_binary
 from serving.access import HEADER, body_limit_message, log_access, request_id
 from serving.guard import Unavailable
 
@@ -27,8 +29,10 @@ Send = Callable[[Message], Awaitable[None]]
 class RequestGuard:
     """Pure ASGI middleware (no per-request task or body copy beyond the one read)."""
 
-    def __init__(self, app: Callable, max_body: int, on_first_request: Callable[[], None] | None = None) -> None:
-        self.app, self.max_body, self.on_first_request = app, max_body, on_first_request
+    def __init__(self, app: Callable, max_body: int, max_batch: int, on_first_request: Callable[[], None] | None = None,
+                 on_bad_request: Callable[[], None] = lambda: None) -> None:
+        self.app, self.max_body, self.max_batch = app, max_body, max_batch
+        self.on_first_request, self.on_bad_request = on_first_request, on_bad_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,12 +50,20 @@ class RequestGuard:
             declared = int(length) if length and length.isdigit() else None
             if declared is not None and declared > self.max_body:
                 status = 413
+                self.on_bad_request()
                 return await _json(send, 413, {"error": body_limit_message(self.max_body, declared)}, rid)
             body, over = await _read(receive, self.max_body)
             size = len(body)
             if over:
                 status = 413
+                self.on_bad_request()
                 return await _json(send, 413, {"error": body_limit_message(self.max_body)}, rid)
+            if v2_binary.applies(scope["method"], scope["path"], headers):
+                wrong = v2_binary.problem(headers, body, self.max_batch)
+                if wrong is not None:
+                    status = 400
+                    self.on_bad_request()
+                    return await _json(send, 400, {"error": wrong}, rid)
             status = await self._forward(scope, body, send, rid)
         finally:
             log_access(rid, scope["method"], scope["path"], status, time.perf_counter() - t0, size)
@@ -139,7 +151,9 @@ async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
     return JSONResponse(status_code=503, content={"error": str(exc)}, headers={"Retry-After": str(exc.retry_after)})
 
 
-def install(app: FastAPI, max_body: int, on_first_request: Callable[[], None] | None = None) -> None:
-    app.add_middleware(RequestGuard, max_body=max_body, on_first_request=on_first_request)
+def install(app: FastAPI, max_body: int, max_batch: int, on_first_request: Callable[[], None] | None = None,
+            on_bad_request: Callable[[], None] = lambda: None) -> None:
+    app.add_middleware(RequestGuard, max_body=max_body, max_batch=max_batch, on_first_request=on_first_request,
+                       on_bad_request=on_bad_request)
     app.add_exception_handler(Unavailable, _unavailable)
     logging.getLogger("uvicorn.access").disabled = True  # our line carries the request id; no second line

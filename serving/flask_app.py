@@ -50,8 +50,11 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     core: InferenceCore | None = None,
     prediction_log: str | None = None,
+    state_options: dict[str, Any] | None = None,
 ) -> Flask:
-    core = core if core is not None else InferenceCore(model_dir, state, max_batch)
+    """`state_options`: InferenceCore's clock, skew, lateness and warm-start arguments
+    (attribution.features.online.flags.state_options)."""
+    core = core if core is not None else InferenceCore(model_dir, state, max_batch, **(state_options or {}))
     app = Flask("attribution")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(core.max_batch)  # werkzeug checks it before reading
     app.json.sort_keys = False
@@ -181,6 +184,7 @@ def run_gunicorn(
     max_batch: int = DEFAULT_MAX_BATCH,
     threads: int = 1,
     prediction_log: str | None = None,
+    state_options: dict[str, Any] | None = None,
 ) -> None:
     """Serve the app with gunicorn; each worker loads the model after the fork. Several workers must share
     the state, so they need Redis (`state="redis://..."`); in-process state is one worker (optionally threaded).
@@ -232,10 +236,11 @@ def run_gunicorn(
         def load(self):
             configure_logging()
             try:
-                app = create_app(model_dir, state, max_batch, prediction_log=prediction_log)
+                app = create_app(model_dir, state, max_batch, prediction_log=prediction_log,
+                                 state_options=state_options)
                 settle_garbage_collector()
                 return app
-            except ValueError as err:  # ModelLoadError: log the reason; gunicorn stops on a failed boot
+            except (ValueError, OSError) as err:  # ModelLoadError, an unreadable --warm-from: gunicorn stops
                 log.error("cannot serve: %s", err)
                 raise
 

@@ -3,7 +3,11 @@
 `Gate` runs scoring (validation, the state round trip, the booster) on a bounded thread pool, never on the
 event loop; it admits at most `max_in_flight` requests (the next one is refused at once: 503 with
 Retry-After) and gives each a deadline (503 when it passes; work still queued then is dropped before it
-touches the state). `StateWatch` pings the state and reads its size off the request path, on a schedule:
+touches the state). The one exception is `run_inline`: a request of at most `inline_clicks` clicks on the
+in-process state, when no thread holds that state, is scored on the loop itself. That is a bounded amount
+of CPU and no I/O (a fraction of a millisecond per click, less than the thread hop costs: bench/serve.py),
+and it never waits on a lock; anything else (Redis, larger batches, a state another thread is scoring on)
+goes to the pool. `StateWatch` pings the state and reads its size off the request path, on a schedule:
 `/metrics` reads its snapshot, and predictions are refused at once while the state does not answer.
 """
 
@@ -27,6 +31,7 @@ T = TypeVar("T")
 DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_DEADLINE_S = 1.0
 DEFAULT_SCORE_THREADS = 4
+DEFAULT_INLINE_CLICKS = 16  # ~0.5 ms of loop time at most (bench/serve.py: core only, per click)
 STATS_MAX_KEYS = 200_000  # a SCAN beyond this many Redis keys is cut short; `capped` says so
 
 
@@ -46,10 +51,11 @@ class Gate:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         deadline_s: float = DEFAULT_DEADLINE_S,
         threads: int = DEFAULT_SCORE_THREADS,
+        inline_clicks: int = DEFAULT_INLINE_CLICKS,
     ) -> None:
-        if max_in_flight < 1 or deadline_s <= 0 or threads < 1:
-            raise ValueError("max_in_flight and threads must be >= 1, the deadline > 0")
-        self.max_in_flight, self.deadline_s = max_in_flight, deadline_s
+        if max_in_flight < 1 or deadline_s <= 0 or threads < 1 or inline_clicks < 0:
+            raise ValueError("max_in_flight and threads must be >= 1, the deadline > 0, inline_clicks >= 0")
+        self.max_in_flight, self.deadline_s, self.inline_clicks = max_in_flight, deadline_s, inline_clicks
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="score")
         # Requests that will not touch the state (only validated, then refused) never queue behind scoring
         # threads a stalled state holds.
@@ -57,11 +63,23 @@ class Gate:
         self.in_flight = 0
         self.refused = {"overloaded": 0, "deadline": 0}
 
-    async def run(self, fn: Callable[..., T], *args: Any, stateless: bool = False) -> T:
+    def _admit(self) -> None:
         if self.in_flight >= self.max_in_flight:
             self.refused["overloaded"] += 1
             raise Unavailable(f"overloaded: {self.in_flight} requests in flight (limit {self.max_in_flight})")
-        self.in_flight += 1  # released when the work ends, not when the client gives up: it still holds a thread
+        self.in_flight += 1
+
+    def run_inline(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn` on the caller's thread (the loop), admitted like any request; for work known to be short and
+        free of I/O and of waiting (see the module docstring)."""
+        self._admit()
+        try:
+            return fn(*args)
+        finally:
+            self.in_flight -= 1
+
+    async def run(self, fn: Callable[..., T], *args: Any, stateless: bool = False) -> T:
+        self._admit()  # released when the work ends, not when the client gives up: it still holds a thread
         due = time.monotonic() + self.deadline_s
         pool = self.triage if stateless else self.pool
         future = asyncio.get_running_loop().run_in_executor(pool, _before, due, fn, *args)

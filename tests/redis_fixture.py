@@ -129,7 +129,8 @@ class ServerProcess:
     """A predictor (KServe `python -m serving` or the Flask app under gunicorn) in its own process group."""
 
     def __init__(self, kind: str, model_dir: Path, state: str, logdir: Path, workers: int = 1, max_batch: int = 1000,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+        """`env`: more environment for the server (an emulator's endpoint, say)."""
         self.kind, self.port = kind, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         if kind == "kserve":
@@ -137,13 +138,17 @@ class ServerProcess:
                    f"--state={state}", f"--max_batch={max_batch}", "--enable_grpc=false",
                    "--enable_latency_logging=false", *extra]
             self.ready_path = "/v2/health/ready"
+        elif extra:  # the flags through the real entry point, `attribution serve --flask` (it binds 0.0.0.0)
+            cmd = [sys.executable, "-m", "attribution.cli", "serve", "--flask", f"--model-dir={model_dir}",
+                   f"--port={self.port}", f"--state={state}", f"--workers={workers}", f"--max-batch={max_batch}", *extra]
+            self.ready_path = "/healthz"
         else:
             code = (f"from serving.flask_app import run_gunicorn; run_gunicorn({str(model_dir)!r}, {self.port}, "
                     f"{state!r}, {workers}, host='127.0.0.1', max_batch={max_batch})")
             cmd = [sys.executable, "-c", code]
             self.ready_path = "/healthz"
         self.log = Path(logdir) / f"{kind}-{self.port}.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

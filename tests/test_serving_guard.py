@@ -145,7 +145,7 @@ def test_flask_metrics_are_one_view_over_gunicorn_workers(serving_model_dir, tmp
         srv.wait_ready()
         for i in range(40):  # gunicorn's sync workers close each connection: requests spread over both
             r = requests.post(srv.base + "/predict", json={"clicks": [{**CLICK, "ip": i}]}, timeout=10)
-            assert r.status_code == 200
+            assert r.status_code == 200, r.text
         def scrape(_: int) -> tuple[float, float]:
             text = requests.get(srv.base + "/metrics", timeout=10).text
             return metric(text, "attribution_requests_total"), metric(text, "attribution_clicks_scored_total")

@@ -5,6 +5,7 @@ requests (hand-picked and >= 2,000 fuzzed) get 4xx with a reason, never change t
 from __future__ import annotations
 
 import json
+import struct
 import time
 
 import numpy as np
@@ -60,6 +61,29 @@ def v2_body(clicks: list[dict], text_time: bool) -> dict:
     return {"inputs": inputs}  # no "id": the server makes one
 
 
+def v2_binary(clicks: list[dict], text_time: bool) -> tuple[dict, list[bytes], str]:
+    """The V2 binary tensor extension's parts: the JSON header, each input's raw bytes, the datatype of
+    click_time (BYTES: 4-byte little-endian length then UTF-8; INT64: little-endian)."""
+    n = len(clicks)
+    raws = [np.asarray([c[f] for c in clicks], "<i8").tobytes() for f in ID_FIELDS]
+    inputs = [{"name": f, "shape": [n], "datatype": "INT64"} for f in ID_FIELDS]
+    if text_time:
+        raws.append(b"".join(struct.pack("<I", len(t)) + t for t in (c["click_time"].encode() for c in clicks)))
+    else:
+        raws.append(np.asarray([c["click_time"] for c in clicks], "<i8").tobytes())
+    inputs.append({"name": "click_time", "shape": [n], "datatype": "BYTES" if text_time else "INT64"})
+    for inp, raw in zip(inputs, raws):
+        inp["parameters"] = {"binary_data_size": len(raw)}
+    return {"inputs": inputs}, raws, inputs[-1]["datatype"]
+
+
+def framed(head: dict | bytes, raws: list[bytes], length: int | str | None = None) -> tuple[bytes, dict]:
+    """(body, headers) of a binary-extension request; `length` overrides Inference-Header-Content-Length."""
+    js = head if isinstance(head, bytes) else json.dumps(head).encode()
+    return js + b"".join(raws), {"Inference-Header-Content-Length": str(len(js) if length is None else length),
+                                 "Content-Type": "application/octet-stream"}
+
+
 def replay(post, clicks: list[dict]) -> np.ndarray:
     out = []
     for i in range(0, len(clicks), BATCH):
@@ -82,7 +106,8 @@ def test_kserve_v1_replay_matches_batch_scoring(kserve, ordered, expected_sample
 
 def test_kserve_v2_replay_matches_batch_scoring(kserve, ordered, expected_sample_probabilities):
     """A week later (whole days keep the hour features; the V1 replay is beyond the 8 h horizon), with
-    click_time as epoch INT64 and as BYTES text on alternate batches."""
+    click_time as epoch INT64 and as BYTES text on alternate batches, every third batch in the binary tensor
+    extension (raw little-endian INT64 and length-prefixed BYTES after the JSON header)."""
     s = requests.Session()
     n_batches = [0]
 
@@ -91,7 +116,12 @@ def test_kserve_v2_replay_matches_batch_scoring(kserve, ordered, expected_sample
         n_batches[0] += 1
         if text:
             batch = [{**c, "click_time": _fmt(c["click_time"])} for c in batch]
-        r = s.post(f"{kserve.base}/v2/models/attribution/infer", json=v2_body(batch, text), timeout=60)
+        url = f"{kserve.base}/v2/models/attribution/infer"
+        if n_batches[0] % 3 == 0:
+            body, headers = framed(*v2_binary(batch, text)[:2])
+            r = s.post(url, data=body, headers=headers, timeout=60)
+        else:
+            r = s.post(url, json=v2_body(batch, text), timeout=60)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["id"] and body["model_name"] == "attribution"
@@ -302,6 +332,70 @@ def bad_v2(draw) -> tuple[bytes, str]:
     return json.dumps({"inputs": inputs}).encode(), "application/json"
 
 
+GOOD_EPOCH = {**GOOD, "click_time": 1_511_172_000}
+NOT_SIZE = st.one_of(st.integers(max_value=-1), st.floats(allow_nan=False), st.booleans(), NO_DIGITS,
+                     st.integers(min_value=2**31, max_value=2**70), st.lists(st.integers(0, 9), max_size=2))
+
+
+@st.composite
+def bad_v2_binary(draw) -> tuple[bytes, str, dict]:
+    """Binary-extension bodies (JSON header + raw tensors), each wrong in its framing, its header or a value."""
+    text = draw(st.booleans())
+    head, raws, _ = v2_binary([GOOD, GOOD] if text else [GOOD_EPOCH, GOOD_EPOCH], text)
+    inputs = head["inputs"]
+    i = draw(st.integers(0, len(inputs) - 1))
+    kind = draw(st.sampled_from(["length", "size", "size", "shape", "datatype", "truncate", "trailing", "head",
+                                 "input", "value", "value", "bytes_prefix", "drop_size"]))
+    length: int | str | None = None
+    if kind == "length":
+        js = len(json.dumps(head))
+        token = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=8)  # what HTTP carries
+        length = draw(st.one_of(st.sampled_from(["", "-1", "1e3", "12 ", "0x10", "+5"]), token.filter(lambda v: not v.isdigit()),
+                                st.integers(js + 1, js + 200), st.integers(0, js - 1), st.just(10**30)))
+    elif kind == "size":
+        inputs[i]["parameters"]["binary_data_size"] = draw(st.one_of(
+            NOT_SIZE, st.integers(0, 64).filter(lambda v: v != len(raws[i]))))
+    elif kind == "drop_size":
+        inputs[i]["parameters"] = draw(st.sampled_from([{}, None, [], "binary", 3]))
+    elif kind == "shape":
+        inputs[i]["shape"] = draw(st.sampled_from([[3], [1], [2, 2], [1, 2], [-2], ["2"], "2", None, [], [10**12]]))
+    elif kind == "datatype":
+        inputs[i]["datatype"] = draw(st.sampled_from(["FP32", "FP64", "BOOL", "INT8", "INT32", "UINT16", "FOO", 7, None]
+                                                     + (["BYTES"] if i < 5 else [])))
+    elif kind == "truncate":
+        raws[-1] = raws[-1][: draw(st.integers(0, len(raws[-1]) - 1))]
+    elif kind == "trailing":
+        raws.append(draw(st.binary(min_size=1, max_size=16)))
+    elif kind == "head":
+        bad = draw(st.one_of(st.just([1]), st.just(7), st.just({}), st.just({"inputs": []}), st.just({"inputs": {}}),
+                             st.just({"inputs": inputs, "outputs": [{"x": 1}]}), st.just({"inputs": inputs, "outputs": 3}),
+                             st.just({"inputs": inputs, "id": 5}), st.just({"inputs": inputs, "parameters": [1]})))
+        body, headers = framed(bad, raws)
+        return body, headers.pop("Content-Type"), headers
+    elif kind == "input":
+        inputs[i] = draw(st.sampled_from([1, "x", None, [], {"name": 3, "shape": [2], "datatype": "INT64"},
+                                          {"shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}},
+                                          {**inputs[i], "parameters": [16]}, {**inputs[i], "name": "\ud800"}]))
+    elif kind == "value":
+        field = inputs[i]["name"]
+        if field == "click_time" and text:
+            t = draw(st.one_of(st.binary(max_size=24).filter(lambda b: not b.startswith(b"2017-11-20")),
+                               st.sampled_from([b"\xff\xfe", b"2017-13-01 00:00:00", b"\xed\xa0\x80"])))
+            raws[i] = raws[i][: 4 + 19] + struct.pack("<I", len(t)) + t
+            inputs[i]["parameters"]["binary_data_size"] = len(raws[i])
+        else:
+            limit = ID_LIMITS.get(field, 2**40)
+            v = draw(st.one_of(st.integers(-(2**63), -1), st.integers(limit + 1, 2**63 - 1)))
+            raws[i] = raws[i][:8] + struct.pack("<q", v)
+    else:  # bytes_prefix: a BYTES element whose length prefix runs past its tensor
+        inputs[-1]["datatype"] = "BYTES"
+        raws[-1] = struct.pack("<I", draw(st.integers(len(raws[-1]), 2**32 - 1))) + raws[-1][4:]
+        inputs[-1]["parameters"]["binary_data_size"] = len(raws[-1])
+        inputs[-1]["shape"] = [2]
+    body, headers = framed(head, raws, length)
+    return body, headers.pop("Content-Type"), headers
+
+
 def _fuzz(srv, routes: list[tuple[str, object]], examples: int) -> None:
     before = _state(srv)
     s = requests.Session()
@@ -312,8 +406,8 @@ def _fuzz(srv, routes: list[tuple[str, object]], examples: int) -> None:
     @given(data=st.data())
     def check(data):
         path, strategy = data.draw(st.sampled_from(routes))
-        body, ctype = data.draw(strategy)
-        r = s.post(srv.base + path, data=body, headers={"Content-Type": ctype}, timeout=30)
+        body, ctype, *extra = data.draw(strategy)  # binary-extension bodies come with their own headers
+        r = s.post(srv.base + path, data=body, headers={"Content-Type": ctype, **(extra[0] if extra else {})}, timeout=30)
         sent["n"] += 1
         assert 400 <= r.status_code < 500, (path, body[:300], r.status_code, r.text[:300])
 
@@ -326,7 +420,7 @@ def _fuzz(srv, routes: list[tuple[str, object]], examples: int) -> None:
 @pytest.mark.slow
 def test_kserve_fuzz_never_5xx(kserve):
     _fuzz(kserve, [("/v1/models/attribution:predict", bad_request("instances")),
-                   ("/v2/models/attribution/infer", bad_v2())], 3000)
+                   ("/v2/models/attribution/infer", bad_v2()), ("/v2/models/attribution/infer", bad_v2_binary())], 3000)
     r = requests.post(f"{kserve.base}/v1/models/attribution:predict", json={"instances": [GOOD]}, timeout=30)
     assert r.status_code == 200 and 0 <= r.json()["predictions"][0] <= 1
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,3 +254,21 @@ def build_click_table_load(source_uris: list[str], table: str, location: str | N
 def scanned_bytes(rows: int) -> int:
     """On-demand bytes the feature query scans for `rows` clicks (no time filter)."""
     return rows * QUERY_BYTES_PER_ROW
+
+
+BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"  # google-cloud-bigquery's own variable for another endpoint
+
+
+def bigquery_client(project: str, endpoint: str | None = None):
+    """google-cloud-bigquery's Client for `project`: on an emulator at `endpoint` (or BIGQUERY_EMULATOR_HOST)
+    with anonymous credentials (an emulator checks none), else on BigQuery with the ambient credentials
+    (Workload Identity; nothing here holds a key)."""
+    from google.cloud import bigquery
+
+    endpoint = endpoint or os.environ.get(BIGQUERY_EMULATOR_HOST)
+    if endpoint:
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(project=project, credentials=AnonymousCredentials(),
+                               client_options={"api_endpoint": endpoint})
+    return bigquery.Client(project=project)

@@ -5,13 +5,19 @@ before its newest click are replayed through the store in time order, in batches
 Redis, one replica warms (it holds the lock key `{P}warm-lock`) and the others wait for it; a Redis that
 already holds state (its watermark is set: AOF kept it) is not warmed again.
 
-Sources: a local CSV/CSV.gz/Parquet path (attribution.io.ClickReader). TODO: gs:// URIs and BigQuery tables
-(need network and credentials, not reachable here): read them into the same frames.
+Sources (`--warm-from`):
+- a CSV/CSV.gz/Parquet click log (attribution.io.ClickReader): a local path, or a gs:// (any fsspec) URI read
+  through attribution.storage, downloaded once to a temporary file;
+- a BigQuery table in the click table's schema (attribution.features.bigquery.CLICK_TABLE_SCHEMA, click_time
+  TIMESTAMP), `bq://PROJECT.DATASET.TABLE`: one query selects only the window's rows (click_time within
+  `retention` of the table's newest click), in time order, read through google-cloud-bigquery with the
+  ambient credentials (Workload Identity), or on an emulator when BIGQUERY_EMULATOR_HOST is set.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 
@@ -22,18 +28,27 @@ from attribution.features.online.clock import ReferenceClock
 from attribution.features.online.state import MemoryStore, StateStore
 
 log = logging.getLogger(__name__)
+BQ_SCHEME = "bq://"
+_BQ_NAME = re.compile(r"[A-Za-z0-9_-]+")
 LOCK_SECONDS = 600  # a warming replica that died leaves the lock for at most this long
 
 
 def recent_clicks(source: str, retention: int) -> pd.DataFrame:
     """The log's clicks within `retention` seconds of its newest click, in time order (log order for ties)."""
+    if source.startswith(BQ_SCHEME):
+        return _recent_bigquery(source[len(BQ_SCHEME):], retention)
+    from attribution import storage
+
+    with storage.local_file_for_read(source) as local:  # a local path in place; gs:// downloaded once
+        return _recent_file(local, retention)
+
+
+def _recent_file(path: str, retention: int) -> pd.DataFrame:
     from attribution.io import ClickReader
 
-    if source.startswith(("gs://", "bq://")):
-        raise NotImplementedError(f"warm start from {source}: only local CSV/Parquet paths are supported yet")
     keep: list[pd.DataFrame] = []
     newest = None
-    for frame in ClickReader(source):
+    for frame in ClickReader(path):
         t = frame["click_time"].to_numpy()
         if len(t):
             newest = int(t.max()) if newest is None else max(newest, int(t.max()))
@@ -44,6 +59,26 @@ def recent_clicks(source: str, retention: int) -> pd.DataFrame:
     recent = pd.concat(keep, ignore_index=True)
     recent = recent[recent["click_time"] >= newest - retention]
     return recent.sort_values(["click_time", "row_id"], kind="stable").reset_index(drop=True)
+
+
+def _recent_bigquery(table: str, retention: int) -> pd.DataFrame:
+    """The window's clicks of a BigQuery click table `PROJECT.DATASET.TABLE`, by one query."""
+    from google.cloud import bigquery
+
+    from attribution.features.bigquery import DEFAULT_MAXIMUM_BYTES_BILLED, bigquery_client
+
+    parts = table.split(".")
+    if len(parts) != 3 or not all(_BQ_NAME.fullmatch(p) for p in parts):
+        raise ValueError(f"--warm-from {BQ_SCHEME}{table}: expected {BQ_SCHEME}PROJECT.DATASET.TABLE")
+    # Names checked above (no quoting tricks); `retention` is this code's own integer.
+    sql = (f"SELECT row_id, ip, app, device, os, channel, UNIX_SECONDS(click_time) AS click_time FROM `{table}` "
+           f"WHERE click_time >= TIMESTAMP_SUB((SELECT MAX(click_time) FROM `{table}`), INTERVAL {int(retention)} SECOND) "
+           f"ORDER BY click_time, row_id")
+    log.info("warm start: reading the last %d s of clicks from BigQuery table %s", retention, table)
+    job = bigquery_client(parts[0]).query(sql, job_config=bigquery.QueryJobConfig(
+        maximum_bytes_billed=DEFAULT_MAXIMUM_BYTES_BILLED, labels={"app": "attribution", "step": "warm-start"}))
+    frame = job.result().to_arrow(create_bqstorage_client=False).to_pandas()
+    return frame.astype({c: np.int64 for c in frame.columns}).reset_index(drop=True)
 
 
 def replay(store: StateStore, clicks: pd.DataFrame, clock: ReferenceClock | None = None, batch: int = 10_000) -> None:
