@@ -167,6 +167,7 @@ class BridgedBigQuery:
             target = self._local(uri)
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(path, str(target))
+            self._published[uri] = target.stat().st_mtime  # already in GCS
         return self._client.load_table_from_uri(source_uris, destination, *args, **kwargs)
 
     def query(self, *args: Any, **kwargs: Any) -> BridgedJob:
