@@ -15,7 +15,6 @@ Nothing needs a cluster, a Docker daemon or the network.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 import re
@@ -248,7 +247,8 @@ def _pod_view(doc: Doc, role: str, pod_spec: Doc, labels: Doc) -> Doc:
 def pod_views(docs: list[Doc]) -> list[Doc]:
     """The pods the operators make of our custom resources, for checkov (which cannot read CRDs).
 
-    InferenceService predictor -> a Pod with the predictor's pod spec. SparkApplication driver and
+    InferenceService predictor -> a Pod with the predictor's pod spec and the containers of its
+    ServingRuntime (predictor_containers). SparkApplication driver and
     executor -> a Pod each with the container the Spark Operator builds: image, securityContext, and
     resources from cores/coreRequest (cpu request), coreLimit, memory and memoryLimit.
     The custom resource's `checkov.io/skip*` annotations (reasons for a skipped check) carry over.
@@ -259,6 +259,7 @@ def pod_views(docs: list[Doc]) -> list[Doc]:
         if doc.get("kind") == "InferenceService":
             predictor = copy.deepcopy(spec.get("predictor") or {})
             pod_spec = {k: v for k, v in predictor.items() if k in POD_SPEC_FIELDS}
+            pod_spec["containers"] = predictor_containers(docs, doc)
             views.append(_pod_view(doc, "predictor", pod_spec, predictor.get("labels") or {}))
         elif doc.get("kind") == "SparkApplication":
             for role in ("driver", "executor"):
@@ -280,6 +281,62 @@ def pod_views(docs: list[Doc]) -> list[Doc]:
                             + copy.deepcopy(r.get("sidecars") or [])}
                 views.append(_pod_view(doc, role, {k: v for k, v in pod_spec.items() if v}, r.get("labels") or {}))
     return views
+
+
+def serving_runtime(docs: list[Doc], isvc: Doc) -> Doc | None:
+    """The ServingRuntime (or ClusterServingRuntime) that the InferenceService's model names, if rendered."""
+    name = ((isvc["spec"].get("predictor") or {}).get("model") or {}).get("runtime")
+    return next((d for d in docs if d.get("kind") in ("ServingRuntime", "ClusterServingRuntime")
+                 and d["metadata"].get("name") == name), None) if name else None
+
+
+def predictor_containers(docs: list[Doc], isvc: Doc) -> list[Doc]:
+    """The predictor pod's containers as KServe builds them: the runtime's, with the model spec's container
+    fields (resources, env, ...) over its kserve-container; or the predictor's own custom containers."""
+    pred = isvc["spec"].get("predictor") or {}
+    if "model" not in pred:
+        return copy.deepcopy(pred.get("containers") or [])
+    runtime = serving_runtime(docs, isvc)
+    out = copy.deepcopy((runtime or {}).get("spec", {}).get("containers") or [])
+    overrides = {k: v for k, v in pred["model"].items() if k not in MODEL_ONLY_FIELDS}
+    for c in out:
+        if c.get("name") == "kserve-container":
+            c.update(copy.deepcopy(overrides))
+    return out
+
+
+MODEL_ONLY_FIELDS = {"modelFormat", "runtime", "storageUri", "storage", "protocolVersion", "runtimeVersion"}
+
+
+def serving_runtime_problems(docs: list[Doc]) -> list[str]:
+    """The model server is a ServingRuntime and the model URI is the deploy gate's alone: each
+    InferenceService's predictor names a rendered runtime that supports its model format and serves
+    /mnt/models (where the storage initializer downloads storageUri); no storageUri and no STORAGE_URI env
+    in git (`kubectl apply -k` would put it back over the gate's, docs/rollout.md)."""
+    problems = []
+    for isvc in find(docs, "InferenceService"):
+        where, pred = name_of(isvc), isvc["spec"].get("predictor") or {}
+        model = pred.get("model")
+        if not model:
+            problems.append(f"{where}: predictor has no model section naming the ServingRuntime")
+            continue
+        if "storageUri" in model:
+            problems.append(f"{where}: spec.predictor.model.storageUri is set in git; only the deploy gate sets it")
+        if pred.get("containers"):
+            problems.append(f"{where}: predictor has its own containers beside the model's runtime")
+        runtime = serving_runtime(docs, isvc)
+        if runtime is None:
+            problems.append(f"{where}: names runtime {model.get('runtime')!r}, which is not rendered")
+            continue
+        formats = {f.get("name") for f in runtime["spec"].get("supportedModelFormats") or []}
+        if (model.get("modelFormat") or {}).get("name") not in formats:
+            problems.append(f"{where}: model format {model.get('modelFormat')} is not among {name_of(runtime)}'s {formats}")
+        for c in predictor_containers(docs, isvc):
+            if c.get("name") == "kserve-container" and "--model_dir=/mnt/models" not in (c.get("args") or []):
+                problems.append(f"{where}: {name_of(runtime)} kserve-container does not read /mnt/models")
+            if any(e.get("name") == "STORAGE_URI" for e in c.get("env") or []):
+                problems.append(f"{where}: {c.get('name')} carries a STORAGE_URI env (the URI is storageUri's)")
+    return problems
 
 
 POD_SPEC_FIELDS = {"containers", "initContainers", "volumes", "securityContext", "serviceAccountName",
@@ -362,6 +419,8 @@ def pod_specs(doc: Doc) -> Iterator[tuple[str, Doc]]:
         yield name_of(doc), (spec.get("template") or {}).get("spec") or {}
     elif kind == "CronJob":
         yield name_of(doc), ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template", {}).get("spec", {})
+    elif kind in ("ServingRuntime", "ClusterServingRuntime"):
+        yield name_of(doc), spec
     elif kind == "InferenceService":
         for component in ("predictor", "transformer", "explainer"):
             if component in spec:
@@ -822,7 +881,7 @@ def predictor_probe_problems(docs: list[Doc]) -> list[str]:
         pred = isvc["spec"].get("predictor") or {}
         where = name_of(isvc)
         ready = f"/v2/models/{MODEL_NAME}/ready"
-        for c in pred.get("containers") or []:
+        for c in predictor_containers(docs, isvc):
             for probe in ("readinessProbe", "livenessProbe"):
                 path = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
                 if path != ready:

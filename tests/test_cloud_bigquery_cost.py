@@ -29,15 +29,10 @@ class RecordingBigQuery:
         self.calls.append(("get_table", table))
         return type("T", (), {"num_rows": 10})()
 
-    def extract_table(self, source, destination_uris, job_id=None, job_id_prefix=None, location=None,
-                      project=None, job_config=None, retry=bigquery.client.DEFAULT_RETRY, timeout=None,
-                      source_type="Table"):
-        self.calls.append(("extract", destination_uris))
-        return type("Job", (), {"job_id": "e1", "result": lambda self, timeout=None: None})()
 
 
 def test_recording_client_has_the_real_signatures():
-    for name in ("query", "get_table", "extract_table"):
+    for name in ("query", "get_table"):
         ours = list(inspect.signature(getattr(RecordingBigQuery, name)).parameters)
         assert ours == list(inspect.signature(getattr(bigquery.Client, name)).parameters), name
 
@@ -49,6 +44,8 @@ def test_dry_run_first_then_the_capped_query():
     (_, dry), (_, real) = client.calls[0], client.calls[1]
     assert dry.dry_run is True and dry.use_query_cache is False and not real.dry_run
     assert real.maximum_bytes_billed == 2**30
+    (_, export), = [c for c in client.calls[2:] if c[0] == "query"]  # EXPORT DATA, capped too
+    assert export.maximum_bytes_billed == 2**30 and not export.dry_run
     assert out["bytes_processed_estimate"] == 2**29 and out["usd_estimate"] == pytest.approx(0.5 / 1024 * bq.USD_PER_TIB, abs=1e-4)
 
 

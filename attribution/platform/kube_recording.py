@@ -45,7 +45,8 @@ class RecordingCustomObjects:
         self.on_write, self.on_get = on_write, on_get
         self.state_file = os.fspath(state_file) if state_file else None
         if self.state_file and os.path.isfile(self.state_file):
-            saved = json.loads(open(self.state_file).read())
+            with open(self.state_file) as f:
+                saved = json.load(f)
             self.objects = {tuple(o["key"]): o["object"] for o in saved["objects"]}
 
     # ---- helpers -----------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sklearn.pipeline import FeatureUnion
 
-from attribution.features.spec import FeatureSpec
 from attribution import storage
 from attribution.evaluation.evaluate import scan_columns
+from attribution.features.spec import FeatureSpec
 from attribution.model.bundle import ModelBundle
 from attribution.platform.spark_session import arrow_safe, get_spark, xgb_workers_for
 from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, ROW_ID, TRUE_PROBABILITY, to_epoch
