@@ -1,6 +1,6 @@
 """GCS and BigQuery emulators on loopback, for `attribution run --cloud emulated`.
 
-    with cloud_emulators(state_dir) as cloud:      # fake-gcs-server + bqemulator, free ports, ready
+    with cloud_emulators(state_dir, "my-project") as cloud:   # fake-gcs-server + bqemulator, free ports, ready
         os.environ.update(cloud.env)               # before gcsfs is imported: it reads the host then
         client = cloud.bigquery_client("emulated-project")
 
@@ -221,7 +221,8 @@ def cloud_emulators(state_dir: str | os.PathLike, project: str) -> Iterator[Emul
 
 
 def check_gcsfs_not_imported() -> None:
-    """gcsfs fixes its endpoint when imported: the emulator's env must be set before that."""
-    if "gcsfs" in sys.modules and not os.environ.get("STORAGE_EMULATOR_HOST"):
-        raise RuntimeError("gcsfs was imported before the GCS emulator's STORAGE_EMULATOR_HOST was set; run "
-                           "`attribution run --cloud emulated` in a fresh process")
+    """gcsfs fixes its endpoint when imported: the emulator's address (a new port each time) must be in the
+    environment before that, so an emulated run needs a process that has not imported gcsfs yet."""
+    if "gcsfs" in sys.modules:
+        raise RuntimeError("gcsfs is already imported, with another endpoint; run `attribution run --cloud "
+                           "emulated` in a fresh process")
