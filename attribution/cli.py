@@ -138,9 +138,21 @@ def cmd_monitor(a: argparse.Namespace) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> None:
+    if a.cloud == "emulated":
+        from pipelines.emulated_run import run_emulated
+
+        run_emulated(output=a.output, data=a.data, rows=a.rows, valid_from=a.valid_from, max_evals=a.max_evals,
+                     seed=a.seed, feature_engine=a.feature_engine or "bigquery", trainer=a.trainer,
+                     canary_percent=a.canary_percent, memory_budget=a.memory_budget, min_roc_auc=a.min_roc_auc,
+                     min_pr_auc=a.min_pr_auc)
+        return
+    if a.feature_engine == "bigquery":
+        raise ValueError("--feature-engine bigquery needs BigQuery: pass --cloud emulated")
+    from attribution.features.compute import DEFAULT_ENGINE
     from pipelines.local_run import run_local
 
-    run_local(data=a.data, rows=a.rows, output=a.output, valid_from=a.valid_from, max_evals=a.max_evals, seed=a.seed,
+    run_local(feature_engine=a.feature_engine or DEFAULT_ENGINE, trainer=a.trainer, min_roc_auc=a.min_roc_auc,
+              min_pr_auc=a.min_pr_auc, data=a.data, rows=a.rows, output=a.output, valid_from=a.valid_from, max_evals=a.max_evals, seed=a.seed,
               memory_budget=a.memory_budget)
 
 
@@ -257,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--valid-from", default=None)
     r.add_argument("--max-evals", type=int, default=0)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--cloud", default="none", choices=["none", "emulated"],
+                   help="none: kfp.local on local files; emulated: the cluster's semantics against GCS and "
+                        "BigQuery emulators and a recording Kubernetes API (gs:// pipeline root, docs/pipelines.md)")
+    r.add_argument("--feature-engine", default=None,
+                   choices=["bigquery", "vectorized", "duckdb", "spark"],
+                   help="default: bigquery with --cloud emulated, else the vectorized kernel")
+    r.add_argument("--trainer", default="xgboost", choices=["xgboost", "spark"],
+                   help="spark: with --cloud emulated, a SparkApplication run by the emulated operator")
+    r.add_argument("--canary-percent", type=int, default=10, help="--cloud emulated: the gate's canary traffic")
+    r.add_argument("--min-roc-auc", type=float, default=0.9, help="the deploy gate's ROC-AUC threshold")
+    r.add_argument("--min-pr-auc", type=float, default=0.05, help="the deploy gate's PR-AUC threshold")
     r.add_argument("--memory-budget", default=None,
                    help="what each pipeline step may use (default: the pipeline's, 16GiB; 'auto': 75%% of the "
                         "container's memory limit): a step whose input would not fit goes out of core "

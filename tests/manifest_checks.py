@@ -15,7 +15,6 @@ Nothing needs a cluster, a Docker daemon or the network.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 import re
@@ -27,8 +26,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
+
+from attribution.platform.crd import (  # noqa: F401 - re-exported for the tests
+    CRD_FILES,
+    CRD_KINDS,
+    crd_problems,
+    crd_validator,
+    load_yaml_docs,
+    name_of,
+    served_schema,
+    strict_schema,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
@@ -37,16 +46,6 @@ SKAFFOLD = REPO / "skaffold.yaml"
 TOOLS_BIN = REPO / ".venv-tools" / "bin"  # checkov: its pins clash with requirements.lock (make tools-venv)
 SCHEMAS = MANIFESTS / "schemas"  # vendored upstream schemas: see manifests/schemas/README.md
 SKAFFOLD_SCHEMA = SCHEMAS / "skaffold-v4beta13.json"
-CRD_FILES = {
-    "InferenceService": "serving.kserve.io_inferenceservices.yaml",
-    "SparkApplication": "sparkoperator.k8s.io_sparkapplications.yaml",
-    "AuthorizationPolicy": "security.istio.io_authorizationpolicies.yaml",
-    "PodMonitoring": "monitoring.googleapis.com_podmonitorings.yaml",
-    "Rules": "monitoring.googleapis.com_rules.yaml",
-    "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
-    "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
-}
-CRD_KINDS = set(CRD_FILES)
 KUBERNETES_VERSION = "1.33.0"  # oldest schema set kubernetes-validate 1.37 ships; GKE stable-channel floor
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 PREDICTOR = "attribution-predictor"
@@ -110,14 +109,6 @@ def render_problems(path: Path) -> list[str]:
     return [] if docs else [f"{path} rendered no resources"]
 
 
-def load_yaml_docs(path: Path) -> list[Doc]:
-    return [d for d in yaml.load_all(path.read_text(), Loader=_LOADER) if d]
-
-
-def name_of(doc: Doc) -> str:
-    return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
-
-
 def find(docs: list[Doc], kind: str, name: str | None = None) -> list[Doc]:
     return [d for d in docs if d.get("kind") == kind and (name is None or d["metadata"].get("name") == name)]
 
@@ -144,92 +135,6 @@ def kubernetes_validate_problems(docs: list[Doc], version: str = KUBERNETES_VERS
                 if line.startswith(("WARN", "ERROR", "FATAL"))]
     if proc.returncode != 0 and not problems:
         problems.append(f"kubernetes-validate exited {proc.returncode}: {proc.stderr.strip()}")
-    return problems
-
-
-# -------------------------------------------------------------------------------------- CRD schemas
-_COMBINATORS = ("anyOf", "allOf", "oneOf")
-
-
-def strict_schema(node: Any) -> Any:
-    """A CRD's OpenAPI v3 schema as the strict JSON schema the API server applies.
-
-    The API server prunes unknown fields (a typo silently does nothing), so here they are errors:
-    `additionalProperties: false` wherever `properties` are given, unless the node preserves unknown
-    fields or already says what extra keys may hold; `x-kubernetes-int-or-string` accepts an integer or
-    a string; `nullable: true` also accepts null. Only schema positions are walked.
-    """
-    if not isinstance(node, dict):
-        return node
-    out = dict(node)
-    if "properties" in out:
-        out["properties"] = {k: strict_schema(v) for k, v in out["properties"].items()}
-        if not out.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in out:
-            out["additionalProperties"] = False
-    if isinstance(out.get("additionalProperties"), dict):
-        out["additionalProperties"] = strict_schema(out["additionalProperties"])
-    if "items" in out:
-        items = out["items"]
-        out["items"] = [strict_schema(i) for i in items] if isinstance(items, list) else strict_schema(items)
-    for key in _COMBINATORS:
-        if key in out:
-            out[key] = [strict_schema(s) for s in out[key]]
-    if "not" in out:
-        out["not"] = strict_schema(out["not"])
-    if out.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        if "anyOf" not in out:
-            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if out.get("nullable"):
-        types = out.get("type")
-        if isinstance(types, str):
-            out["type"] = [types, "null"]
-        elif isinstance(types, list) and "null" not in types:
-            out["type"] = types + ["null"]
-        if "enum" in out and None not in out["enum"]:
-            out["enum"] = list(out["enum"]) + [None]
-    return out
-
-
-def served_schema(crd: Doc) -> tuple[str, Doc]:
-    """(apiVersion, openAPIV3Schema) of the storage version (the first served one if none stores)."""
-    group = crd["spec"]["group"]
-    versions = [v for v in crd["spec"]["versions"] if v.get("served")]
-    chosen = next((v for v in versions if v.get("storage")), versions[0])
-    return f"{group}/{chosen['name']}", chosen["schema"]["openAPIV3Schema"]
-
-
-@functools.cache
-def crd_validator(kind: str, schemas: Path = SCHEMAS) -> tuple[str, jsonschema.protocols.Validator]:
-    crd = next(d for d in load_yaml_docs(schemas / CRD_FILES[kind]) if d.get("kind") == "CustomResourceDefinition")
-    api_version, schema = served_schema(crd)
-    schema = copy.deepcopy(schema)
-    # Some CRDs (Istio's) describe only spec/status; every object has these three.
-    for key, sub in (("apiVersion", {"type": "string"}), ("kind", {"type": "string"}), ("metadata", {"type": "object"})):
-        schema.setdefault("properties", {}).setdefault(key, sub)
-    schema = strict_schema(schema)
-    schema.setdefault("required", [])
-    for key in ("apiVersion", "kind", "metadata", "spec"):
-        if key not in schema["required"]:
-            schema["required"].append(key)
-    return api_version, jsonschema.Draft7Validator(schema)
-
-
-def crd_problems(docs: list[Doc]) -> list[str]:
-    """Strict validation of every custom resource against its vendored CRD."""
-    problems = []
-    for doc in docs:
-        kind = doc.get("kind")
-        if kind not in CRD_KINDS:
-            continue
-        api_version, validator = crd_validator(kind)
-        if doc.get("apiVersion") != api_version:
-            problems.append(f"{name_of(doc)}: apiVersion {doc.get('apiVersion')!r}, CRD serves {api_version}")
-        if not doc.get("metadata", {}).get("name"):
-            problems.append(f"{name_of(doc)}: metadata.name missing")
-        for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
-            where = ".".join(str(p) for p in err.absolute_path) or "<root>"
-            problems.append(f"{name_of(doc)}: {where}: {err.message}")
     return problems
 
 
@@ -342,7 +247,8 @@ def _pod_view(doc: Doc, role: str, pod_spec: Doc, labels: Doc) -> Doc:
 def pod_views(docs: list[Doc]) -> list[Doc]:
     """The pods the operators make of our custom resources, for checkov (which cannot read CRDs).
 
-    InferenceService predictor -> a Pod with the predictor's pod spec. SparkApplication driver and
+    InferenceService predictor -> a Pod with the predictor's pod spec and the containers of its
+    ServingRuntime (predictor_containers). SparkApplication driver and
     executor -> a Pod each with the container the Spark Operator builds: image, securityContext, and
     resources from cores/coreRequest (cpu request), coreLimit, memory and memoryLimit.
     The custom resource's `checkov.io/skip*` annotations (reasons for a skipped check) carry over.
@@ -353,6 +259,7 @@ def pod_views(docs: list[Doc]) -> list[Doc]:
         if doc.get("kind") == "InferenceService":
             predictor = copy.deepcopy(spec.get("predictor") or {})
             pod_spec = {k: v for k, v in predictor.items() if k in POD_SPEC_FIELDS}
+            pod_spec["containers"] = predictor_containers(docs, doc)
             views.append(_pod_view(doc, "predictor", pod_spec, predictor.get("labels") or {}))
         elif doc.get("kind") == "SparkApplication":
             for role in ("driver", "executor"):
@@ -374,6 +281,62 @@ def pod_views(docs: list[Doc]) -> list[Doc]:
                             + copy.deepcopy(r.get("sidecars") or [])}
                 views.append(_pod_view(doc, role, {k: v for k, v in pod_spec.items() if v}, r.get("labels") or {}))
     return views
+
+
+def serving_runtime(docs: list[Doc], isvc: Doc) -> Doc | None:
+    """The ServingRuntime (or ClusterServingRuntime) that the InferenceService's model names, if rendered."""
+    name = ((isvc["spec"].get("predictor") or {}).get("model") or {}).get("runtime")
+    return next((d for d in docs if d.get("kind") in ("ServingRuntime", "ClusterServingRuntime")
+                 and d["metadata"].get("name") == name), None) if name else None
+
+
+def predictor_containers(docs: list[Doc], isvc: Doc) -> list[Doc]:
+    """The predictor pod's containers as KServe builds them: the runtime's, with the model spec's container
+    fields (resources, env, ...) over its kserve-container; or the predictor's own custom containers."""
+    pred = isvc["spec"].get("predictor") or {}
+    if "model" not in pred:
+        return copy.deepcopy(pred.get("containers") or [])
+    runtime = serving_runtime(docs, isvc)
+    out = copy.deepcopy((runtime or {}).get("spec", {}).get("containers") or [])
+    overrides = {k: v for k, v in pred["model"].items() if k not in MODEL_ONLY_FIELDS}
+    for c in out:
+        if c.get("name") == "kserve-container":
+            c.update(copy.deepcopy(overrides))
+    return out
+
+
+MODEL_ONLY_FIELDS = {"modelFormat", "runtime", "storageUri", "storage", "protocolVersion", "runtimeVersion"}
+
+
+def serving_runtime_problems(docs: list[Doc]) -> list[str]:
+    """The model server is a ServingRuntime and the model URI is the deploy gate's alone: each
+    InferenceService's predictor names a rendered runtime that supports its model format and serves
+    /mnt/models (where the storage initializer downloads storageUri); no storageUri and no STORAGE_URI env
+    in git (`kubectl apply -k` would put it back over the gate's, docs/rollout.md)."""
+    problems = []
+    for isvc in find(docs, "InferenceService"):
+        where, pred = name_of(isvc), isvc["spec"].get("predictor") or {}
+        model = pred.get("model")
+        if not model:
+            problems.append(f"{where}: predictor has no model section naming the ServingRuntime")
+            continue
+        if "storageUri" in model:
+            problems.append(f"{where}: spec.predictor.model.storageUri is set in git; only the deploy gate sets it")
+        if pred.get("containers"):
+            problems.append(f"{where}: predictor has its own containers beside the model's runtime")
+        runtime = serving_runtime(docs, isvc)
+        if runtime is None:
+            problems.append(f"{where}: names runtime {model.get('runtime')!r}, which is not rendered")
+            continue
+        formats = {f.get("name") for f in runtime["spec"].get("supportedModelFormats") or []}
+        if (model.get("modelFormat") or {}).get("name") not in formats:
+            problems.append(f"{where}: model format {model.get('modelFormat')} is not among {name_of(runtime)}'s {formats}")
+        for c in predictor_containers(docs, isvc):
+            if c.get("name") == "kserve-container" and "--model_dir=/mnt/models" not in (c.get("args") or []):
+                problems.append(f"{where}: {name_of(runtime)} kserve-container does not read /mnt/models")
+            if any(e.get("name") == "STORAGE_URI" for e in c.get("env") or []):
+                problems.append(f"{where}: {c.get('name')} carries a STORAGE_URI env (the URI is storageUri's)")
+    return problems
 
 
 POD_SPEC_FIELDS = {"containers", "initContainers", "volumes", "securityContext", "serviceAccountName",
@@ -456,6 +419,8 @@ def pod_specs(doc: Doc) -> Iterator[tuple[str, Doc]]:
         yield name_of(doc), (spec.get("template") or {}).get("spec") or {}
     elif kind == "CronJob":
         yield name_of(doc), ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template", {}).get("spec", {})
+    elif kind in ("ServingRuntime", "ClusterServingRuntime"):
+        yield name_of(doc), spec
     elif kind == "InferenceService":
         for component in ("predictor", "transformer", "explainer"):
             if component in spec:
@@ -916,7 +881,7 @@ def predictor_probe_problems(docs: list[Doc]) -> list[str]:
         pred = isvc["spec"].get("predictor") or {}
         where = name_of(isvc)
         ready = f"/v2/models/{MODEL_NAME}/ready"
-        for c in pred.get("containers") or []:
+        for c in predictor_containers(docs, isvc):
             for probe in ("readinessProbe", "livenessProbe"):
                 path = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
                 if path != ready:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import sqlglot
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
+from sqlglot import exp
 
 from attribution.features import bigquery as bq
 from attribution.features.compute import compute_features, conform_output
@@ -22,25 +24,42 @@ def client():
     return bigquery.Client(project="my-project", credentials=AnonymousCredentials())  # no network
 
 
-def test_query_and_extract_job_configuration(client):
+def select_of(ddl: str) -> str:
+    """The SELECT of a CREATE TABLE ... AS statement (sqlglot parses BigQuery's DDL)."""
+    tree = sqlglot.parse_one(ddl, read="bigquery")
+    assert isinstance(tree, exp.Create) and tree.args.get("replace"), ddl[:200]
+    return tree.expression.sql(dialect="bigquery")
+
+
+def test_query_and_export_job_configuration(client):
     jobs = bq.build_feature_jobs(SOURCE, DEST, EXPORT, start="2017-11-07", end="2017-11-09", location="US")
     assert isinstance(jobs.query_config, bigquery.QueryJobConfig)
-    assert isinstance(jobs.extract_config, bigquery.ExtractJobConfig)
     res = bq.job_resources(jobs, client)
     q = res["query"]["configuration"]["query"]
-    assert q["destinationTable"] == {"projectId": "my-project", "datasetId": "attribution_staging",
-                                     "tableId": "features_20171109"}
-    assert q["writeDisposition"] == "WRITE_TRUNCATE" and q["createDisposition"] == "CREATE_IF_NEEDED"
+    # CREATE OR REPLACE TABLE ... AS: the table is the statement's, so no destination in the job config;
+    # partitioned by day of click_time, clustered by ip, expiring on its own.
+    assert "destinationTable" not in q and "writeDisposition" not in q
+    ddl = q["query"]
+    assert ddl.startswith(f"CREATE OR REPLACE TABLE `{DEST}`")
+    tree = sqlglot.parse_one(ddl, read="bigquery")
+    props = tree.args["properties"].sql(dialect="bigquery")
+    assert "RANGE_BUCKET(click_time, GENERATE_ARRAY(1483228800" in props and "86400))" in props
+    assert "CLUSTER BY ip" in props and "expiration_timestamp" in props
+    assert f"INTERVAL {bq.STAGING_EXPIRATION_HOURS} HOUR" in ddl
     assert q["useLegacySql"] is False and q["parameterMode"] == "NAMED"
     params = {p["name"]: (p["parameterType"]["type"], p["parameterValue"]["value"]) for p in q["queryParameters"]}
     assert params == {"start_time": ("TIMESTAMP", "2017-11-07 00:00:00+00:00"),
                       "end_time": ("TIMESTAMP", "2017-11-09 00:00:00+00:00")}
     assert f"`{SOURCE}`" in q["query"] and "`attribution.clicks`" not in q["query"].replace("/*", "").split("*/")[-1]
     assert "@start_time" in q["query"] and "@end_time" in q["query"]
-    e = res["extract"]["configuration"]["extract"]
-    assert e["destinationFormat"] == "PARQUET" and e["compression"] == "SNAPPY"
-    assert e["destinationUris"] == [EXPORT]
-    assert e["sourceTable"] == q["destinationTable"]
+    e = res["export"]["configuration"]["query"]
+    export = sqlglot.parse_one(e["query"], read="bigquery")
+    assert isinstance(export, exp.Export)
+    options = {p.sql(dialect="bigquery").split("=", 1)[0].lower(): p.sql(dialect="bigquery").split("=", 1)[1]
+               for p in export.find_all(exp.Property)}
+    assert options == {"uri": f"'{EXPORT}'", "format": "'PARQUET'", "compression": "'SNAPPY'", "overwrite": "TRUE"}
+    assert e["query"].endswith(f"AS SELECT * FROM `{DEST}`")  # the table the query job just wrote
+    assert int(e["maximumBytesBilled"]) == bq.DEFAULT_MAXIMUM_BYTES_BILLED
     assert res["query"]["configuration"]["labels"]["app"] == "attribution"
 
 
@@ -68,7 +87,7 @@ def test_sliding_window_and_snapshot():
 def test_query_sql_on_duckdb_equals_duckdb_engine(sample_clicks, client):
     """The query the job sends, run on DuckDB, gives the DuckDB engine's features bit for bit."""
     jobs = bq.build_feature_jobs(SOURCE, DEST, EXPORT)
-    sql = bq.job_resources(jobs, client)["query"]["configuration"]["query"]["query"]
+    sql = select_of(bq.job_resources(jobs, client)["query"]["configuration"]["query"]["query"])
     got = conform_output(bq.run_on_duckdb(sql, sample_clicks, SOURCE), sample_clicks, DEFAULT_SPEC)
     pd.testing.assert_frame_equal(compute_features(sample_clicks, "duckdb"), got, check_exact=True)
 
@@ -76,7 +95,7 @@ def test_query_sql_on_duckdb_equals_duckdb_engine(sample_clicks, client):
 def test_time_range_query_on_duckdb(sample_clicks):
     start, end = "2017-11-08 00:00:00", "2017-11-09 00:00:00"
     jobs = bq.build_feature_jobs(SOURCE, DEST, EXPORT, start=start, end=end)
-    out = bq.run_on_duckdb(jobs.query, sample_clicks, SOURCE, {"start_time": start, "end_time": end})
+    out = bq.run_on_duckdb(select_of(jobs.query), sample_clicks, SOURCE, {"start_time": start, "end_time": end})
     t = sample_clicks["click_time"]
     in_range = (t >= pd.Timestamp(start, tz="UTC").timestamp()) & (t < pd.Timestamp(end, tz="UTC").timestamp())
     inside = sample_clicks[in_range]

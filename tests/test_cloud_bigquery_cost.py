@@ -21,7 +21,7 @@ class RecordingBigQuery:
     def query(self, query, job_config=None, job_id=None, job_id_prefix=None, location=None, project=None,
               retry=bigquery.client.DEFAULT_RETRY, timeout=None, job_retry=bigquery.client.DEFAULT_JOB_RETRY,
               api_method=bigquery.enums.QueryApiMethod.INSERT, timestamp_precision=None):
-        self.calls.append(("query", job_config))
+        self.calls.append(("query", job_config, query))
         return type("Job", (), {"job_id": f"q{len(self.calls)}", "total_bytes_processed": self.scanned,
                                 "total_bytes_billed": self.scanned, "result": lambda self, timeout=None: None})()
 
@@ -29,15 +29,10 @@ class RecordingBigQuery:
         self.calls.append(("get_table", table))
         return type("T", (), {"num_rows": 10})()
 
-    def extract_table(self, source, destination_uris, job_id=None, job_id_prefix=None, location=None,
-                      project=None, job_config=None, retry=bigquery.client.DEFAULT_RETRY, timeout=None,
-                      source_type="Table"):
-        self.calls.append(("extract", destination_uris))
-        return type("Job", (), {"job_id": "e1", "result": lambda self, timeout=None: None})()
 
 
 def test_recording_client_has_the_real_signatures():
-    for name in ("query", "get_table", "extract_table"):
+    for name in ("query", "get_table"):
         ours = list(inspect.signature(getattr(RecordingBigQuery, name)).parameters)
         assert ours == list(inspect.signature(getattr(bigquery.Client, name)).parameters), name
 
@@ -46,9 +41,11 @@ def test_dry_run_first_then_the_capped_query():
     jobs = bq.build_feature_jobs(SOURCE, DEST, EXPORT, maximum_bytes_billed=2**30)
     client = RecordingBigQuery(scanned=2**29)
     out = bq.run_feature_jobs(client, jobs)
-    (_, dry), (_, real) = client.calls[0], client.calls[1]
+    dry, real = client.calls[0][1], client.calls[1][1]
     assert dry.dry_run is True and dry.use_query_cache is False and not real.dry_run
     assert real.maximum_bytes_billed == 2**30
+    (export,) = [c[1] for c in client.calls[2:] if c[0] == "query"]  # EXPORT DATA, capped too
+    assert export.maximum_bytes_billed == 2**30 and not export.dry_run
     assert out["bytes_processed_estimate"] == 2**29 and out["usd_estimate"] == pytest.approx(0.5 / 1024 * bq.USD_PER_TIB, abs=1e-4)
 
 

@@ -18,6 +18,7 @@ from attribution import storage
 from attribution.evaluation.compare import Holdout
 from attribution.model.bundle import ModelLoadError
 from attribution.platform import deploy
+from attribution.platform.spark_submit import manifests_root
 
 PLURAL = deploy.PLURAL
 
@@ -137,7 +138,9 @@ def test_manifest_target_writes_a_valid_inference_service(tmp_path):
                            output_dir=tmp_path / "out")
     assert d.deployed and d.action == "wrote manifest", d.reasons
     doc = yaml.safe_load(Path(d.manifest_path).read_text())
-    assert crd_problems([doc]) == [] and container_policy_problems([doc]) == []
+    # the pod KServe makes of it runs the ServingRuntime's container: checked together
+    runtime = yaml.safe_load((manifests_root() / "base" / "serving" / "servingruntime.yaml").read_text())
+    assert crd_problems([doc, runtime]) == [] and container_policy_problems([doc, runtime]) == []
     assert deploy.storage_uri_of(doc) == "gs://attribution-models/attribution/run-8"
 
 
@@ -177,7 +180,7 @@ def test_first_rollout_that_never_gets_ready_is_reported_not_deployed():
 def live_api(controller: Controller, live_uri: str) -> RecordingCustomObjects:
     api = recording_api(controller)
     doc = deploy.render_inference_service(live_uri)
-    doc["spec"]["predictor"]["containers"][0]["image"] = "overlay-image@sha256:" + "0" * 64
+    doc["spec"]["predictor"]["minReplicas"] = 3  # an overlay's value, which the gate must keep
     api.create_namespaced_custom_object(deploy.GROUP, deploy.VERSION, "attribution", PLURAL, doc)
     api.calls.clear()
     return api
@@ -194,7 +197,9 @@ def test_canary_is_promoted_when_its_revision_is_ready():
     assert patches[1] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
     live = api.objects[(PLURAL, "attribution", "attribution")]
     assert deploy.storage_uri_of(live) == "gs://m/run-10" and "canaryTrafficPercent" not in live["spec"]["predictor"]
-    assert live["spec"]["predictor"]["containers"][0]["image"].startswith("overlay-image@")  # overlay kept
+    assert live["spec"]["predictor"]["minReplicas"] == 3  # the overlay's value kept
+    assert all(set(p["spec"]["predictor"]) <= {"model", "canaryTrafficPercent"} for p in patches)
+    assert patches[0]["spec"]["predictor"]["model"] == {"storageUri": "gs://m/run-10"}  # one scalar
     # the promotion waited for the canary's own generation, not the old one
     idx_promote = next(i for i, c in enumerate(api.calls) if c[0] == "patch" and c[4] == patches[1])
     assert any(c[0] == "get" for c in api.calls[1:idx_promote])
@@ -218,14 +223,17 @@ def test_canary_percent_out_of_range_is_refused():
         gate(api, "gs://m/run-10", score, canary_percent=0)
 
 
-def test_the_uri_in_the_model_spec_is_the_one_home_when_present():
-    # spec.predictor.model.storageUri is a scalar no kustomization sets: a patch touches only it.
+def test_the_uri_has_one_home_the_model_spec():
+    # spec.predictor.model.storageUri is a scalar no kustomization sets: a patch touches only it, and git
+    # (the template) never sets it; a predictor without a model section is refused, not patched into one.
     template = deploy.load_template()
-    pred = template["spec"]["predictor"]
-    pred["model"] = {"modelFormat": {"name": "attribution"}, "runtime": "attribution", "storageUri": "gs://m/a"}
-    live = {"metadata": {"name": "attribution"}, "spec": {"predictor": pred}}
-    assert deploy.storage_uri_of(live) == "gs://m/a"
-    assert deploy.uri_patch(live, "gs://m/b") == {"model": {"storageUri": "gs://m/b"}}
+    assert deploy.storage_uri_of(template) is None and "containers" not in template["spec"]["predictor"]
+    doc = deploy.render_inference_service("gs://m/a")
+    assert deploy.storage_uri_of(doc) == "gs://m/a" and doc["spec"]["predictor"]["model"]["runtime"] == "attribution"
+    assert deploy.uri_patch(doc, "gs://m/b") == {"model": {"storageUri": "gs://m/b"}}
+    custom = {"metadata": {"name": "attribution"}, "spec": {"predictor": {"containers": [{"name": "x"}]}}}
+    with pytest.raises(ValueError, match="spec.predictor.model"):
+        deploy.uri_patch(custom, "gs://m/b")
 
 
 # ---- the same rows, with real models --------------------------------------------------------------------------

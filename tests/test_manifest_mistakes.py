@@ -44,7 +44,8 @@ def container(d: Doc, name: str) -> Doc:
 
 
 def predictor_container(d: Doc) -> Doc:
-    return d["spec"]["predictor"]["containers"][0]
+    """The model server's container in the ServingRuntime document."""
+    return d["spec"]["containers"][0]
 
 
 # ================================================================================ kustomize
@@ -80,9 +81,10 @@ def test_crd_isvc_unknown_field_and_wrong_type(tree):
     def mutate(d):
         d["spec"]["predictor"]["minReplica"] = 2
         d["spec"]["predictor"]["maxReplicas"] = "three"
-        predictor_container(d)["readinessProbe"]["httpGett"] = {}
         d["spec"]["predictor"]["deploymentStrategy"] = {"rollingUpdate": {"maxSurge": [1]}}  # int-or-string
     mc.edit_yaml(base_file(tree, "serving/inferenceservice.yaml"), {"kind": "InferenceService"}, mutate)
+    mc.edit_yaml(base_file(tree, "serving/servingruntime.yaml"), {"kind": "ServingRuntime"},
+                 lambda d: predictor_container(d)["readinessProbe"].__setitem__("httpGett", {}))
     problems = mc.crd_problems(render(tree))
     for needle in ("minReplica'", "predictor.maxReplicas", "httpGett", "maxSurge"):
         assert any(needle in p for p in problems), (needle, problems)
@@ -176,7 +178,7 @@ def _plant_container_mistakes(tree: Path) -> None:
         del c["resources"]["limits"]                          # CKV_K8S_11, CKV_K8S_13
         del c["securityContext"]["readOnlyRootFilesystem"]   # CKV_K8S_22
         c["securityContext"]["capabilities"] = {"drop": ["NET_RAW"]}  # CKV_K8S_37 (no drop ALL)
-    mc.edit_yaml(base_file(tree, "serving/inferenceservice.yaml"), {"kind": "InferenceService"}, predictor)
+    mc.edit_yaml(base_file(tree, "serving/servingruntime.yaml"), {"kind": "ServingRuntime"}, predictor)
 
     def redis(d):
         c = container(d, "redis")
@@ -298,6 +300,10 @@ def _isvc(mutate: Callable[[Doc], None]) -> Mutation:
     return _edit("serving/inferenceservice.yaml", {"kind": "InferenceService"}, mutate)
 
 
+def _runtime(mutate: Callable[[Doc], None]) -> Mutation:
+    return _edit("serving/servingruntime.yaml", {"kind": "ServingRuntime"}, mutate)
+
+
 def _without_deny(tree: Path) -> None:
     path = base_file(tree, "serving/authorizationpolicy.yaml")
     docs = [d for d in mc.load_yaml_docs(path) if d["spec"].get("action") != "DENY"]
@@ -377,10 +383,19 @@ OWN_POLICY = [
     ("no-istiod-egress", _policy("attribution-predictor-egress", lambda d: d["spec"]["egress"].pop()), "base",
      mc.predictor_access_problems, "istiod"),
     # Predictor: probes and autoscaling per mode
-    ("readiness-on-server", _isvc(lambda d: predictor_container(d)["readinessProbe"]["httpGet"].__setitem__(
+    ("readiness-on-server", _runtime(lambda d: predictor_container(d)["readinessProbe"]["httpGet"].__setitem__(
         "path", "/v2/health/ready")), "base", mc.predictor_probe_problems, "readinessProbe is on '/v2/health/ready'"),
-    ("no-liveness", _isvc(lambda d: predictor_container(d).pop("livenessProbe")), "base", mc.predictor_probe_problems,
+    ("no-liveness", _runtime(lambda d: predictor_container(d).pop("livenessProbe")), "base", mc.predictor_probe_problems,
      "livenessProbe is on None"),
+    # The model server is a ServingRuntime; the model URI is the deploy gate's alone
+    ("storage-uri-in-git", _isvc(lambda d: d["spec"]["predictor"]["model"].__setitem__("storageUri", "gs://m/x")),
+     "base", mc.serving_runtime_problems, "storageUri is set in git"),
+    ("storage-uri-env", _runtime(lambda d: predictor_container(d)["env"].append({"name": "STORAGE_URI", "value": "gs://m/x"})),
+     "base", mc.serving_runtime_problems, "carries a STORAGE_URI env"),
+    ("unknown-runtime", _isvc(lambda d: d["spec"]["predictor"]["model"].__setitem__("runtime", "kserve-sklearnserver")),
+     "base", mc.serving_runtime_problems, "which is not rendered"),
+    ("unsupported-format", _runtime(lambda d: d["spec"]["supportedModelFormats"][0].__setitem__("name", "sklearn")),
+     "base", mc.serving_runtime_problems, "is not among"),
     ("serverless-no-concurrency", _isvc(lambda d: d["spec"]["predictor"].pop("containerConcurrency")), "base",
      mc.predictor_probe_problems, "Serverless without predictor.containerConcurrency"),
     ("raw-keeps-timeout", _text("components/raw-deployment/kustomization.yaml",

@@ -53,6 +53,11 @@ def spark_app(docs):
     return by_kind(docs, "SparkApplication", "attribution-train")[0]
 
 
+def runtime_container(docs):
+    """The model server's container: the ServingRuntime's kserve-container, as the predictor pod gets it."""
+    return next(c for c in mc.predictor_containers(docs, isvc(docs)) if c["name"] == "kserve-container")
+
+
 # ================================================================================ real files pass
 def test_layout_has_base_overlays_and_components():
     assert DIR_IDS[0] == "base" and {"overlays/dev", "overlays/prod", "overlays/prod-raw"} <= set(DIR_IDS)
@@ -157,6 +162,11 @@ def test_predictor_probes_and_autoscaling_fit_the_mode(rendered, name):
     assert mc.predictor_probe_problems(rendered[name]) == []
 
 
+@pytest.mark.parametrize("name", DIR_IDS)
+def test_model_server_is_a_serving_runtime_and_the_model_uri_is_the_gates(rendered, name):
+    assert mc.serving_runtime_problems(rendered[name]) == []
+
+
 # ====================================================================== the contracts, spelled out
 def test_inferenceservice_contract(rendered):
     for name, docs in rendered.items():
@@ -169,16 +179,18 @@ def test_inferenceservice_contract(rendered):
         for key in ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget"):
             assert key in pred, f"{name}: predictor.{key} missing"
         assert 1 <= pred["minReplicas"] <= pred["maxReplicas"], "minReplicas >= 1 keeps the activator out of the path"
-        [c] = pred["containers"]
-        assert c["name"] == "kserve-container"
+        assert "containers" not in pred and pred["model"] == {"modelFormat": {"name": "attribution"},
+                                                               "runtime": "attribution"}, "no storageUri in git"
+        runtime = by_kind(docs, "ServingRuntime", "attribution")[0]
+        [c] = runtime["spec"]["containers"]
+        assert c["name"] == "kserve-container" and runtime_container(docs) == c
         assert re.search(r"(^|/)attribution-serving[:@]", c["image"])
         assert c["args"] == ["--model_name=attribution", "--model_dir=/mnt/models", "--http_port=8080",
                              "--state=$(STATE_URL)"]
         assert "command" not in c, "the image's ENTRYPOINT (python -m serving) must stay in charge"
-        assert c["env"][0]["name"] == "STORAGE_URI", "overlays and docs/deploy.md patch env/0 by index"
         env = {e["name"]: e for e in c["env"]}
         assert env["STATE_URL"]["valueFrom"]["configMapKeyRef"] == {"name": "attribution-config", "key": "STATE_URL"}
-        assert env["STORAGE_URI"]["value"].startswith("gs://attribution-models")
+        assert "STORAGE_URI" not in env, "the model URI is spec.predictor.model.storageUri, set by the gate"
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             assert c[probe]["httpGet"] == {"path": "/v2/models/attribution/ready", "port": 8080}
         assert c["livenessProbe"]["periodSeconds"] * c["livenessProbe"]["failureThreshold"] >= 60, \
@@ -189,13 +201,10 @@ def test_inferenceservice_contract(rendered):
     assert isvc(rendered["overlays/prod"])["spec"]["predictor"]["minReplicas"] > 1
     assert not [d for d in rendered["overlays/dev"] if d["kind"] == "PodDisruptionBudget"]
     assert by_kind(rendered["overlays/prod"], "PodDisruptionBudget")
-    uris = {n: {e["name"]: e for e in isvc(rendered[n])["spec"]["predictor"]["containers"][0]["env"]}["STORAGE_URI"]["value"]
-            for n in ("base", "overlays/dev", "overlays/prod")}
     modes = {n: mc.predictor_mode(isvc(d)) for n, d in rendered.items()}
     assert modes["overlays/prod-raw"] == modes["base+raw-deployment"] == "RawDeployment"
     assert modes["base"] == modes["overlays/dev"] == modes["overlays/prod"] == "Serverless"
-    assert uris["base"] == "gs://attribution-models/attribution/latest"
-    assert len(set(uris.values())) == len(uris), f"each overlay serves its own model URI: {uris}"
+    assert runtime_container(rendered["overlays/dev"])["resources"]["limits"]["memory"] == "1Gi"
 
 
 def test_redis_contract(rendered):
@@ -315,7 +324,7 @@ def test_serving_entrypoint_matches_inferenceservice(rendered):
     entry = [mc.exec_form(rest) for ins, rest in final if ins == "ENTRYPOINT"]
     assert entry and entry[-1] == ["python", "-m", "serving"]
     exposed = {int(p.split("/")[0]) for ins, rest in final if ins == "EXPOSE" for p in rest.split()}
-    c = isvc(rendered["base"])["spec"]["predictor"]["containers"][0]
+    c = runtime_container(rendered["base"])
     flags = dict(a.split("=", 1) for a in c["args"])
     port = int(flags["--http_port"])
     assert port in exposed and c["ports"][0]["containerPort"] == port
@@ -427,6 +436,6 @@ def test_manifest_images_match_attribution_images_module(rendered):
     """attribution/platform/images.py is the one place the image names and tag are written in code."""
     images = importlib.import_module("attribution.platform.images")
     spark = spark_app(rendered["base"])["spec"]["image"]
-    serving = isvc(rendered["base"])["spec"]["predictor"]["containers"][0]["image"]
+    serving = runtime_container(rendered["base"])["image"]
     assert (images.SPARK_IMAGE, images.SERVING_IMAGE) == (spark, serving)
     assert images.PIPELINE_IMAGE == serving.replace("attribution-serving", "attribution-pipeline")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attribution.evaluation.metrics import binary_metrics
 from attribution.features.compute import compute_features
 from attribution.features.spec import DEFAULT_SPEC
 from attribution.model.bundle import TRIALS_FILE, load_model, save_model
@@ -82,7 +83,7 @@ def test_tune_runs_trials_on_spark_trials(spark, small_frame):
 def test_spark_job_tunes_and_uses_the_pipelines_cat2vec(spark, small_frame, tmp_path):
     """The cluster path from a features Parquet: tuning runs (it used to fail on a split with no holdout)
     and the model carries the pipeline's Cat2Vec vectors unchanged."""
-    from attribution.training.spark import train_from_parquet
+    from attribution.training.spark import holdout_scores_uri, train_from_parquet
 
     features = tmp_path / "features.parquet"
     small_frame.to_parquet(features)
@@ -97,6 +98,16 @@ def test_spark_job_tunes_and_uses_the_pipelines_cat2vec(spark, small_frame, tmp_
     used = load_model(tmp_path / "model").union.transformer_list[-1][1]
     np.testing.assert_array_equal(used.vectors_, c2v.vectors_)
     assert used.vocabulary_ == c2v.vocabulary_
+    # The scored holdout was written by the executors beside the model (not in it: the storage initializer
+    # downloads the model's whole folder), one part per partition; the metrics are those rows' metrics.
+    scores = pd.read_parquet(holdout_scores_uri(tmp_path / "model"))
+    holdout = small_frame[t >= to_epoch(vf)]
+    assert meta["holdout_scores"] == holdout_scores_uri(tmp_path / "model")
+    assert not (tmp_path / "model" / "part-00000.parquet").exists()
+    assert sorted(scores["row_id"]) == sorted(holdout["row_id"]) and meta["rows"]["holdout"] == len(holdout)
+    expected = load_model(tmp_path / "model").predict_proba(holdout.set_index("row_id").loc[scores["row_id"]].reset_index())
+    np.testing.assert_allclose(scores["probability"], expected, rtol=0, atol=1e-6)
+    assert meta["holdout_metrics"] == pytest.approx(binary_metrics(scores["is_attributed"], scores["probability"]), nan_ok=True)
 
 
 @pytest.mark.spark

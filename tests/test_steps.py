@@ -270,8 +270,9 @@ def test_extract_features_with_bigquery_queries_then_exports_to_the_artifact():
     meta = steps.extract_features("p.d.clicks", "bigquery", "/unused", uri, window_end="2017-11-10", days_back=2,
                                   bq_project="p", bq_client=client)
     kinds = [c[0] for c in client.calls]
-    assert kinds[0] == "query" and client.calls[0][1].dry_run and kinds.count("query") == 2  # estimate, then run
-    assert ("extract", uri + "/part-*.parquet") in client.calls
-    real = client.calls[1][1]
-    assert real.destination.table_id == steps.staging_table("p", "attribution_staging", "2017-11-10", uri).split(".")[-1]
+    # estimate, then the CREATE TABLE ... AS into the run's staging table, then EXPORT DATA into the artifact
+    assert kinds == ["query", "query", "get_table", "query"] and client.calls[0][1].dry_run
+    table = steps.staging_table("p", "attribution_staging", "2017-11-10", uri)
+    assert client.calls[1][2].startswith(f"CREATE OR REPLACE TABLE `{table}`")
+    assert f"uri = '{uri}/part-*.parquet'" in client.calls[3][2] and client.calls[3][2].endswith(f"FROM `{table}`")
     assert meta["engine"] == "bigquery" and meta["time_range"][0].startswith("2017-11-08")

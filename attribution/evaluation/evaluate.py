@@ -295,6 +295,25 @@ def score_streamed(bundle: ModelBundle, input_path: str | Path, from_ts: str | i
     return scored, np.concatenate(ps), span, start, source, n
 
 
+def scan_columns(input_path: str, columns: list[str], batch_rows: int = MAX_BATCH_ROWS) -> dict[str, np.ndarray]:
+    """Some columns of a Parquet file or folder (a local path or a URI, through attribution.storage) read
+    in batches: only those columns are ever in memory, never a whole row group of the others."""
+    import pyarrow.dataset as ds
+
+    from attribution.storage import filesystem
+
+    fs, path = filesystem(input_path)
+    data = ds.dataset(path, filesystem=fs, format="parquet")
+    missing = [c for c in columns if c not in data.schema.names]
+    if missing:
+        raise ValueError(f"{input_path}: no column {', '.join(missing)} (has {', '.join(data.schema.names)})")
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for batch in data.scanner(columns=columns, batch_size=batch_rows).to_batches():
+        for c in columns:
+            parts[c].append(batch.column(c).to_numpy(zero_copy_only=False))
+    return {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
+
+
 def check_scored(input_path: str | Path, scored: pd.DataFrame, start: int | None, t_all: np.ndarray) -> None:
     y = scored[LABEL].to_numpy().astype(int)
     if len(scored) == 0:

@@ -1,5 +1,7 @@
-"""Feature extraction on BigQuery: one query job that writes the features into a destination table, one
-extract job that exports that table as Parquet to GCS (where the next pipeline step reads it).
+"""Feature extraction on BigQuery: one query job whose `CREATE OR REPLACE TABLE ... AS` writes the features
+into a staging table (partitioned by day, clustered by ip, expiring on its own), then an `EXPORT DATA`
+statement that writes that table as Parquet to GCS (where the next pipeline step reads it). Both are plain
+statements, so BigQuery and the BigQuery emulator (`attribution run --cloud emulated`) run the same jobs.
 
     jobs = build_feature_jobs("proj.ds.clicks", "proj.staging.features_20171109", "gs://b/features/*.parquet")
     run_feature_jobs(bigquery.Client(project="proj"), jobs)
@@ -31,6 +33,12 @@ PLACEHOLDER_TABLE = BIGQUERY_SOURCE.strip("`")  # "attribution.clicks"
 DEFAULT_MAXIMUM_BYTES_BILLED = 100 * 2**30
 USD_PER_TIB = 6.25  # on-demand analysis price, for the dry-run estimate in the logs and the step's metadata
 START_PARAM, END_PARAM = "start_time", "end_time"
+# The staging table outlives its run by this much (the export has read it by then); the dataset's default
+# expiration (manifests/cloud/bigquery.yaml) is the backstop for tables made without this option.
+STAGING_EXPIRATION_HOURS = 24
+# Integer-range partitions of a day each over click_time (epoch seconds, as the features hold it): from
+# 2017-01-01 for 9,000 days, under BigQuery's 10,000-partition limit.
+PARTITION_ORIGIN, PARTITION_DAYS = 1_483_228_800, 9_000
 
 
 def feature_sql_text() -> str:
@@ -69,15 +77,35 @@ def feature_query(source_table: str, time_range: bool = False, sql: str | None =
 
 @dataclass
 class FeatureJobs:
-    """What the extraction submits: the query (with its config) and the export of its destination."""
+    """What the extraction submits: the CREATE TABLE ... AS query (with its config) and the EXPORT DATA
+    statement that writes its table to export_uri."""
 
     query: str
     query_config: object  # google.cloud.bigquery.QueryJobConfig
     destination: object  # google.cloud.bigquery.TableReference
     export_uri: str
-    extract_config: object  # google.cloud.bigquery.ExtractJobConfig
+    export_query: str
+    export_config: object  # google.cloud.bigquery.QueryJobConfig
     location: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def create_table_as(destination_table: str, select_sql: str, expiration_hours: int = STAGING_EXPIRATION_HOURS) -> str:
+    """`CREATE OR REPLACE TABLE` destination (daily integer-range partitions of click_time, clustered by ip,
+    expiring after expiration_hours) `AS` select_sql: a rerun replaces its own table."""
+    last = PARTITION_ORIGIN + 86_400 * PARTITION_DAYS
+    return (f"CREATE OR REPLACE TABLE `{destination_table}`\n"
+            f"PARTITION BY RANGE_BUCKET(click_time, GENERATE_ARRAY({PARTITION_ORIGIN}, {last}, 86400))\n"
+            "CLUSTER BY ip\n"
+            f"OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {int(expiration_hours)} HOUR),\n"
+            "         labels = [('app', 'attribution'), ('step', 'features')])\n"
+            f"AS\n{select_sql}")
+
+
+def export_statement(source_table: str, export_uri: str) -> str:
+    """EXPORT DATA of source_table as Snappy Parquet to export_uri (one '*' wildcard: BigQuery shards)."""
+    return (f"EXPORT DATA OPTIONS (uri = '{export_uri}', format = 'PARQUET', compression = 'SNAPPY', overwrite = true)\n"
+            f"AS SELECT * FROM `{source_table}`")
 
 
 def _timestamp(value: str | dt.datetime) -> dt.datetime:
@@ -97,11 +125,12 @@ def build_feature_jobs(
     labels: dict[str, str] | None = None,
     maximum_bytes_billed: int = DEFAULT_MAXIMUM_BYTES_BILLED,
 ) -> FeatureJobs:
-    """Job configurations for the query (destination table, truncate on rerun so retries are idempotent,
-    standard SQL, time-range parameters) and the Parquet export (`export_uri` must be a gs:// wildcard)."""
+    """The CREATE TABLE ... AS query into destination_table (replaced on rerun, so retries are idempotent;
+    standard SQL, time-range parameters, capped bytes) and the Parquet export (`export_uri` must be a gs://
+    wildcard)."""
     from google.cloud import bigquery
 
-    if not export_uri.startswith("gs://") or "*" not in export_uri:
+    if not export_uri.startswith("gs://") or export_uri.count("*") != 1 or "'" in export_uri:
         raise ValueError(f"export URI must be a gs:// path with one '*' wildcard, got {export_uri!r}")
     if (start is None) != (end is None):
         raise ValueError("give both start and end of the time range, or neither")
@@ -114,22 +143,17 @@ def build_feature_jobs(
         ]
     destination = bigquery.TableReference.from_string(destination_table)
     query_config = bigquery.QueryJobConfig(
-        destination=destination,
-        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
         use_legacy_sql=False,
         query_parameters=params,
         labels=labels,
         priority=bigquery.QueryPriority.BATCH,
         maximum_bytes_billed=int(maximum_bytes_billed),  # BigQuery fails the job rather than bill more
     )
-    extract_config = bigquery.ExtractJobConfig(
-        destination_format=bigquery.DestinationFormat.PARQUET,
-        compression=bigquery.Compression.SNAPPY,
-        labels=labels,
-    )
-    return FeatureJobs(feature_query(source_table, time_range=start is not None), query_config, destination,
-                       export_uri, extract_config, location, labels)
+    export_config = bigquery.QueryJobConfig(use_legacy_sql=False, labels=labels, priority=bigquery.QueryPriority.BATCH,
+                                            maximum_bytes_billed=int(maximum_bytes_billed))
+    table = f"{destination.project}.{destination.dataset_id}.{destination.table_id}"
+    return FeatureJobs(create_table_as(table, feature_query(source_table, time_range=start is not None)), query_config,
+                       destination, export_uri, export_statement(table, export_uri), export_config, location, labels)
 
 
 def job_resources(jobs: FeatureJobs, client, job_prefix: str = "attribution-features") -> dict:
@@ -137,9 +161,8 @@ def job_resources(jobs: FeatureJobs, client, job_prefix: str = "attribution-feat
     from google.cloud import bigquery
 
     query = bigquery.QueryJob(f"{job_prefix}-query", jobs.query, client=client, job_config=jobs.query_config)
-    extract = bigquery.ExtractJob(f"{job_prefix}-extract", jobs.destination, [jobs.export_uri], client=client,
-                                  job_config=jobs.extract_config)
-    return {"query": query.to_api_repr(), "extract": extract.to_api_repr()}
+    export = bigquery.QueryJob(f"{job_prefix}-export", jobs.export_query, client=client, job_config=jobs.export_config)
+    return {"query": query.to_api_repr(), "export": export.to_api_repr()}
 
 
 def dry_run(client, jobs: FeatureJobs) -> dict:
@@ -168,13 +191,12 @@ def run_feature_jobs(client, jobs: FeatureJobs, timeout_s: float = 6 * 3600) -> 
     log.info("bigquery: query job %s -> %s", qjob.job_id, jobs.destination)
     qjob.result(timeout=timeout_s)
     table = client.get_table(jobs.destination)
-    ejob = client.extract_table(jobs.destination, jobs.export_uri, job_config=jobs.extract_config,
-                                location=jobs.location)
-    log.info("bigquery: extract job %s -> %s", ejob.job_id, jobs.export_uri)
+    ejob = client.query(jobs.export_query, job_config=jobs.export_config, location=jobs.location)
+    log.info("bigquery: export job %s -> %s", ejob.job_id, jobs.export_uri)
     ejob.result(timeout=timeout_s)
     return {
         **estimate, "maximum_bytes_billed": int(limit) if limit is not None else None,
-        "query_job": qjob.job_id, "extract_job": ejob.job_id, "rows": int(table.num_rows or 0),
+        "query_job": qjob.job_id, "export_job": ejob.job_id, "rows": int(table.num_rows or 0),
         "bytes_billed": int(qjob.total_bytes_billed or 0), "destination": str(jobs.destination),
         "export_uri": jobs.export_uri,
     }

@@ -36,7 +36,6 @@ from attribution.model.bundle import ModelLoadError
 log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 NAME = "attribution"
-STORAGE_ENV = "STORAGE_URI"
 GATED = ("roc_auc", "pr_auc")
 REPORTED = ("roc_auc", "pr_auc", "holdout_rows")
 TARGETS = ("kubernetes", "manifest")
@@ -123,42 +122,21 @@ def load_template(path: str | Path | None = None) -> dict:
     return yaml.safe_load(Path(p).read_text())
 
 
-def _storage_env(isvc: dict) -> dict:
-    container = isvc["spec"]["predictor"]["containers"][0]
-    for env in container.get("env") or []:
-        if env.get("name") == STORAGE_ENV:
-            return env
-    raise ValueError(f"InferenceService {isvc['metadata'].get('name')} has no {STORAGE_ENV} env on its first container")
-
-
-def _uses_model_spec(isvc: dict) -> bool:
-    # spec.predictor.model.storageUri is a scalar no kustomization sets: the URI's one home (docs/rollout.md).
-    return "model" in isvc["spec"]["predictor"]
-
-
 def storage_uri_of(isvc: dict) -> str | None:
-    """The model URI the InferenceService serves: spec.predictor.model.storageUri, else the first
-    container's STORAGE_URI env."""
-    if _uses_model_spec(isvc):
-        return isvc["spec"]["predictor"]["model"].get("storageUri")
-    return _storage_env(isvc).get("value")
-
-
-def _set_uri(isvc: dict, model_uri: str) -> None:
-    if _uses_model_spec(isvc):
-        isvc["spec"]["predictor"]["model"]["storageUri"] = model_uri
-    else:
-        _storage_env(isvc)["value"] = model_uri
+    """The model URI the InferenceService serves: spec.predictor.model.storageUri (None before the first
+    rollout: git never sets it, docs/rollout.md)."""
+    model = isvc["spec"]["predictor"].get("model")
+    if model is None:
+        raise ValueError(f"InferenceService {isvc['metadata'].get('name')} has no spec.predictor.model (its "
+                         "model server is the ServingRuntime that model.runtime names)")
+    return model.get("storageUri")
 
 
 def uri_patch(live: dict, model_uri: str) -> dict:
-    """The spec.predictor part of a merge patch that points `live` at model_uri and changes nothing else
-    (a merge patch replaces lists whole, so the container list is the live one with only the URI changed)."""
-    if _uses_model_spec(live):
-        return {"model": {"storageUri": model_uri}}
-    containers = copy.deepcopy(live["spec"]["predictor"]["containers"])
-    _storage_env({"metadata": live["metadata"], "spec": {"predictor": {"containers": containers}}})["value"] = model_uri
-    return {"containers": containers}
+    """The spec.predictor part of a merge patch that points `live` at model_uri and changes nothing else:
+    one scalar, so the runtime's container (image, probes) is never re-sent."""
+    storage_uri_of(live)  # a predictor without a model section is refused, not patched into one
+    return {"model": {"storageUri": model_uri}}
 
 
 def render_inference_service(model_uri: str, namespace: str = NAME, template: dict | None = None) -> dict:
@@ -166,7 +144,8 @@ def render_inference_service(model_uri: str, namespace: str = NAME, template: di
     doc = copy.deepcopy(template if template is not None else load_template())
     doc["metadata"]["namespace"] = namespace
     doc["metadata"].setdefault("annotations", {})[ANNOTATION] = model_uri
-    _set_uri(doc, model_uri)
+    storage_uri_of(doc)
+    doc["spec"]["predictor"]["model"]["storageUri"] = model_uri
     return doc
 
 

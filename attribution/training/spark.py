@@ -17,10 +17,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sklearn.pipeline import FeatureUnion
 
+from attribution import storage
+from attribution.evaluation.evaluate import scan_columns
 from attribution.features.spec import FeatureSpec
 from attribution.model.bundle import ModelBundle
 from attribution.platform.spark_session import arrow_safe, get_spark, xgb_workers_for
-from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, TRUE_PROBABILITY, to_epoch
+from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, ROW_ID, TRUE_PROBABILITY, to_epoch
 from attribution.training.booster import EARLY_STOPPING_METRIC, xgb_params
 from attribution.training.config import EARLY_STOPPING_ROUNDS, TrainConfig, negative_rate_for, refit_rounds
 from attribution.training.fit import fitted_features, resolve_params
@@ -29,6 +31,7 @@ from attribution.training.split import HOLDOUT_QUANTILE, TimeSplit, downsample
 from attribution.training.tune import tune
 
 log = logging.getLogger(__name__)
+PROBABILITY = "probability"
 
 
 def model_columns(spec: FeatureSpec) -> list[str]:
@@ -118,6 +121,44 @@ def train_variant_spark(
     return union, booster, rounds
 
 
+def holdout_scores_uri(model_dir: str | Path) -> str:
+    """Where the Spark job writes its scored holdout: beside the model directory, not in it (KServe's
+    storage initializer downloads everything under the model's storageUri)."""
+    return str(model_dir).rstrip("/") + "-holdout-scores"
+
+
+def write_scored_holdout(holdout: SparkFrame, bundle: ModelBundle, uri: str) -> dict[str, int]:
+    """Each executor scores its partitions and writes them as Parquet under uri (row_id, label,
+    probability, true probability), through attribution.storage (gs:// with or without Spark's GCS
+    connector); the driver gets one count per partition, never the rows. A retried task rewrites its own
+    part. Returns the rows and positives written."""
+    from pyspark import TaskContext
+
+    storage.makedirs(uri)
+    fs, root = storage.filesystem(uri)
+    for old in fs.find(root):  # a rerun into the same URI starts empty
+        fs.rm_file(old)
+
+    def score(batches):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frames = [pd.DataFrame({
+            ROW_ID: pdf[ROW_ID].to_numpy(dtype=np.int64) if ROW_ID in pdf else np.full(len(pdf), -1, dtype=np.int64),
+            LABEL: pdf[LABEL].to_numpy(dtype=np.int64), PROBABILITY: bundle.predict_proba(pdf),
+            TRUE_PROBABILITY: pdf[TRUE_PROBABILITY].to_numpy(dtype=np.float64) if TRUE_PROBABILITY in pdf else np.nan,
+        }) for pdf in batches]
+        part = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[ROW_ID, LABEL, PROBABILITY])
+        if len(part):
+            part_fs, part_root = storage.filesystem(uri)
+            with part_fs.open(f"{part_root.rstrip('/')}/part-{TaskContext.get().partitionId():05d}.parquet", "wb") as f:
+                pq.write_table(pa.Table.from_pandas(part, preserve_index=False), f)
+        yield pd.DataFrame({"rows": [len(part)], "positives": [int(part[LABEL].sum()) if len(part) else 0]})
+
+    counts = holdout.mapInPandas(score, "rows long, positives long").groupBy().sum().collect()[0]
+    return {"rows": int(counts[0] or 0), "positives": int(counts[1] or 0)}
+
+
 def train_from_parquet(features_path: str, model_dir: str | Path, cfg: TrainConfig) -> dict:
     """The cluster path: features Parquet read by Spark (any size), split by time in Spark, Cat2Vec fitted
     on a driver-side sample of the training window, everything else on the executors."""
@@ -160,15 +201,17 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg: TrainConf
     )
 
     bundle = ModelBundle(union, booster, cfg.spec, negative_rate)
-    holdout = sdf.filter(F.col(CLICK_TIME) >= vf).select(*cols, *([TRUE_PROBABILITY] if TRUE_PROBABILITY in sdf.columns else []))
-    scored = holdout.mapInPandas(
-        lambda it: (pd.DataFrame({"y": pdf[LABEL].to_numpy(), "p": bundle.predict_proba(pdf),
-                                  "tp": pdf[TRUE_PROBABILITY].to_numpy() if TRUE_PROBABILITY in pdf else np.nan})
-                    for pdf in it),
-        "y long, p double, tp double",
-    ).toPandas()
-    info = split_record(vf, {"train": n_train, "holdout": len(scored)},
-                        {"train": int(counts.get(1, 0)), "holdout": int(scored["y"].sum())})
-    true_p = scored["tp"].to_numpy() if scored["tp"].notna().all() and len(scored) else None
+    keep_cols = [c for c in (ROW_ID, TRUE_PROBABILITY) if c in sdf.columns and c not in cols]
+    holdout = sdf.filter(F.col(CLICK_TIME) >= vf).select(*cols, *keep_cols)
+    scores_uri = holdout_scores_uri(model_dir)
+    written = write_scored_holdout(holdout, bundle, scores_uri)
+    scored = scan_columns(scores_uri, [LABEL, PROBABILITY, TRUE_PROBABILITY])  # 3 columns, in batches
+    log.info("scored holdout: %d rows (%d positives) written by the executors to %s", written["rows"],
+             written["positives"], scores_uri)
+    info = split_record(vf, {"train": n_train, "holdout": written["rows"]},
+                        {"train": int(counts.get(1, 0)), "holdout": written["positives"]})
+    info["holdout_scores"] = scores_uri
+    tp = scored[TRUE_PROBABILITY]
+    true_p = tp if len(tp) and not np.isnan(tp).any() else None
     return finish_training(model_dir, cfg, union, booster, negative_rate, params, rounds, info,
-                           scored["y"].to_numpy(), scored["p"].to_numpy(), true_p, trials, None, started)
+                           scored[LABEL].astype(int), scored[PROBABILITY], true_p, trials, None, started)
