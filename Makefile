@@ -55,7 +55,7 @@ demo: setup
 	$(BIN)/python -m attribution.demo --rows $(DEMO_ROWS) --output $(DEMO_OUT)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile  # one worker per core; a file's tests share its fixtures
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not spark"
