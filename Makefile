@@ -41,7 +41,7 @@ $(TOOLS_STAMP): requirements-tools.lock
 
 # GCS and BigQuery emulators in their own venv (their pins clash with the lock): fake-gcs-server (a binary
 # inside the wheel) and bqemulator with the duckdb it was measured with: `attribution run --cloud emulated`
-# (attribution/platform/emulators.py) and tests/test_cloud_gcs_emulator.py use them.
+# (attribution/platform/emulators.py) and the tests on gs:// and BigQuery use them.
 EMU := .venv-emulators
 emulators: $(EMU)/.installed
 $(EMU)/.installed:

@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+
+from attribution.platform.loopback import free_port, wait_http
 
 log = logging.getLogger("attribution.demo")
 
@@ -37,12 +38,6 @@ DEMO_CLICKS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post(url: str, body: dict | list) -> dict:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
@@ -50,21 +45,6 @@ def post(url: str, body: dict | list) -> dict:
             return json.loads(r.read())
     except urllib.error.HTTPError as err:  # show the server's reason, not only the status
         raise RuntimeError(f"{url}: HTTP {err.code}: {err.read().decode(errors='replace')}") from err
-
-
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120.0, path: str = "/v2/health/ready") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{' '.join(map(str, proc.args[:4]))} exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base}{path}", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{base}{path} not ready in time")
 
 
 REPLAY_ID_OFFSET = 10**9  # the replayed clicks' ids (row_id + offset) never meet the demo clicks' own
@@ -100,7 +80,7 @@ def serve_and_query(model_dir: Path, stream: pd.DataFrame | None = None, predict
     log.info("starting the predictor: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd)  # inherits stdout/stderr: the log file under the demo's output
     try:
-        wait_ready(base, proc)
+        wait_http(f"{base}/v2/health/ready", proc, timeout_s=120.0)
         if stream is not None:
             replay(base, stream)
             log.info("replayed %d holdout clicks", len(stream))
@@ -126,7 +106,7 @@ def live_quality(model_dir: Path, stream: pd.DataFrame, prediction_log: Path, ou
     log.info("starting the monitor: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd)
     try:
-        wait_ready(base, proc, path="/healthz")
+        wait_http(f"{base}/healthz", proc, timeout_s=120.0)
         installs = stream[stream["attributed_time"].notna()]
         times = pd.to_datetime(installs["attributed_time"].astype("int64"), unit="s").dt.strftime("%Y-%m-%d %H:%M:%S")
         items = [{"click_id": int(c), "attributed_time": t} for c, t in zip(installs["click_id"], times)]

@@ -43,17 +43,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import CACHE, machine, write_results
 from common import REAL_SAMPLE as SAMPLE
 
+from attribution.platform.loopback import free_port
+
 
 def cpu_ticks() -> tuple[int, int]:
     """(all, stolen) CPU ticks so far (Linux /proc/stat): a VM's neighbours take the stolen ones."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return sum(fields), fields[7] if len(fields) > 7 else 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def model_dir(arg: str | None) -> Path:

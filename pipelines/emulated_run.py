@@ -1,6 +1,6 @@
 """`attribution run --cloud emulated`: the pipeline with the cluster's semantics, on this machine.
 
-GCS (fake-gcs-server) and BigQuery (bqemulator) run on loopback (attribution.platform.emulated_cloud); the
+GCS (fake-gcs-server) and BigQuery (bqemulator) run on loopback (attribution.platform.emulators); the
 pipeline root and the model bucket are gs://; every step is the same `attribution.steps` function the KFP
 component calls, with the KFP launcher's contract: outputs have a gs:// URI under the pipeline root and a
 local path that is uploaded after the step, inputs are downloaded from their URI before it. Then:
@@ -220,7 +220,7 @@ def run_emulated(
 ) -> dict:
     """One pipeline run against the emulated cloud (module doc); returns (and writes) OUTPUT/run.json."""
     from attribution import steps
-    from attribution.platform import emulated_cloud as emulators
+    from attribution.platform import emulators
     from attribution.platform.kube_recording import RecordingCoreV1, RecordingCustomObjects
     from pipelines.attribution_pipeline import PIPELINE_NAME
     from pipelines.local_run import generate_clicks

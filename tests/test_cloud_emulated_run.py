@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from attribution.platform.deploy import storage_uri_of
+from attribution.platform.emulators import missing
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = "20000"
 
-pytestmark = pytest.mark.skipif(not (REPO / ".venv-emulators" / "bin" / "bqemulator").exists()
-                                and not os.environ.get("ATTRIBUTION_EMULATORS_VENV"),
-                                reason="the emulators are not installed: `make emulators`")
+MISSING = missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
 def run_cli(out: Path, *extra: str) -> dict:

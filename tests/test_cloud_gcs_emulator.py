@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from attribution.platform.emulators import EmulatorMissing, start_fake_gcs
+from attribution.platform.emulators import missing, start_fake_gcs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,13 +39,14 @@ print("OK", sorted(storage.filesystem(uri)[0].ls("attribution-models/attribution
 '''
 
 
+MISSING = missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+
 @pytest.fixture
 def gcs_emulator():
-    try:
-        with start_fake_gcs() as gcs:
-            yield gcs
-    except EmulatorMissing as err:
-        pytest.skip(str(err))
+    with start_fake_gcs() as gcs:
+        yield gcs
 
 
 def test_model_directory_and_nothing_live_on_emulated_gcs(gcs_emulator, serving_model_dir):

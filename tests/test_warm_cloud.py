@@ -13,19 +13,15 @@ import requests
 from attribution.features.online.state import MemoryStore
 from attribution.features.online.warm import recent_clicks, warm_start
 from attribution.io import write_clicks
-from attribution.platform.emulators import EmulatorMissing, start_bigquery_emulator, start_fake_gcs
+from attribution.platform.emulators import missing, start_bigquery_emulator, start_fake_gcs
 from tests.redis_fixture import ServerProcess, click_dicts, replay_order, scraped_metric
 
 COLUMNS = ["ip", "app", "device", "os", "channel", "click_time"]
+MISSING = missing()
+needs_emulators = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
-def _emulator(start, *args, **kwargs):
-    try:
-        return start(*args, **kwargs)
-    except EmulatorMissing as err:
-        pytest.skip(str(err))
-
-
+@needs_emulators
 def test_kserve_warms_from_a_gs_click_log(serving_model_dir, sample_clicks, expected_sample_probabilities, tmp_path):
     """The predictor started with --warm-from=gs://... on fake-gcs-server continues the replay exactly."""
     ordered = replay_order(sample_clicks)
@@ -33,7 +29,7 @@ def test_kserve_warms_from_a_gs_click_log(serving_model_dir, sample_clicks, expe
     bucket = tmp_path / "data" / "click-logs"
     bucket.mkdir(parents=True)
     write_clicks(ordered.iloc[:cut][COLUMNS], bucket / "log.parquet")
-    with _emulator(start_fake_gcs, data_dir=tmp_path / "data") as gcs:
+    with start_fake_gcs(data_dir=tmp_path / "data") as gcs:
         srv = ServerProcess("kserve", serving_model_dir, "memory", tmp_path, env=gcs.env,
                             extra=("--clock=stream", "--warm-from=gs://click-logs/log.parquet")).wait_ready()
         try:
@@ -51,6 +47,7 @@ def test_kserve_warms_from_a_gs_click_log(serving_model_dir, sample_clicks, expe
             srv.stop()
 
 
+@needs_emulators
 def test_warm_start_from_a_bigquery_table_reads_only_the_window(sample_clicks, tmp_path):
     ordered = replay_order(sample_clicks)
     retention = MemoryStore().retention
@@ -59,7 +56,7 @@ def test_warm_start_from_a_bigquery_table_reads_only_the_window(sample_clicks, t
     start = int(np.searchsorted(t, t[end - 1] - retention - 1800))  # half an hour more than the window
     rows = ordered.iloc[start:end].reset_index(drop=True)
     log = write_clicks(rows[COLUMNS], tmp_path / "log.parquet")
-    with _emulator(start_bigquery_emulator, "attribution-test") as bq:
+    with start_bigquery_emulator("attribution-test") as bq:
         client = bq.client()
         from google.cloud import bigquery
 

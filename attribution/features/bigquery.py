@@ -281,16 +281,16 @@ def scanned_bytes(rows: int) -> int:
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"  # google-cloud-bigquery's own variable for another endpoint
 
 
-def bigquery_client(project: str, endpoint: str | None = None):
-    """google-cloud-bigquery's Client for `project`: on an emulator at `endpoint` (or BIGQUERY_EMULATOR_HOST)
-    with anonymous credentials (an emulator checks none), else on BigQuery with the ambient credentials
-    (Workload Identity; nothing here holds a key)."""
+def bigquery_client(project: str, endpoint: str | None = None, location: str | None = None):
+    """google-cloud-bigquery's Client for `project` (jobs in `location`, if given): on an emulator at
+    `endpoint` (or BIGQUERY_EMULATOR_HOST) with anonymous credentials (an emulator checks none), else on
+    BigQuery with the ambient credentials (Workload Identity; nothing here holds a key)."""
     from google.cloud import bigquery
 
     endpoint = endpoint or os.environ.get(BIGQUERY_EMULATOR_HOST)
     if endpoint:
         from google.auth.credentials import AnonymousCredentials
 
-        return bigquery.Client(project=project, credentials=AnonymousCredentials(),
+        return bigquery.Client(project=project, location=location, credentials=AnonymousCredentials(),
                                client_options={"api_endpoint": endpoint})
-    return bigquery.Client(project=project)
+    return bigquery.Client(project=project, location=location)
