@@ -69,6 +69,7 @@ def redis_server(tmp_path):
 import os
 import signal
 import sys
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,8 @@ def click_dicts(ordered: pd.DataFrame, shift: int = 0, text_time: bool = True) -
 
 
 class ServerProcess:
-    """A predictor (KServe `python -m serving` or the Flask app under gunicorn) in its own process group."""
+    """A predictor (KServe `python -m serving` or the Flask app under gunicorn) in its own process group;
+    `with ServerProcess(...) as srv:` waits until it is ready and stops it at the end."""
 
     def __init__(self, kind: str, model_dir: Path, state: str, logdir: Path, workers: int = 1, max_batch: int = 1000,
                  extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
@@ -164,6 +166,17 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"{self.kind} server not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def __enter__(self) -> Self:
+        try:
+            self.wait_ready()
+            return self
+        except BaseException:
+            self.stop()  # not ready: nothing will stop it otherwise
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -2,43 +2,18 @@
 against fake-gcs-server and bqemulator (started by the command itself) and the recording Kubernetes API.
 The first run finds nothing live and creates the InferenceService; the second scores the first run's model
 (read from gs:// through the live InferenceService) and its own candidate on the same holdout rows, and
-rolls out as a canary. Each run is a fresh process: gcsfs reads the emulator's address when imported."""
+rolls out as a canary (the Spark trainer's run: test_cloud_emulated_spark.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from attribution.platform.deploy import storage_uri_of
-from attribution.platform.emulators import missing
+from tests.emulated_cli import ROWS, needs_emulators, objects, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
-ROWS = "20000"
-
-MISSING = missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
-
-
-def run_cli(out: Path, *extra: str) -> dict:
-    # Thresholds low enough for a model of 20k clicks: the gate's comparison is what is tested here.
-    cmd = [sys.executable, "-m", "attribution.cli", "run", "--cloud", "emulated", "--rows", ROWS, "--output", str(out),
-           "--min-roc-auc", "0.6", "--min-pr-auc", "0.001", *extra]
-    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
-    proc = subprocess.run(cmd, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=900, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return json.loads((out / "run.json").read_text())
-
-
-def objects(out: Path, uri: str) -> set[str]:
-    """Names under a gs:// prefix as fake-gcs-server keeps them on disk (bucket/object)."""
-    root = out / "emulated" / "gcs" / "objects" / uri.removeprefix("gs://")
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+pytestmark = needs_emulators
 
 
 def test_two_emulated_runs_the_second_compares_with_the_first_on_the_same_rows(tmp_path):
@@ -77,16 +52,3 @@ def test_two_emulated_runs_the_second_compares_with_the_first_on_the_same_rows(t
     else:
         assert not d2["rolled_out"] and any("worse than the deployed model" in r for r in d2["reasons"])
         assert storage_uri_of(isvc) == first["model_uri"] and patches == []
-
-
-@pytest.mark.spark
-@pytest.mark.slow
-def test_emulated_run_with_the_spark_trainer_runs_its_spark_application(tmp_path):
-    out = tmp_path / "run"
-    run = run_cli(out, "--trainer", "spark")
-    creates = [c for c in run["kubernetes_calls"] if c[:2] == ["create", "sparkapplications"]]
-    assert len(creates) == 1
-    assert {"model.json", "metadata.json"} <= objects(out, run["model_uri"])
-    scores = objects(out, run["model_uri"] + "-holdout-scores")
-    assert scores and all(n.startswith("part-") and n.endswith(".parquet") for n in scores)
-    assert run["decision"]["action"] == "created" and run["decision"]["candidate"]["holdout_rows"] > 0

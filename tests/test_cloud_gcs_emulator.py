@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from attribution.platform.emulators import missing, start_fake_gcs
+from attribution.platform.emulators import start_fake_gcs
+from tests.emulated_cli import needs_emulators
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,7 @@ print("OK", sorted(storage.filesystem(uri)[0].ls("attribution-models/attribution
 '''
 
 
-MISSING = missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+pytestmark = needs_emulators
 
 
 @pytest.fixture

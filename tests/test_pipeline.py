@@ -134,7 +134,9 @@ def test_attribution_run_through_kfp_local(tmp_path, capsys):
     from attribution.cli import main
 
     out = tmp_path / "run"
-    main(["run", "--rows", "300000", "--output", str(out)])
+    # 40k synthetic clicks (~40 holdout positives): what is checked is where each step's artifacts go, not
+    # the model's size (the 300k-row run is `make demo`'s; 300k made this the suite's second-slowest test).
+    main(["run", "--rows", "40000", "--output", str(out)])
     printed = capsys.readouterr().out
     assert str(out / "model") in printed and str(out / "report.html") in printed
     run = json.loads((out / "run.json").read_text())

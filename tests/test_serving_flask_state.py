@@ -21,9 +21,8 @@ def test_flask_warm_start_and_clock_skew_through_the_cli(serving_model_dir, samp
     clicks = click_dicts(ordered)
     cut, rest = 30_000, 2_000
     log = write_clicks(ordered.iloc[:cut][["ip", "app", "device", "os", "channel", "click_time"]], tmp_path / "log.parquet")
-    srv = ServerProcess("flask", serving_model_dir, "memory", tmp_path,
-                        extra=("--clock=stream", "--max-clock-skew=60", f"--warm-from={log}")).wait_ready()
-    try:
+    with ServerProcess("flask", serving_model_dir, "memory", tmp_path,
+                       extra=("--clock=stream", "--max-clock-skew=60", f"--warm-from={log}")) as srv:
         assert scraped_metric(srv.base, "attribution_state_events") > 0, "ready only once warm"
         s = requests.Session()
         got: list[float] = []
@@ -41,8 +40,6 @@ def test_flask_warm_start_and_clock_skew_through_the_cli(serving_model_dir, samp
             got.extend(r.json()["probabilities"])
         want = expected_sample_probabilities[ordered["row_id"].to_numpy()[cut : cut + rest]]
         np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-6)
-    finally:
-        srv.stop()
 
 
 def test_one_definition_of_the_state_flags_for_every_entry_point():

@@ -13,12 +13,11 @@ import requests
 from attribution.features.online.state import MemoryStore
 from attribution.features.online.warm import recent_clicks, warm_start
 from attribution.io import write_clicks
-from attribution.platform.emulators import missing, start_bigquery_emulator, start_fake_gcs
+from attribution.platform.emulators import start_bigquery_emulator, start_fake_gcs
+from tests.emulated_cli import needs_emulators
 from tests.redis_fixture import ServerProcess, click_dicts, replay_order, scraped_metric
 
 COLUMNS = ["ip", "app", "device", "os", "channel", "click_time"]
-MISSING = missing()
-needs_emulators = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
 @needs_emulators
@@ -29,22 +28,19 @@ def test_kserve_warms_from_a_gs_click_log(serving_model_dir, sample_clicks, expe
     bucket = tmp_path / "data" / "click-logs"
     bucket.mkdir(parents=True)
     write_clicks(ordered.iloc[:cut][COLUMNS], bucket / "log.parquet")
-    with start_fake_gcs(data_dir=tmp_path / "data") as gcs:
-        srv = ServerProcess("kserve", serving_model_dir, "memory", tmp_path, env=gcs.env,
-                            extra=("--clock=stream", "--warm-from=gs://click-logs/log.parquet")).wait_ready()
-        try:
-            assert scraped_metric(srv.base, "attribution_state_events") > 0, "ready only once warm"
-            clicks = click_dicts(ordered.iloc[cut : cut + rest])
-            got: list[float] = []
-            s = requests.Session()
-            for i in range(0, rest, 500):
-                r = s.post(srv.base + "/v1/models/attribution:predict", json={"instances": clicks[i : i + 500]}, timeout=60)
-                assert r.status_code == 200, r.text
-                got.extend(r.json()["predictions"])
-            want = expected_sample_probabilities[ordered["row_id"].to_numpy()[cut : cut + rest]]
-            np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-6)
-        finally:
-            srv.stop()
+    with start_fake_gcs(data_dir=tmp_path / "data") as gcs, \
+            ServerProcess("kserve", serving_model_dir, "memory", tmp_path, env=gcs.env,
+                          extra=("--clock=stream", "--warm-from=gs://click-logs/log.parquet")) as srv:
+        assert scraped_metric(srv.base, "attribution_state_events") > 0, "ready only once warm"
+        clicks = click_dicts(ordered.iloc[cut : cut + rest])
+        got: list[float] = []
+        s = requests.Session()
+        for i in range(0, rest, 500):
+            r = s.post(srv.base + "/v1/models/attribution:predict", json={"instances": clicks[i : i + 500]}, timeout=60)
+            assert r.status_code == 200, r.text
+            got.extend(r.json()["predictions"])
+        want = expected_sample_probabilities[ordered["row_id"].to_numpy()[cut : cut + rest]]
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-6)
 
 
 @needs_emulators

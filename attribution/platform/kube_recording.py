@@ -66,6 +66,16 @@ class RecordingCustomObjects:
             with open(self.state_file, "w") as f:
                 json.dump(doc, f, indent=1)
 
+    def _write(self, key: tuple[str, str, str], obj: Doc) -> Doc:
+        """A create's or patch's object: validated, stored, handed to the controller (whose status changes
+        are stored too); the caller gets a copy, as from the API server."""
+        self._check(obj)
+        self._store(key, obj)
+        if self.on_write:
+            self.on_write(obj)
+            self._store(key, obj)
+        return copy.deepcopy(obj)
+
     def verbs(self) -> set[tuple[str, str]]:
         """(verb, plural) pairs called so far, for the RBAC test."""
         return {(c[0], c[1]) for c in self.calls}
@@ -88,12 +98,7 @@ class RecordingCustomObjects:
             raise ApiException(status=409, reason="AlreadyExists")
         obj = copy.deepcopy(body)
         obj["metadata"].update(namespace=namespace, generation=1, resourceVersion="1")
-        self._check(obj)
-        self._store((plural, namespace, name), obj)
-        if self.on_write:
-            self.on_write(obj)
-            self._store((plural, namespace, name), obj)
-        return copy.deepcopy(obj)
+        return self._write((plural, namespace, name), obj)
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body, **kwargs):
         self.calls.append(("patch", plural, namespace, name, copy.deepcopy(body)))
@@ -107,12 +112,7 @@ class RecordingCustomObjects:
         if merged.get("spec") != obj.get("spec"):
             merged["metadata"]["generation"] = obj["metadata"]["generation"] + 1
         merged["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
-        self._check(merged)
-        self._store((plural, namespace, name), merged)
-        if self.on_write:
-            self.on_write(merged)
-            self._store((plural, namespace, name), merged)
-        return copy.deepcopy(merged)
+        return self._write((plural, namespace, name), merged)
 
     def delete_namespaced_custom_object(self, group, version, namespace, plural, name, **kwargs):
         self.calls.append(("delete", plural, namespace, name, kwargs))
