@@ -27,8 +27,8 @@ from components import (
     train_model,
     tune_params,
 )
+from pipelines import PIPELINE_NAME
 
-PIPELINE_NAME = "attribution-train"
 YAML_PATH = Path(__file__).resolve().with_name("attribution_pipeline.yaml")
 
 # (cpu request, cpu limit, memory request, memory limit) per step, for the full 184.9M-row data on the

@@ -222,7 +222,7 @@ def run_emulated(
     from attribution import steps
     from attribution.platform import emulators
     from attribution.platform.kube_recording import RecordingCoreV1, RecordingCustomObjects
-    from pipelines.attribution_pipeline import PIPELINE_NAME
+    from pipelines import PIPELINE_NAME
     from pipelines.local_run import generate_clicks
 
     emulators.check_gcsfs_not_imported()

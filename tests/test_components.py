@@ -1,10 +1,8 @@
 """Training component's Spark path: the SparkApplication it renders is strictly valid against the Spark
-Operator CRD, submission waits for a final state and surfaces the driver log, and the local mode trains
-through the same entry point (attribution/training/spark_job.py) with a local master."""
+Operator CRD, submission waits for a final state and surfaces the driver log, and the local mode runs the same entry
+point (attribution/training/spark_job.py; its run with a local master: tests/test_steps.py)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from manifest_checks import container_policy_problems, crd_problems
@@ -78,21 +76,3 @@ def test_local_command_is_the_same_entry_point():
     cmd = spark_submit.local_command("f/", "m/", "2017-11-09")
     assert cmd[1].endswith("attribution/training/spark_job.py") and spark_submit.ENTRY_POINT.is_file()
     assert rendered()["spec"]["mainApplicationFile"].endswith("/".join(spark_submit.ENTRY_POINT.parts[-2:]))
-
-
-@pytest.mark.spark
-@pytest.mark.slow
-def test_local_mode_trains_through_the_entry_point(tmp_path):
-    from attribution.features.build import build_features_file
-    from attribution.io import write_clicks
-    from attribution.synth import generate
-
-    write_clicks(generate(30_000, seed=3), tmp_path / "clicks.parquet")
-    (tmp_path / "features").mkdir()
-    build_features_file(tmp_path / "clicks.parquet", tmp_path / "features" / "features.parquet", "vectorized",
-                        progress=False)
-    tuned = ["--params", json.dumps({"max_depth": 3, "learning_rate": 0.2})]  # as the train step passes them
-    spark_submit.run_local(str(tmp_path / "features"), str(tmp_path / "model"), extra_arguments=tuned, timeout_s=600)
-    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
-    assert meta["trainer"] == "spark" and meta["holdout_metrics"]["rows"] > 0
-    assert meta["params"]["max_depth"] == 3 and meta["params"]["learning_rate"] == 0.2

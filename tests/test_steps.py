@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from manifest_checks import crd_problems
@@ -175,12 +176,18 @@ def test_train_model_with_spark_on_kubernetes_reads_the_model_from_its_uri(tmp_p
 @pytest.mark.spark
 @pytest.mark.slow
 def test_train_model_with_spark_locally(tmp_path, features_dir, cat2vec_dir):
+    """The one run of the Spark entry point (spark_submit.run_local, a spark-submit process of its own) in
+    these tests: the tuned parameters and the fit-cat2vec step's vectors reach the model it writes."""
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"params": {**DEFAULT_PARAMS, "max_depth": 3, "learning_rate": 0.2}}))
     meta = steps.train_model(str(features_dir), str(features_dir), str(cat2vec_dir), str(params), str(tmp_path / "m"),
                              "gs://unused", "spark", "local", VALID_FROM)
     written = json.loads((tmp_path / "m" / "metadata.json").read_text())
-    assert meta["trainer"] == "spark" and written["trainer"] == "spark" and written["params"]["max_depth"] == 3
+    assert meta["trainer"] == "spark" and written["trainer"] == "spark"
+    assert written["params"]["max_depth"] == 3 and written["params"]["learning_rate"] == 0.2
+    assert written["holdout_metrics"]["rows"] > 0
+    np.testing.assert_array_equal(np.load(tmp_path / "m" / "cat2vec_vectors.npy"),
+                                  np.load(cat2vec_dir / "cat2vec_vectors.npy"))
 
 
 def test_evaluate_model(tmp_path, trained, features_dir):
