@@ -475,9 +475,10 @@ def main() -> None:
          "keep-alive connection, encoding with orjson. Real sample clicks "
          "in time order; booster nthread=1. KServe: one uvicorn process; Flask: gunicorn sync workers."),
         (f"Warm-up, excluded from every figure: each fresh server (and the core) first gets {a.warmup} single clicks "
-         f"untimed, and {max(a.warmup, 1000)} clicks in 1,000-click requests before its batch runs (a fresh server's "
-         "first requests go through each code path for the first time while its empty state grows its tables; a "
-         "serving pod is past them within seconds). Core only: "
+         f"untimed, and {max(a.warmup, 1000)} clicks in 1,000-click requests before its batch runs. The warm-up's own "
+         "server CPU per request is given for each round below, beside the timed requests': where the two are alike, "
+         "a round's difference from another is the machine's (other tenants on the 2 shared CPUs), not a warm-up. "
+         "Core only: "
          f"{result['core']['batch1000_rows_per_cpu_s']:.0f} rows per second of CPU in 1,000-click batches."),
     ]
     for label, r in result["kserve"].items():
