@@ -3,7 +3,8 @@
     python bench/serve.py [--model-dir DIR] [--requests 2000] [--concurrency 16] [--before REF]
     python bench/serve.py --validation-only [--rounds 3]     # the request validator alone, before/after
 
-- core only (no HTTP): per-click µs for single clicks, rows/s for 1,000-click batches
+- core only (no HTTP): per-click µs for single clicks, rows/s (and rows per CPU second) for 1,000-click batches
+- every figure after a warm-up (`--warmup`, untimed): a fresh server's first requests are not its steady state
 - single-click latency p50/p99 over N sequential V1 requests (KServe) / /predict (Flask), memory and Redis
 - throughput, clicks/s, with `concurrency` client threads sending single clicks
 - batch scoring rows/s with 1,000-click requests, from one client and from two (the client's own work then
@@ -130,11 +131,13 @@ class Server:
         self.proc.wait(timeout=30)
 
 
-def latency(server: Server, clicks: list[dict]) -> dict:
+def latency(server: Server, clicks: list[dict], warmup: int = 0) -> dict:
+    """Sequential single-click requests; the first `warmup` are sent untimed (see `--warmup`)."""
     s = requests.Session()
-    server.post(s, clicks[:20])  # warm up
+    for c in clicks[:warmup]:
+        server.post(s, [c])
     times = []
-    for c in clicks:
+    for c in clicks[warmup:]:
         t0 = time.perf_counter()
         server.post(s, [c])
         times.append(time.perf_counter() - t0)
@@ -182,24 +185,32 @@ def batches(server: Server, clicks: list[dict], size: int = 1000, concurrency: i
     return {"rows_per_s": round(len(clicks) / (time.perf_counter() - t0), 1), "batch": size, "concurrency": concurrency}
 
 
-def core_only(mdir: Path, clicks: list[dict], n: int) -> dict:
+def core_only(mdir: Path, clicks: list[dict], n: int, warmup: int) -> dict:
+    """The core in this process: `warmup` single clicks and as many clicks in 1,000-click batches untimed,
+    then n single clicks, then 20,000 clicks in 1,000-click batches (wall and this process's CPU time)."""
     from attribution.inference import InferenceCore
 
     core = InferenceCore(mdir)
-    for c in clicks[:50]:
+    for c in clicks[:warmup]:
         core.predict([c])
     times = []
-    for c in clicks[50 : 50 + n]:
+    for c in clicks[warmup : warmup + n]:
         t0 = time.perf_counter()
         core.predict([c])
         times.append(time.perf_counter() - t0)
     us = np.asarray(times) * 1e6
-    rest = clicks[50 + n : 50 + n + 20_000]
-    t0 = time.perf_counter()
+    first = warmup + n
+    for i in range(first, first + max(warmup, 1000), 1000):
+        core.predict(clicks[i : i + 1000])
+    first += max(warmup, 1000)
+    rest = clicks[first : first + 20_000]
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(0, len(rest), 1000):
         core.predict(rest[i : i + 1000])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"single_p50_us": round(float(np.percentile(us, 50))), "single_p99_us": round(float(np.percentile(us, 99))),
-            "batch1000_rows_per_s": round(len(rest) / (time.perf_counter() - t0), 1)}
+            "batch1000_rows_per_s": round(len(rest) / wall, 1), "batch1000_rows_per_cpu_s": round(len(rest) / cpu, 1),
+            "warmup_clicks": warmup}
 
 
 def checkout(ref: str) -> Path:
@@ -281,11 +292,20 @@ def kserve_memory(mdir: Path, clicks: list[dict], code: Path, a: argparse.Namesp
     code tree."""
     server = Server("kserve", mdir, "memory", code=code)
     try:
+        w = a.warmup
+        s = requests.Session()
+        cpu_w = server_cpu_seconds(server.proc.pid)
+        for c in clicks[:w]:  # untimed: a fresh server's first requests and its empty state's growth
+            server.post(s, [c])
         cpu0 = server_cpu_seconds(server.proc.pid)
-        out = {"latency": latency(server, clicks[: a.requests])}
+        warm = {"requests": w, "server_cpu_ms_per_request": round((cpu0 - cpu_w) * 1e3 / max(w, 1), 3)}
+        out = {"warmup": warm, "latency": latency(server, clicks[w : w + a.requests])}
         cpu1 = server_cpu_seconds(server.proc.pid)
-        out["latency"]["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / (a.requests + 1), 3)
-        first, m = a.requests, a.batch_rows
+        out["latency"]["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / a.requests, 3)
+        first, m = w + a.requests, a.batch_rows
+        batches(server, clicks[first : first + max(w, 1000)])  # untimed: the batch path's first requests
+        first += max(w, 1000)
+        cpu1 = server_cpu_seconds(server.proc.pid)
         runs = [batches(server, clicks[first + k * m : first + (k + 1) * m]) for k in range(a.batch_repeats)]
         cpu2 = server_cpu_seconds(server.proc.pid)
         out["batch"] = {**runs[0], "rows_per_s": float(np.median([x["rows_per_s"] for x in runs])),
@@ -361,6 +381,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--warmup", type=int, default=1000,
+                    help="single clicks sent untimed to each fresh server (and core) before timing, and as many "
+                         "clicks in 1,000-click batches before the batch runs")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--throughput-requests", type=int, default=3200)
     ap.add_argument("--batch-rows", type=int, default=15_000, help="clicks per batch run")
@@ -380,7 +403,7 @@ def main() -> None:
     result: dict = {"title": "Serving benchmark (loopback)", "machine": machine(), "model_dir": str(mdir),
                     "load_avg_at_start": os.getloadavg()}
     ticks0 = cpu_ticks()
-    result["core"] = core_only(mdir, clicks, a.requests)
+    result["core"] = core_only(mdir, clicks, a.requests, a.warmup)
     print("core", result["core"], flush=True)
     trees = [("after", ROOT)] + ([("before", checkout(a.before))] if a.before else [])
     result["before_ref"] = a.before
@@ -407,10 +430,10 @@ def main() -> None:
         server = Server(kind, mdir, redis.url if redis else "memory", workers)
         try:
             name = f"{kind}/{state}" + (f" ({workers} workers)" if workers > 1 else "")
-            r = {"latency": latency(server, clicks[:n1])}
-            r["throughput"] = throughput(server, clicks[n1 : n1 + n2], a.concurrency)
+            r = {"latency": latency(server, clicks[: a.warmup + n1], a.warmup)}
+            r["throughput"] = throughput(server, clicks[a.warmup + n1 : a.warmup + n1 + n2], a.concurrency)
             # alternating 1 and 2 clients over consecutive slices; the table gives each one's median
-            first, m = n1 + n2, a.batch_rows
+            first, m = a.warmup + n1 + n2, a.batch_rows
             runs = [batches(server, clicks[first + k * m : first + (k + 1) * m], concurrency=1 + k % 2)
                     for k in range(2 * a.batch_repeats)]
             for key, mine in (("batch", runs[0::2]), ("batch_2_clients", runs[1::2])):
@@ -447,7 +470,22 @@ def main() -> None:
          f"one client and from two, {a.batch_repeats} of each (median shown; all in serve.json), each client on a "
          "keep-alive connection, encoding with orjson. Real sample clicks "
          "in time order; booster nthread=1. KServe: one uvicorn process; Flask: gunicorn sync workers."),
+        (f"Warm-up, excluded from every figure: each fresh server (and the core) first gets {a.warmup} single clicks "
+         f"untimed, and {max(a.warmup, 1000)} clicks in 1,000-click requests before its batch runs. The warm-up's own "
+         "server CPU per request is given for each round below, beside the timed requests': where the two are alike, "
+         "a round's difference from another is the machine's (other tenants on the 2 shared CPUs), not a warm-up. "
+         "Core only: "
+         f"{result['core']['batch1000_rows_per_cpu_s']:.0f} rows per second of CPU in 1,000-click batches."),
     ]
+    for label, r in result["kserve"].items():
+        notes.append(f"KServe memory rounds ({label}), in order: p50/p99 ms "
+                     + ", ".join(f"{x['latency']['p50_ms']}/{x['latency']['p99_ms']}" for x in r["memory"])
+                     + "; server CPU ms per single-click request "
+                     + ", ".join(str(x["latency"]["server_cpu_ms_per_request"]) for x in r["memory"])
+                     + " (during the warm-up: "
+                     + ", ".join(str(x["warmup"]["server_cpu_ms_per_request"]) for x in r["memory"]) + ")"
+                     + "; batch rows/s " + ", ".join(f"{x['batch']['rows_per_s']:.0f}" for x in r["memory"])
+                     + "; load average after each " + ", ".join(f"{x['load_avg'][0]:.1f}" for x in r["memory"]) + ".")
     if notes_cpu:
         notes.append("KServe's own CPU time (/proc, all threads; less moved by other tenants than wall time): "
                      + "; ".join(notes_cpu) + ".")

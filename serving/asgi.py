@@ -1,6 +1,7 @@
 """KServe's FastAPI app, wrapped once: a body-size cap checked before anything parses the body, the framing of
 V2 binary-extension bodies checked before kserve slices them (serving.v2_binary), a request id and an access
-log line for every request, the id in every error body, and 503s with Retry-After.
+log line for every request, the id in every error body, and 503s with Retry-After. kserve's own timing
+middleware is left out of the stack (see `_without_kserve_timing`).
 
 KServe registers its routes and exception handlers when the server starts; `install` runs before that and
 touches only what KServe leaves open (middleware, a handler for our own exception class)."""
@@ -157,3 +158,22 @@ def install(app: FastAPI, max_body: int, max_batch: int, on_first_request: Calla
                        on_bad_request=on_bad_request)
     app.add_exception_handler(Unavailable, _unavailable)
     logging.getLogger("uvicorn.access").disabled = True  # our line carries the request id; no second line
+    _without_kserve_timing(app)
+
+
+def _without_kserve_timing(app: FastAPI) -> None:
+    """kserve (0.21) adds timing_asgi's TimingMiddleware when the server starts, whatever
+    --enable_latency_logging says: for every request it matches the path against every route again to name
+    a metric and formats two trace-log lines of wall and CPU time (~0.3 ms of CPU per single-click request,
+    bench/serve.py). Our access line already gives each request's time, with its id, and kserve's latency
+    histograms (Model.__call__) stay. The stack is built on the server's first ASGI call, after kserve has
+    added its middleware: drop it there."""
+    from timing_asgi import TimingMiddleware
+
+    build = app.build_middleware_stack
+
+    def build_without_timing() -> Callable:
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+        return build()
+
+    app.build_middleware_stack = build_without_timing  # type: ignore[method-assign]

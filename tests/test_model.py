@@ -74,6 +74,22 @@ def test_reload_in_a_fresh_process_scores_the_same(sample_model, sample_clicks, 
     np.testing.assert_allclose(here, there, rtol=0, atol=1e-6)
 
 
+def test_predictor_matrix_is_the_unions_own_transform(sample_model, sample_clicks):
+    """The predictor writes every step's block into one float32 matrix; it must hold, bit for bit, what the
+    fitted FeatureUnion's transform (the training path) gives, unseen ids (NaN vectors) and NaN windows included."""
+    bundle = load_model(sample_model[0])
+    frame = compute_features(sample_clicks, "vectorized").iloc[::7].reset_index(drop=True)
+    frame.loc[::5, "app"] = 60_000  # no such app in the vocabulary
+    frame.loc[::11, "ip"] = 9_999_999
+    want = bundle.union.transform(frame)
+    for rows in (frame, frame.iloc[:1], {c: frame[c].to_numpy() for c in frame.columns}):
+        got = bundle.matrix(rows)
+        expected = want[: len(got)]
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        assert np.array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
+    assert np.isnan(want).any(axis=0).sum() > 5  # the cases that could break: missing vectors and windows
+
+
 def test_spec_hash_mismatch_names_both_hashes(sample_model, tmp_path):
     model_dir, _ = sample_model
     bad = tmp_path / "other_spec"

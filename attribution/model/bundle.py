@@ -46,8 +46,17 @@ class ModelBundle:
     def matrix(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         # The union's own transform goes through joblib, which costs milliseconds per call; the predictor
         # scores one request at a time, so the fitted parts are applied directly (same columns, same order).
-        parts = [step.transform(frame) for _, step in self.union.transformer_list]
-        return np.hstack(parts) if len(parts) > 1 else parts[0]
+        # Each step writes its block of one float32 matrix (what np.hstack of their transforms gives).
+        steps = [step for _, step in self.union.transformer_list]
+        widths = self.__dict__.get("_widths")
+        if widths is None:
+            widths = self.__dict__["_widths"] = [len(step.feature_names()) for step in steps]
+        out = np.empty((len(frame[ID_FIELDS[0]]), sum(widths)), dtype=np.float32)
+        at = 0
+        for step, width in zip(steps, widths):
+            step.transform_into(frame, out[:, at : at + width])
+            at += width
+        return out
 
     def predict_proba(self, frame: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         """Calibrated P(attributed) for clicks with their window features (a frame, or column name ->

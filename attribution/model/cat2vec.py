@@ -116,20 +116,27 @@ class Cat2Vec(BaseEstimator, TransformerMixin):
             keys = np.array([p[0] for p in pairs], dtype=np.int64)
             rows = np.array([p[1] for p in pairs], dtype=np.int64)
             self.lookup_[f] = (keys, rows)
+        self.vectors_or_nan_ = np.vstack([vectors, np.full((1, vectors.shape[1]), np.nan, vectors.dtype)])
 
     # ---- transform ------------------------------------------------------------------------------
     def transform(self, X: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         n = len(X[self.fields[0]])
-        out = np.full((n, len(self.fields) * self.vector_size), np.nan, dtype=np.float32)
+        return self.transform_into(X, np.empty((n, len(self.fields) * self.vector_size), dtype=np.float32))
+
+    def transform_into(self, X: pd.DataFrame | Mapping[str, np.ndarray], out: np.ndarray) -> np.ndarray:
+        """transform() written into `out` (n x fields * vector_size, float32, a block of a wider matrix):
+        the predictor builds the booster's whole matrix in one allocation. Unknown ids get NaN."""
         for j, f in enumerate(self.fields):
             keys, rows = self.lookup_[f]
-            vals = np.asarray(X[f]).astype(np.int64)
-            if not len(keys):
-                continue
-            pos = np.clip(np.searchsorted(keys, vals), 0, len(keys) - 1)
-            known = keys[pos] == vals
             block = out[:, j * self.vector_size : (j + 1) * self.vector_size]
-            block[known] = self.vectors_[rows[pos[known]]]
+            if not len(keys):
+                block[:] = np.nan
+                continue
+            vals = np.asarray(X[f]).astype(np.int64, copy=False)
+            pos = np.searchsorted(keys, vals)
+            np.minimum(pos, len(keys) - 1, out=pos)
+            # unknown ids read the NaN row past the vocabulary's vectors: one gather, no masked copy
+            block[:] = self.vectors_or_nan_[np.where(keys[pos] == vals, rows[pos], len(self.vectors_))]
         return out
 
     def feature_names(self) -> list[str]:

@@ -56,10 +56,18 @@ class FeatureAssembler(BaseEstimator, TransformerMixin):
 
     def transform(self, X: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
         """X: a frame, or column name -> array (the predictor's path, which skips pandas per request)."""
+        n = len(X[ID_FIELDS[0]])
+        return self.transform_into(X, np.empty((n, len(self.feature_names())), dtype=np.float32))
+
+    def transform_into(self, X: pd.DataFrame | Mapping[str, np.ndarray], out: np.ndarray) -> np.ndarray:
+        """transform() written into `out` (n x feature_names(), float32, a block of a wider matrix)."""
         plain, logged = self._columns()
-        cols = [np.asarray(X[f], dtype=np.float32) for f in plain]
-        cols += [np.log1p(np.asarray(X[n], dtype=np.float32)) for n in logged]
-        return np.column_stack(cols)
+        for j, f in enumerate(plain):
+            out[:, j] = X[f]  # cast to float32 on assignment, as np.asarray(..., float32) does
+        if logged:  # one cast and one log1p over all window columns: the same float32 values, column by column
+            window = np.column_stack([X[name] for name in logged]).astype(np.float32)
+            out[:, len(plain) :] = np.log1p(window, out=window)
+        return out
 
 
 def make_features(

@@ -377,6 +377,22 @@ def _count_inserted(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows
                 windows[slot, c + 1] += 1
 
 
+# ---- a slot's seconds -------------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _after(rows: np.ndarray, lo: int, hi: int, t: int, inclusive: bool) -> int:
+    """The first position p in [lo, hi) whose second rows[0, p] is >= t (inclusive) or > t (else), or hi:
+    np.searchsorted on the slot's table in place. A slice would be a new array view, whose two atomic
+    reference counts cost more than the search itself, four times per key group and click."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = rows[0, mid]
+        if v < t or (not inclusive and v == t):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 # ---- recording ------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
 def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple, h: int,
@@ -422,7 +438,7 @@ def _insert(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot:
         meta[slot, START] = 0
     pos = e0
     if e0 > s0 and rows[0, e0 - 1] > t:  # a late click
-        pos = s0 + np.searchsorted(rows[0, s0:e0], t, side="right")
+        pos = _after(rows, s0, e0, t, False)
         if meta[slot, COUNTED]:
             _count_inserted(tables, sc, windows, slot, rows_of, pos, ids, value_fields)
         rows[:, pos + 1 : e0 + 1] = rows[:, pos:e0].copy()
@@ -443,7 +459,7 @@ def _evict(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free
         if meta[slot, GEN] != gen:  # the slot was freed since (and maybe reused)
             continue
         s0, e0 = meta[slot, START], meta[slot, END]
-        s0 += np.searchsorted(tables[SLOT0 + slot][0, s0:e0], cutoff, side="left")
+        s0 = _after(tables[SLOT0 + slot], s0, e0, cutoff, True)
         meta[slot, START] = s0
         if s0 == e0:  # nothing left in the window: forget the key
             if meta[slot, COUNTED]:
@@ -522,10 +538,10 @@ def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, pl
             rows = meta  # any table: nothing is read from it
         else:
             rows = tables[SLOT0 + slot]
-            end = s0 + np.searchsorted(rows[0, s0:e0], t, side="left")  # clicks before this second
+            end = _after(rows, s0, e0, t, True)  # clicks before this second
             cuts[0] = end
             for k in range(1, n_offsets[g]):
-                cuts[k] = s0 + np.searchsorted(rows[0, s0:end], max(t - offsets[g, k], floor), side="left")
+                cuts[k] = _after(rows, s0, end, max(t - offsets[g, k], floor), True)
         for b in range(len(bands)):
             if bands[b, 0] == g:
                 out[bands[b, 1]] = cuts[bands[b, 2]] - cuts[bands[b, 3]]
