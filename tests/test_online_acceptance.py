@@ -13,8 +13,8 @@ import redis
 import requests
 
 from attribution.features.online.redis import RedisStore, default_prefix
-from attribution.features.spec import DEFAULT_SPEC
 from attribution.features.online.warm import warm_start
+from attribution.features.spec import DEFAULT_SPEC
 from attribution.io import write_clicks
 from tests.redis_fixture import RedisServer, ServerProcess, click_dicts, replay_order, scraped_metric
 

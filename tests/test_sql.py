@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import sqlglot
 
-from attribution.features.compute import compute_features, conform_output
 from attribution.features.bigquery import run_on_duckdb
+from attribution.features.compute import compute_features, conform_output
 from attribution.features.engines.sql import BIGQUERY_SOURCE, DIALECTS, bigquery_file_text, render
 from attribution.features.spec import DEFAULT_SPEC, FAMILIES, spec_with
 
