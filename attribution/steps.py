@@ -183,11 +183,13 @@ def train_model(
     trainer: str = "xgboost", runtime: str = "kubernetes", valid_from: str = "", seed: int = 0,
     spark_executors: int = 2, spark_executor_memory: str = "8g", namespace: str = "attribution",
     kube_apis: tuple[Any, Any] | None = None, spark_poll_s: float = 15.0, memory_budget: str = DEFAULT_MEMORY_BUDGET,
+    cat2vec_uri: str = "",
 ) -> dict:
     """`xgboost`: training.train in this process, or the streaming trainer within memory_budget when the
     features file does not fit it. `spark`: on Kubernetes the SparkApplication is submitted
-    (it writes to model_uri) and awaited; locally the same entry point runs with a local master. Returns the
-    trainer, spec hash, valid_from and holdout metrics of the model's metadata.json."""
+    (it writes to model_uri, and reads the Cat2Vec step's vectors at cat2vec_uri) and awaited; locally the same
+    entry point runs with a local master. Either way Spark uses the pipeline's Cat2Vec vectors, as the tuning
+    step did. Returns the trainer, spec hash, valid_from and holdout metrics of the model's metadata.json."""
     if trainer not in TRAINERS:
         raise ValueError(f"trainer must be one of {TRAINERS}, got {trainer!r}")
     if runtime not in RUNTIMES:
@@ -199,14 +201,17 @@ def train_model(
 
         tuned_args = ["--params", json.dumps(tuned)]  # the tuning step's choice reaches Spark too
         if runtime == "kubernetes":
+            if not cat2vec_uri:
+                raise ValueError("a SparkApplication reads the Cat2Vec step's vectors from their URI: cat2vec_uri is empty")
             doc = spark_submit.render_spark_application(
                 features_uri, model_uri, valid_from or None, executor_instances=spark_executors,
-                executor_memory=spark_executor_memory, namespace=namespace, extra_arguments=tuned_args,
+                executor_memory=spark_executor_memory, namespace=namespace,
+                extra_arguments=[*tuned_args, "--cat2vec-dir", cat2vec_uri],
                 owner=spark_submit.step_pod_owner(),
             )
             result = spark_submit.submit_and_wait(doc, *(kube_apis or ()), poll_s=spark_poll_s)
             extra = {"spark_application": result.name, "spark_state": result.state}
-        else:  # the pipeline's Cat2Vec vectors, as the tuning step used them
+        else:
             spark_submit.run_local(features_path, model_path, valid_from or None,
                                    extra_arguments=[*tuned_args, "--cat2vec-dir", cat2vec_path])
     else:

@@ -1,6 +1,6 @@
 """Online state benchmark (issue 14.5): the in-process store and the Redis store on a local redis-server.
 
-    python bench/online.py [--busy 2000 20000 100000] [--probes 300] [--quick]
+    python bench/online.py [--busy 2000 20000 100000] [--probes 300] [--parts throughput latency bytes wide]
 
 - clicks/s in batches of 1, 100 and 1,000 (the real sample in time order, record + read features)
 - single-click latency p50/p99 for an ip holding 2k, 20k and 100k clicks in its 8 h window (the ip's clicks
@@ -33,7 +33,7 @@ import json
 
 from common import RESULTS, machine
 
-from attribution.features.spec import DEFAULT_SPEC
+from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 
 SAMPLE = ROOT / "tests" / "data" / "train_sample.csv.gz"
 T0 = 1_510_000_000
@@ -140,16 +140,34 @@ def redis_bytes(url: str, make_store, ids: np.ndarray, t: np.ndarray, label: str
             "bytes_per_entry": round(used / stats.events, 1)}
 
 
-def memory_bytes(ids: np.ndarray, t: np.ndarray, label: str) -> dict:
+def memory_bytes(ids: np.ndarray, t: np.ndarray, label: str, spec: FeatureSpec = DEFAULT_SPEC) -> dict:
     from attribution.features.online.state import MemoryStore
 
-    store = MemoryStore()
+    store = MemoryStore(spec)
     for i in range(0, len(t), 1000):
         store.score_arrays(ids[i : i + 1000], t[i : i + 1000])
     s = store.stats()
     tables = sum(a.nbytes for a in store._state.store) + store._state.marks.nbytes
-    return {"stream": label, "clicks_held": s.events // GROUPS, "table_bytes": tables,
-            "bytes_per_click": round(tables / max(1, s.events // GROUPS), 1)}
+    held = s.events // len(spec.key_groups)
+    return {"stream": label, "clicks_held": held, "table_bytes": tables, "bytes_per_click": round(tables / max(1, held), 1)}
+
+
+def wide_spec(ids: np.ndarray, t: np.ndarray, rows: int) -> list[dict]:
+    """The in-process store with the families beyond the ip (issue 17.2: 11 key groups, a 24 h horizon)
+    beside the seed spec (6 groups, 8 h), same clicks, same run."""
+    from attribution.features.online.state import MemoryStore
+    from attribution.features.spec import FAMILIES, spec_with
+
+    out = []
+    for label, spec in (("seed (8 h)", DEFAULT_SPEC), ("seed + " + " + ".join(FAMILIES) + " (24 h)", spec_with(*FAMILIES))):
+        row: dict = {"spec": label, "key_groups": len(spec.key_groups), "features": len(spec.feature_names)}
+        for batch in (100, 1000):
+            r = throughput(lambda spec=spec: MemoryStore(spec), ids, t, batch, rows)
+            row[f"clicks_per_s_{batch}"], row["load"] = r["clicks_per_s"], r["load_after"]
+        row.update(memory_bytes(ids, t, "real sample", spec))
+        out.append(row)
+        print(row, flush=True)
+    return out
 
 
 def seen_id_bytes(n: int = 200_000) -> dict:
@@ -171,7 +189,7 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=300)
     ap.add_argument("--rows", type=int, default=100_000, help="sample clicks for batches of 100 and 1,000")
     ap.add_argument("--single-rows", type=int, default=5_000, help="sample clicks for batches of 1")
-    ap.add_argument("--parts", nargs="+", default=["throughput", "latency", "bytes"],
+    ap.add_argument("--parts", nargs="+", default=["throughput", "latency", "bytes", "wide"],
                     help="what to measure; the other parts keep their figures from the last results")
     args = ap.parse_args()
     if shutil.which("redis-server") is None:
@@ -192,7 +210,7 @@ def main() -> None:
         stores = {"memory": MemoryStore, "redis": fresh_redis}
         ids, t = sample_arrays()
         last = RESULTS / "online.json"
-        out: dict = json.loads(last.read_text()) if last.exists() and len(args.parts) < 3 else {}
+        out: dict = json.loads(last.read_text()) if last.exists() and len(args.parts) < 4 else {}
         out["machine"] = machine()
         out["redis_call_cpu_us"] = redis_call_cpu_us(server.url)
         for part in args.parts:
@@ -207,6 +225,8 @@ def main() -> None:
                 r = latency(make, events, args.probes)
                 out["latency"].append({"store": name, **r})
                 print(name, r, flush=True)
+        if "wide" in args.parts:
+            out["wide"] = wide_spec(ids, t, args.rows)
         if "bytes" in args.parts:
             out["bytes"].append(redis_bytes(server.url, lambda: RedisStore(server.url), ids, t, "real sample"))
             bi, bt = busy_stream(100_000)
@@ -246,6 +266,14 @@ def render(out: dict) -> str:
         lines.append(f"| memory tables | {r['stream']} | {r['clicks_held']:,} | {r['bytes_per_click']} | |")
     s = out["seen_ids"]
     lines += ["", f"In-process click ids: {s['bytes_per_id']} B per id ({s['ids']:,} ids, tracemalloc).", ""]
+    if out.get("wide"):
+        lines += ["## The in-process store with the families beyond the ip (24 h horizon)", "",
+                  "| spec | key groups | features | clicks/s @100 | clicks/s @1,000 | clicks held | table bytes | bytes/click | load |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in out["wide"]:
+            lines.append(f"| {r['spec']} | {r['key_groups']} | {r['features']} | {r['clicks_per_s_100']:,} | {r['clicks_per_s_1000']:,} "
+                         f"| {r['clicks_held']:,} | {r['table_bytes']:,} | {r['bytes_per_click']} | {r['load']} |")
+        lines.append("")
     return "\n".join(lines)
 
 

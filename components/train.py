@@ -27,6 +27,6 @@ def train_model(
     steps.configure_logging()
     model.metadata.update(steps.train_model(
         features.path, features.uri, cat2vec.path, params.path, model.path, model.uri, trainer, runtime, valid_from,
-        seed, spark_executors, spark_executor_memory, namespace, memory_budget=memory_budget,
+        seed, spark_executors, spark_executor_memory, namespace, memory_budget=memory_budget, cat2vec_uri=cat2vec.uri,
     ))
     model.metadata["read_from"] = {"features": features.uri, "cat2vec": cat2vec.uri, "params": params.uri}

@@ -275,6 +275,7 @@ def run_emulated(
             launcher.input("train-model", features), features.uri, launcher.input("train-model", cat2vec),
             launcher.input("train-model", params), model.path, model.uri, trainer, "kubernetes", valid_from or "", seed,
             spark_executors=1, namespace=NAMESPACE, kube_apis=(custom, core), spark_poll_s=0.2, memory_budget=budget,
+            cat2vec_uri=cat2vec.uri,
         )
         launcher.upload(model)
 

@@ -190,6 +190,24 @@ def test_ablation_gives_each_family_an_interval_and_a_verdict(sample_clicks):
     assert len({round(v, 6) for r in rows[1:] for v in r["roc_auc_per_seed"]}) > 3, "seeds change the fits"
 
 
+def test_family_ablation_trains_each_variant_on_its_own_spec(sample_clicks):
+    """The families beyond the ip: one wide frame, each variant's model reads exactly its spec's features."""
+    from attribution.features.spec import DEFAULT_SPEC, FAMILIES, spec_with
+    from attribution.training.ablation import family_variants, run_ablation
+    from attribution.training.config import DEFAULT_PARAMS, TrainConfig
+
+    variants = family_variants()
+    assert list(variants) == ["seed spec (baseline)", "+ campaign", "+ ip_day", "+ campaign + ip_day"]
+    assert variants["+ campaign + ip_day"][0] == spec_with(*FAMILIES) and variants["seed spec (baseline)"][0] == DEFAULT_SPEC
+    frame = compute_features(sample_clicks.head(15_000), "vectorized", spec=spec_with(*FAMILIES))
+    split = TimeSplit.of(frame["click_time"].to_numpy(), None, 0.2)
+    cheap = {name: (spec, True, False) for name, (spec, _, _) in list(variants.items())[:2]}  # without Cat2Vec
+    rows = run_ablation(frame, split, TrainConfig(n_threads=2, rounds_floor=0),
+                        {**DEFAULT_PARAMS, "max_rounds": 10, "learning_rate": 0.3}, 1.0, seeds=2, variants=cheap)
+    assert [r["features"] for r in rows] == [len(DEFAULT_SPEC.feature_names), len(spec_with("campaign").feature_names)]
+    assert rows[0]["roc_auc_per_seed"] != rows[1]["roc_auc_per_seed"], "the campaign features reach the model"
+
+
 def test_cat2vec_file_corpus_is_the_training_window_whatever_the_labels(tmp_path):
     """The pipeline's (and the streaming trainer's) Cat2Vec corpus: every training-window click, labels
     unread; a holdout-only id stays unknown, a negatives-only id is known."""

@@ -12,8 +12,9 @@ import pytest
 import redis
 import requests
 
-from attribution.features.online.redis import RedisStore
+from attribution.features.online.redis import RedisStore, default_prefix
 from attribution.features.online.warm import warm_start
+from attribution.features.spec import DEFAULT_SPEC
 from attribution.io import write_clicks
 from tests.redis_fixture import RedisServer, ServerProcess, click_dicts, replay_order, scraped_metric
 
@@ -68,21 +69,17 @@ def test_redis_at_maxmemory_gives_503_naming_the_cause_then_recovers(serving_mod
                 break
             assert r.status_code == 200, r.text
         assert statuses[-1] == 503 and statuses.count(200) > 0, statuses
-        before = redis.Redis.from_url(server.url).hget("{attr:" + _spec_hash() + "}:meta", "seq")
+        meta = default_prefix(DEFAULT_SPEC) + "meta"
+        before = redis.Redis.from_url(server.url).hget(meta, "seq")
+        assert before is not None and int(before) > 0  # the clicks recorded before maxmemory are counted here
         assert s.post(srv.base + V1, json={"instances": batch}, timeout=60).status_code == 503
-        assert redis.Redis.from_url(server.url).hget("{attr:" + _spec_hash() + "}:meta", "seq") == before  # no partial write
+        assert redis.Redis.from_url(server.url).hget(meta, "seq") == before  # no partial write
         redis.Redis.from_url(server.url).config_set("maxmemory", "0")  # memory frees (more memory, or clicks evicted)
         r = s.post(srv.base + V1, json={"instances": batch}, timeout=60)
         assert r.status_code == 200, r.text
     finally:
         srv.stop()
         server.stop()
-
-
-def _spec_hash() -> str:
-    from attribution.features.spec import DEFAULT_SPEC
-
-    return DEFAULT_SPEC.hash
 
 
 def test_sigkill_and_aof_restart_lose_at_most_the_fsync_window(sample_clicks, tmp_path):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import sqlglot
-from sqlglot import exp
 
+from attribution.features.bigquery import run_on_duckdb
 from attribution.features.compute import compute_features, conform_output
-from attribution.features.engines.sql import DIALECTS, bigquery_file_text, render
-from attribution.features.spec import DEFAULT_SPEC
+from attribution.features.engines.sql import BIGQUERY_SOURCE, DIALECTS, bigquery_file_text, render
+from attribution.features.spec import DEFAULT_SPEC, FAMILIES, spec_with
+
+BIGQUERY_TABLE = BIGQUERY_SOURCE.strip("`")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,18 +34,14 @@ def test_every_dialect_renders_every_feature_once():
             assert sql.count(f" AS {name}\n") + sql.count(f" AS {name},") == 1, (dialect, name)
 
 
-def bigquery_on_duckdb(clicks: pd.DataFrame) -> pd.DataFrame:
-    """Run sql/features.sql, transpiled by sqlglot, on DuckDB over a TIMESTAMP click table."""
-    tree = sqlglot.parse_one(bigquery_file_text(), read="bigquery")
-    tree = exp.replace_tables(tree, {"attribution.clicks": "bq_clicks"})
-    table = clicks[["row_id", "ip", "app", "device", "os", "channel"]].copy()
-    table["is_attributed"] = clicks.get("is_attributed", 0)
-    table["click_time"] = pd.to_datetime(clicks["click_time"], unit="s", utc=True)
-    con = duckdb.connect()
-    con.register("bq_clicks", table)
-    return con.sql(tree.sql(dialect="duckdb")).df()
-
-
 def test_bigquery_sql_transpiled_matches_duckdb_engine(sample_clicks):
-    got = conform_output(bigquery_on_duckdb(sample_clicks), sample_clicks, DEFAULT_SPEC)
+    """sql/features.sql, transpiled by sqlglot, on DuckDB over a TIMESTAMP click table."""
+    got = conform_output(run_on_duckdb(bigquery_file_text(), sample_clicks, BIGQUERY_TABLE), sample_clicks, DEFAULT_SPEC)
     pd.testing.assert_frame_equal(compute_features(sample_clicks, "duckdb"), got, check_exact=True)
+
+
+def test_bigquery_sql_of_the_families_beyond_the_ip_matches(sample_clicks):
+    wide = spec_with(*FAMILIES)
+    sql = render(wide, "bigquery", BIGQUERY_SOURCE, passthrough=("is_attributed",))
+    got = conform_output(run_on_duckdb(sql, sample_clicks, BIGQUERY_TABLE), sample_clicks, wide)
+    pd.testing.assert_frame_equal(compute_features(sample_clicks, "vectorized", spec=wide), got, check_exact=True)

@@ -164,12 +164,13 @@ def test_train_model_with_spark_on_kubernetes_reads_the_model_from_its_uri(tmp_p
     custom = FakeCustom(["RUNNING", "COMPLETED"])
     meta = steps.train_model("unused", "gs://b/features", "unused", str(default_params), str(tmp_path / "empty"),
                              str(written), "spark", "kubernetes", VALID_FROM, spark_executors=3,
-                             kube_apis=(custom, FakeCore()), spark_poll_s=0)
+                             kube_apis=(custom, FakeCore()), spark_poll_s=0, cat2vec_uri="gs://b/cat2vec")
     app = custom.created
     assert crd_problems([app]) == [] and app["spec"]["executor"]["instances"] == 3
     args = app["spec"]["arguments"]
     assert args[args.index("--input") + 1] == "gs://b/features" and args[args.index("--model-dir") + 1] == str(written)
     assert json.loads(args[args.index("--params") + 1]) == json.loads(default_params.read_text())["params"]
+    assert args[args.index("--cat2vec-dir") + 1] == "gs://b/cat2vec"  # the vectors the tuning step used
     assert meta["spark_state"] == "COMPLETED" and meta["holdout_roc_auc"] == 0.91 and "holdout_pr_auc" not in meta
 
 

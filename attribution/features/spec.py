@@ -200,3 +200,35 @@ DEFAULT_SPEC = FeatureSpec(
     ),
     since_previous=tuple(SincePrevious(g, EIGHT_HOURS) for g in SEED_GROUPS),
 )
+
+# ---- families beyond the seed (issue 17.2) --------------------------------------------------------------
+# Not in DEFAULT_SPEC yet: every engine and the in-process state compute them (tests/test_features_parity.py),
+# but the Redis state keeps each ip's clicks together and refuses key groups without ip. bench/feature_families.py
+# measures what each family buys.
+DAY = 86400
+CAMPAIGN_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("app",), ("channel",), ("app", "channel"), ("app", "os"), ("device", "os"),
+)
+IP_DAY_GROUPS: tuple[tuple[str, ...], ...] = (("ip",), ("ip", "app"), ("ip", "device", "os"))
+FAMILIES: dict[str, tuple[tuple[ClickCount, ...], tuple[DistinctCount, ...]]] = {
+    # campaign-level popularity and reach: clicks and distinct ips of an app, a channel, ... in the last hour
+    # and the 23 hours before it
+    "campaign": (
+        tuple(ClickCount(g, (Band(1, HOUR), Band(HOUR + 1, DAY))) for g in CAMPAIGN_GROUPS),
+        tuple(DistinctCount(g, "ip", w) for g in CAMPAIGN_GROUPS for w in (HOUR, DAY)),
+    ),
+    # the daily cycle of an ip's activity: its clicks in the 16 hours before the seed's 8
+    "ip_day": (tuple(ClickCount(g, (Band(EIGHT_HOURS + 1, DAY),)) for g in IP_DAY_GROUPS), ()),
+}
+
+
+def spec_with(*families: str, base: FeatureSpec = DEFAULT_SPEC) -> FeatureSpec:
+    """`base` with the named FAMILIES added (their features after the base's)."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown feature families {sorted(unknown)}; choose from {sorted(FAMILIES)}")
+    counts, distincts = list(base.counts), list(base.distincts)
+    for name in families:
+        counts += FAMILIES[name][0]
+        distincts += FAMILIES[name][1]
+    return FeatureSpec(tuple(counts), tuple(distincts), base.since_previous, base.hour_of_day, base.version)

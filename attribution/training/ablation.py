@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from attribution.evaluation.metrics import binary_metrics, effect_of, mean_interval
+from attribution.features.spec import FAMILIES, FeatureSpec, spec_with
 from attribution.model.bundle import ModelBundle
 from attribution.schema import LABEL
 from attribution.training.config import TrainConfig
@@ -29,26 +30,42 @@ ABLATION_SEEDS = 3
 COMPARED = {"roc_auc": True, "pr_auc": True, "log_loss": False}
 
 
+Variant = tuple[FeatureSpec | None, bool, bool]  # (spec, or None for the run's own; window features; Cat2Vec)
+
+
+def family_variants(families: tuple[str, ...] = tuple(FAMILIES)) -> dict[str, Variant]:
+    """The seed spec against it with each family beyond the ip added, then with all of them."""
+    variants: dict[str, Variant] = {"seed spec (baseline)": (spec_with(), True, True)}
+    variants.update({f"+ {name}": (spec_with(name), True, True) for name in families})
+    if len(families) > 1:
+        variants["+ " + " + ".join(families)] = (spec_with(*families), True, True)
+    return variants
+
+
 def run_ablation(
     frame: pd.DataFrame, split: TimeSplit, cfg: TrainConfig, params: dict, negative_rate: float,
-    seeds: int = ABLATION_SEEDS,
+    seeds: int = ABLATION_SEEDS, variants: dict[str, Variant] | None = None,
 ) -> list[dict]:
-    """Per variant: metrics averaged over `seeds` seeds (cfg.seed, cfg.seed + 1, ...), same parameters, and
-    against the baseline the mean paired delta, its interval and verdict per compared metric."""
+    """Per variant (default: ABLATIONS on the run's spec): metrics averaged over `seeds` seeds (cfg.seed,
+    cfg.seed + 1, ...), same parameters, and against the first variant the mean paired delta, its interval
+    and verdict per compared metric."""
+    variants = variants or {name: (None, window, c2v) for name, (window, c2v) in ABLATIONS.items()}
     holdout = frame[split.holdout]
     y = holdout[LABEL].to_numpy()
-    runs: dict[str, list[dict]] = {name: [] for name in ABLATIONS}
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
     for k in range(seeds):
-        seeded = replace(cfg, seed=cfg.seed + k, cat2vec_dir=None)  # Cat2Vec refitted per seed as well
-        for name, (window, c2v) in ABLATIONS.items():
+        for name, (spec, window, c2v) in variants.items():
+            # Cat2Vec refitted per seed as well
+            seeded = replace(cfg, seed=cfg.seed + k, cat2vec_dir=None, spec=spec or cfg.spec)
             union, booster, rounds = train_variant(frame, split, seeded, params, negative_rate, window, c2v)
-            p = ModelBundle(union, booster, cfg.spec, negative_rate).predict_proba(holdout)
+            p = ModelBundle(union, booster, seeded.spec, negative_rate).predict_proba(holdout)
             runs[name].append({"rounds": rounds, **binary_metrics(y, p)})
-    base = runs[next(iter(ABLATIONS))]
+    base = runs[next(iter(variants))]
     rows = []
-    for name, (window, c2v) in ABLATIONS.items():
+    for name, (spec, window, c2v) in variants.items():
         per_seed = runs[name]
         row = {"variant": name, "window_features": window, "cat2vec": c2v, "seeds": seeds,
+               "features": len((spec or cfg.spec).feature_names),
                "rounds": round(float(np.mean([r["rounds"] for r in per_seed]))),
                **{k: float(np.mean([r[k] for r in per_seed])) for k in ("roc_auc", "pr_auc", "log_loss", "ece",
                                                                            "mean_prediction")},

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--negative-rate", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cat2vec-dir", default=None,
-                   help="the pipeline's fitted Cat2Vec vectors (used as they are, not fitted again)")
+                   help="the pipeline's fitted Cat2Vec vectors, a folder or gs:// (used as they are, not fitted again)")
     p.add_argument("--params", default=None,
                    help="XGBoost parameters as JSON, or a path to the tuning step's params.json (skips tuning)")
     a = p.parse_args(argv)
@@ -67,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.params:
         doc = json.loads(a.params if a.params.lstrip().startswith("{") else storage.read_text(a.params))
         params = doc.get("params", doc)  # the tuning step's document, or bare parameters
-    cfg = TrainConfig(trainer="spark", valid_from=a.valid_from, max_evals=a.max_evals,
-                      negative_rate=a.negative_rate, seed=a.seed, params=params,
-                      cat2vec_dir=a.cat2vec_dir)
-    with readable_input(get_spark(), a.input) as features:
+    with contextlib.ExitStack() as stack:
+        # the driver loads the vectors from a local folder: a gs:// one is downloaded first
+        c2v = stack.enter_context(storage.local_dir_for_read(a.cat2vec_dir)) if a.cat2vec_dir else None
+        cfg = TrainConfig(trainer="spark", valid_from=a.valid_from, max_evals=a.max_evals,
+                          negative_rate=a.negative_rate, seed=a.seed, params=params, cat2vec_dir=c2v)
+        features = stack.enter_context(readable_input(get_spark(), a.input))
         meta = train_from_parquet(features, a.model_dir, cfg)  # the model directory goes through storage
     logging.getLogger("attribution.training.spark_job").info("holdout metrics: %s", meta["holdout_metrics"])
     return 0

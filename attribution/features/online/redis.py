@@ -1,7 +1,8 @@
 """Online state in Redis, shared by every predictor replica: one atomic script per request, cost flat in history.
 
 The design, its invariants and sizing are in docs/online-state.md. Layout (every key carries the hash tag
-`{attr:<spec hash>}`, so a request's keys share one Redis Cluster slot; every key a script touches is declared):
+`{attr:<spec hash>:v<layout version>}`, so a request's keys share one Redis Cluster slot; every key a script
+touches is declared):
 
     {P}meta                    hash: wm (largest second recorded), seq (clicks submitted), late, dup
     {P}ids                     sorted set: click_id -> its second; a retried id is recorded once, and ids
@@ -534,6 +535,16 @@ class _GroupPlan:
                 [f + 1 for f in self.value_fields], [f for f in key if f != 1]]
 
 
+# The key layout's version, in every default key name: state written by another layout (an older release
+# during a rolling upgrade) is never read as this one's; it ages out by its own TTLs instead.
+LAYOUT_VERSION = 2
+
+
+def default_prefix(spec: FeatureSpec) -> str:
+    """The key prefix: the hash tag of the spec and the layout, so a different spec or layout never shares keys."""
+    return f"{{attr:{spec.hash}:v{LAYOUT_VERSION}}}:"
+
+
 class RedisStore(StateStore):
     def __init__(
         self,
@@ -550,7 +561,7 @@ class RedisStore(StateStore):
         super().__init__(spec, max_clock_skew, allowed_lateness)
         self.small_key = small_key  # tests set 1 to count every key's windows
         self.url = url
-        self.prefix = prefix if prefix is not None else f"{{attr:{spec.hash}}}:"
+        self.prefix = prefix if prefix is not None else default_prefix(spec)
         if not (self.prefix.startswith("{") and "}" in self.prefix):
             raise ValueError(f"the key prefix must start with a hash tag ({{...}}), got {self.prefix!r}")
         self.meta, self.ids, self.idx = self.prefix + "meta", self.prefix + "ids", self.prefix + "idx"
