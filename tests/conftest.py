@@ -15,11 +15,6 @@ SAMPLE = ROOT / "tests" / "data" / "train_sample.csv.gz"
 SCHEMAS = ROOT / "manifests" / "schemas"
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-# OpenMP threads (XGBoost's) spin while they wait for each other by default: on a machine with more threads
-# than free cores (pytest -n, other jobs) a 200-round fit on 15k rows took 7-28 s instead of 1.5 s. Passive
-# waiting changes no result; it must be set before libgomp loads, and the tests' subprocesses inherit it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 @pytest.fixture(scope="session")
 def sample_path() -> Path:

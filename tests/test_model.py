@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -248,3 +249,15 @@ def test_streaming_path_gets_a_label_free_cat2vec(tmp_path, monkeypatch):
     monkeypatch.setattr(large, "train_large", fake_train_large)
     train_module.train(tmp_path / "features.parquet", tmp_path / "m", TrainConfig(cat2vec={"epochs": 1, "vector_size": 4}))
     assert "ip:555" in seen["vocab"]
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """Every entry point imports attribution before XGBoost loads libgomp: its threads must not spin on a
+    shared node (see attribution/__init__.py); a user's own OMP_WAIT_POLICY is kept."""
+    code = "import attribution, os, xgboost; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert got.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert got.strip() == "ACTIVE"
