@@ -272,3 +272,22 @@ def test_a_uri_without_a_model_is_nothing_live(two_models, sample_path, tmp_path
     d = deploy.deploy_gate("memory://models/good", holdout.score, "memory://models/never-trained", 0.5, 0.0,
                            target="manifest", output_dir=tmp_path)
     assert d.deployed and d.deployed_metrics is None and "never-trained" in d.reasons[-1]
+
+
+def test_a_holdout_too_large_for_the_budget_is_streamed_and_scores_the_same(two_models, sample_path, tmp_path):
+    """A features Parquet the budget cannot hold is never loaded whole by the gate: it is counted, then
+    scored in batches, with the same rows and the same figures as the whole-file holdout."""
+    from attribution.features.build import build_features_file
+
+    good, _ = two_models
+    features = tmp_path / "features.parquet"
+    build_features_file(sample_path, features, engine="vectorized", progress=False)
+    whole = Holdout.load(str(features), good["valid_from"], memory_budget=2**40)
+    streamed = Holdout.load(str(features), good["valid_from"], memory_budget=2**20)
+    assert whole.frame is not None and streamed.frame is None
+    a, b = whole.score("memory://models/good"), streamed.score("memory://models/good")
+    assert a["holdout_rows"] == b["holdout_rows"] == len(whole.frame) and a["positives"] == b["positives"] > 0
+    for key in ("roc_auc", "pr_auc", "log_loss"):
+        assert b[key] == pytest.approx(a[key], abs=1e-9)
+    with pytest.raises(ValueError, match="do not hold both classes"):
+        Holdout.load(str(features), "2100-01-01 00:00:00", memory_budget=2**20)
