@@ -304,7 +304,7 @@ def deploy_model(
     valid_from = evaluated.get("from_ts") or json.loads(read_model_file("", model_uri, METADATA_FILE)).get("valid_from")
     holdout = Holdout.load(features_uri, valid_from, memory_budget_bytes(memory_budget))
     record = deploy_gate(
-        model_uri, holdout.score, deployed_model_uri=deployed_model_uri, min_roc_auc=min_roc_auc,
+        model_uri, holdout.scorer(evaluated, model_uri), deployed_model_uri=deployed_model_uri, min_roc_auc=min_roc_auc,
         min_pr_auc=min_pr_auc, target="kubernetes" if runtime == "kubernetes" else "manifest", namespace=namespace,
         output_dir=decision_path, api=api, canary_percent=canary_percent, ready_timeout_s=ready_timeout_s,
         poll_s=poll_s,

@@ -132,7 +132,9 @@ def measure_run(rows: int, memory_budget: str, min_free_gib: float, max_evals: i
     root = psutil.Process(proc.pid)
     steps: dict[str, dict] = {}
     driver_peak, min_available, aborted = 0, psutil.virtual_memory().available, None
+    loads: list[float] = []  # 1-minute load average: the machine is shared, this says how much
     while proc.poll() is None:
+        loads.append(os.getloadavg()[0])
         now = time.perf_counter() - t0
         try:
             procs = root.children(recursive=True)
@@ -166,7 +168,9 @@ def measure_run(rows: int, memory_budget: str, min_free_gib: float, max_evals: i
     seconds = time.perf_counter() - t0
     result = {"rows": rows, "memory_budget": memory_budget, "max_evals": max_evals, "seconds": round(seconds, 1),
               "returncode": proc.returncode, "aborted": aborted, "driver_peak_gib": round(driver_peak / 2**20, 2),
-              "min_available_gib": round(min_available / 2**30, 2), "steps": {}}
+              "min_available_gib": round(min_available / 2**30, 2),
+              "load_average": {"mean": round(sum(loads) / max(len(loads), 1), 2), "max": round(max(loads, default=0.0), 2)},
+              "steps": {}}
     for step in RUN_STEPS:
         if step in steps:
             r = steps[step]
@@ -222,7 +226,8 @@ def run_report(runs: list[dict], memory_budget: str) -> None:
         notes.append(f"- {r['rows']:,} rows: whole run {r['seconds']} s (exit {r['returncode']}"
                      f"{', ABORTED: ' + r['aborted'] if r.get('aborted') else ''}), holdout ROC-AUC {r.get('holdout_roc_auc')}, "
                      f"the `attribution run` process itself {r['driver_peak_gib']} GiB, least available memory "
-                     f"{r['min_available_gib']} GiB; paths: {json.dumps(r.get('paths', {}))}")
+                     f"{r['min_available_gib']} GiB, 1-min load average mean {r.get('load_average', {}).get('mean')} / max "
+                     f"{r.get('load_average', {}).get('max')} on {machine()['cpus']} CPUs; paths: {json.dumps(r.get('paths', {}))}")
     notes.append("")
     for step, p in projection.items():
         notes.append(f"- {step}: {p['fixed_seconds']} s + {p['us_per_row']} us/row -> {p['projected_minutes']} min "

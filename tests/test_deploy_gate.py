@@ -291,3 +291,21 @@ def test_a_holdout_too_large_for_the_budget_is_streamed_and_scores_the_same(two_
         assert b[key] == pytest.approx(a[key], abs=1e-9)
     with pytest.raises(ValueError, match="do not hold both classes"):
         Holdout.load(str(features), "2100-01-01 00:00:00", memory_budget=2**20)
+
+
+def test_the_candidate_is_not_scored_again_when_the_evaluation_covers_the_same_rows(two_models, sample_path):
+    """The gate takes the evaluation step's figures for the candidate only when they are on exactly the
+    holdout's rows (start, rows, positives); any other model, or a mismatch, is scored."""
+    good, weak = two_models
+    holdout = Holdout.load(str(sample_path), good["valid_from"])
+    real = holdout.score("memory://models/good")
+    evaluated = {"roc_auc": 0.123, "pr_auc": 0.045, "log_loss": 0.5, "rows": holdout.rows,
+                 "positives": holdout.positives, "from_ts": holdout.from_ts}
+    score = holdout.scorer(evaluated, "memory://models/good")
+    reused = score("memory://models/good")
+    assert reused["roc_auc"] == 0.123 and reused["holdout_rows"] == real["holdout_rows"] == len(holdout.frame)
+    assert score("memory://models/weak")["roc_auc"] == pytest.approx(holdout.score("memory://models/weak")["roc_auc"])
+    for mismatch in ({"rows": holdout.rows - 1}, {"positives": holdout.positives + 1}, {"from_ts": "2017-11-06 00:00:00"},
+                     {"roc_auc": float("nan")}):
+        again = holdout.scorer({**evaluated, **mismatch}, "memory://models/good")("memory://models/good")
+        assert again["roc_auc"] == pytest.approx(real["roc_auc"])

@@ -8,6 +8,8 @@ quality and not the base rates of two different days.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ class Holdout:
     frame: pd.DataFrame | None  # None: a features Parquet too large to hold, streamed at each score
     from_ts: str
     source: str
+    rows: int
+    positives: int
     batch_rows: int = MAX_BATCH_ROWS
 
     @classmethod
@@ -46,8 +50,9 @@ class Holdout:
             raise ValueError(f"{features_uri}: the holdout needs the '{LABEL}' column (labelled clicks)")
         t = _epochs(frame[CLICK_TIME])
         rows = frame[t >= to_epoch(valid_from)].reset_index(drop=True)
-        _check_classes(features_uri, valid_from, len(rows), int(rows[LABEL].sum()))
-        return cls(rows, str(valid_from), str(features_uri))
+        positives = int(rows[LABEL].sum())
+        _check_classes(features_uri, valid_from, len(rows), positives)
+        return cls(rows, str(valid_from), str(features_uri), len(rows), positives)
 
     @classmethod
     def _streamed(cls, path: str, valid_from: str, batch_rows: int) -> Holdout:
@@ -58,8 +63,9 @@ class Holdout:
         if LABEL not in data.schema.names:
             raise ValueError(f"{path}: the holdout needs the '{LABEL}' column (labelled clicks)")
         labels = data.to_table(columns=[LABEL], filter=ds.field(CLICK_TIME) >= to_epoch(valid_from)).column(LABEL)
-        _check_classes(path, valid_from, len(labels), int(pc.sum(labels).as_py() or 0))
-        return cls(None, valid_from, path, batch_rows)
+        positives = int(pc.sum(labels).as_py() or 0)
+        _check_classes(path, valid_from, len(labels), positives)
+        return cls(None, valid_from, path, len(labels), positives, batch_rows)
 
     def score(self, model_uri: str) -> dict:
         """The model at model_uri on these rows (ModelLoadError when it cannot be loaded)."""
@@ -77,6 +83,26 @@ class Holdout:
                  out["roc_auc"], out["pr_auc"])
         return out
 
+    def scorer(self, evaluated: dict, candidate_uri: str) -> Callable[[str], dict]:
+        """score, except for the candidate when `evaluated` (its metrics.json from this run's evaluation
+        step) covers exactly these rows: a holdout of 46M rows at full size is then scored once, not twice."""
+
+        def score(model_uri: str) -> dict:
+            if model_uri == candidate_uri and self.covered_by(evaluated):
+                log.info("%s: the evaluation's figures on the same %d holdout rows", model_uri, self.rows)
+                return {**{k: float(evaluated[k]) for k in ("roc_auc", "pr_auc", "log_loss")},
+                        "holdout_rows": self.rows, "positives": self.positives, "from_ts": self.from_ts,
+                        "model_uri": model_uri}
+            return self.score(model_uri)
+
+        return score
+
+    def covered_by(self, evaluated: dict) -> bool:
+        """Whether an evaluation's metrics are on these rows: same start, same row and positive counts."""
+        figures = [evaluated.get(k) for k in ("roc_auc", "pr_auc", "log_loss")]
+        return (str(evaluated.get("from_ts")) == self.from_ts and evaluated.get("rows") == self.rows
+                and evaluated.get("positives") == self.positives
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in figures))
 
 
 def _check_classes(source: str, valid_from: str, rows: int, positives: int) -> None:
