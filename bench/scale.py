@@ -204,8 +204,7 @@ def run_report(runs: list[dict], memory_budget: str) -> None:
         if not pts:
             continue
         if len({n for n, _ in pts}) >= 2:
-            fixed, per_row = affine(pts)
-            fixed = max(fixed, 0.0)
+            fixed, per_row = affine_nonnegative(pts)
         else:  # one size: all of it proportional to rows (an upper bound for steps with a fixed part)
             fixed, per_row = 0.0, pts[0][1] / pts[0][0]
         projection[step] = {"fixed_seconds": round(fixed, 1), "us_per_row": round(per_row * 1e6, 3),
@@ -248,6 +247,18 @@ def affine(points: list[tuple[int, float]]) -> tuple[float, float]:
     den = sum((r - mx) ** 2 for r, _ in points)
     slope = sum((r - mx) * (s - my) for r, s in points) / den if den else 0.0
     return my - slope * mx, slope
+
+
+def affine_nonnegative(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """affine() with neither part negative: on a loaded machine a larger size can run faster, and a
+    negative per-row cost would project a step to less than nothing. A negative slope becomes a step that
+    does not grow (the mean); a negative fixed part, a line through the origin."""
+    fixed, per_row = affine(points)
+    if per_row < 0:
+        return sum(s for _, s in points) / len(points), 0.0
+    if fixed < 0:
+        return 0.0, sum(r * s for r, s in points) / sum(r * r for r, _ in points)
+    return fixed, per_row
 
 
 def growth(points: list[tuple[int, float]]) -> float:
