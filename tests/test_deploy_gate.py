@@ -296,7 +296,7 @@ def test_a_holdout_too_large_for_the_budget_is_streamed_and_scores_the_same(two_
 def test_the_candidate_is_not_scored_again_when_the_evaluation_covers_the_same_rows(two_models, sample_path):
     """The gate takes the evaluation step's figures for the candidate only when they are on exactly the
     holdout's rows (start, rows, positives); any other model, or a mismatch, is scored."""
-    good, weak = two_models
+    good, _ = two_models
     holdout = Holdout.load(str(sample_path), good["valid_from"])
     real = holdout.score("memory://models/good")
     evaluated = {"roc_auc": 0.123, "pr_auc": 0.045, "log_loss": 0.5, "rows": holdout.rows,
