@@ -294,10 +294,12 @@ def deploy_model(
     model_uri: str, features_uri: str, metrics_path: str, decision_path: str, min_roc_auc: float,
     min_pr_auc: float, deployed_model_uri: str = "", runtime: str = "kubernetes", namespace: str = "attribution",
     canary_percent: int = 10, api: Any = None, ready_timeout_s: float = 600.0, poll_s: float = 10.0,
+    memory_budget: str = DEFAULT_MEMORY_BUDGET,
 ) -> dict:
     """Deploys only when the candidate reaches the thresholds and is not worse than the deployed model, both
-    scored on the same holdout rows (the evaluated clicks of features_uri): `kubernetes` rolls the
-    InferenceService out as a canary, `local` writes the manifest it would apply."""
+    scored on the same holdout rows (the evaluated clicks of features_uri, streamed in batches when the
+    file does not fit memory_budget): `kubernetes` rolls the InferenceService out as a canary, `local`
+    writes the manifest it would apply."""
     from attribution.evaluation.compare import Holdout
     from attribution.platform.deploy import deploy_gate
 
@@ -305,9 +307,9 @@ def deploy_model(
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     evaluated = json.loads(Path(metrics_path).read_text())
     valid_from = evaluated.get("from_ts") or json.loads(read_model_file("", model_uri, METADATA_FILE)).get("valid_from")
-    holdout = Holdout.load(features_uri, valid_from)
+    holdout = Holdout.load(features_uri, valid_from, memory_budget_bytes(memory_budget))
     record = deploy_gate(
-        model_uri, holdout.score, deployed_model_uri=deployed_model_uri, min_roc_auc=min_roc_auc,
+        model_uri, holdout.scorer(evaluated, model_uri), deployed_model_uri=deployed_model_uri, min_roc_auc=min_roc_auc,
         min_pr_auc=min_pr_auc, target="kubernetes" if runtime == "kubernetes" else "manifest", namespace=namespace,
         output_dir=decision_path, api=api, canary_percent=canary_percent, ready_timeout_s=ready_timeout_s,
         poll_s=poll_s,

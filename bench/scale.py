@@ -132,7 +132,9 @@ def measure_run(rows: int, memory_budget: str, min_free_gib: float, max_evals: i
     root = psutil.Process(proc.pid)
     steps: dict[str, dict] = {}
     driver_peak, min_available, aborted = 0, psutil.virtual_memory().available, None
+    loads: list[float] = []  # 1-minute load average: the machine is shared, this says how much
     while proc.poll() is None:
+        loads.append(os.getloadavg()[0])
         now = time.perf_counter() - t0
         try:
             procs = root.children(recursive=True)
@@ -166,7 +168,9 @@ def measure_run(rows: int, memory_budget: str, min_free_gib: float, max_evals: i
     seconds = time.perf_counter() - t0
     result = {"rows": rows, "memory_budget": memory_budget, "max_evals": max_evals, "seconds": round(seconds, 1),
               "returncode": proc.returncode, "aborted": aborted, "driver_peak_gib": round(driver_peak / 2**20, 2),
-              "min_available_gib": round(min_available / 2**30, 2), "steps": {}}
+              "min_available_gib": round(min_available / 2**30, 2),
+              "load_average": {"mean": round(sum(loads) / max(len(loads), 1), 2), "max": round(max(loads, default=0.0), 2)},
+              "steps": {}}
     for step in RUN_STEPS:
         if step in steps:
             r = steps[step]
@@ -200,8 +204,7 @@ def run_report(runs: list[dict], memory_budget: str) -> None:
         if not pts:
             continue
         if len({n for n, _ in pts}) >= 2:
-            fixed, per_row = affine(pts)
-            fixed = max(fixed, 0.0)
+            fixed, per_row = affine_nonnegative(pts)
         else:  # one size: all of it proportional to rows (an upper bound for steps with a fixed part)
             fixed, per_row = 0.0, pts[0][1] / pts[0][0]
         projection[step] = {"fixed_seconds": round(fixed, 1), "us_per_row": round(per_row * 1e6, 3),
@@ -222,7 +225,8 @@ def run_report(runs: list[dict], memory_budget: str) -> None:
         notes.append(f"- {r['rows']:,} rows: whole run {r['seconds']} s (exit {r['returncode']}"
                      f"{', ABORTED: ' + r['aborted'] if r.get('aborted') else ''}), holdout ROC-AUC {r.get('holdout_roc_auc')}, "
                      f"the `attribution run` process itself {r['driver_peak_gib']} GiB, least available memory "
-                     f"{r['min_available_gib']} GiB; paths: {json.dumps(r.get('paths', {}))}")
+                     f"{r['min_available_gib']} GiB, 1-min load average mean {r.get('load_average', {}).get('mean')} / max "
+                     f"{r.get('load_average', {}).get('max')} on {machine()['cpus']} CPUs; paths: {json.dumps(r.get('paths', {}))}")
     notes.append("")
     for step, p in projection.items():
         notes.append(f"- {step}: {p['fixed_seconds']} s + {p['us_per_row']} us/row -> {p['projected_minutes']} min "
@@ -243,6 +247,18 @@ def affine(points: list[tuple[int, float]]) -> tuple[float, float]:
     den = sum((r - mx) ** 2 for r, _ in points)
     slope = sum((r - mx) * (s - my) for r, s in points) / den if den else 0.0
     return my - slope * mx, slope
+
+
+def affine_nonnegative(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """affine() with neither part negative: on a loaded machine a larger size can run faster, and a
+    negative per-row cost would project a step to less than nothing. A negative slope becomes a step that
+    does not grow (the mean); a negative fixed part, a line through the origin."""
+    fixed, per_row = affine(points)
+    if per_row < 0:
+        return sum(s for _, s in points) / len(points), 0.0
+    if fixed < 0:
+        return 0.0, sum(r * s for r, s in points) / sum(r * r for r, _ in points)
+    return fixed, per_row
 
 
 def growth(points: list[tuple[int, float]]) -> float:

@@ -15,6 +15,7 @@ def deploy_model(
     decision: Output[Artifact],
     min_roc_auc: float,
     min_pr_auc: float,
+    memory_budget: str,
     deployed_model_uri: str = "",
     runtime: str = "kubernetes",
     namespace: str = "attribution",
@@ -24,7 +25,8 @@ def deploy_model(
 
     steps.configure_logging()
     result = steps.deploy_model(model.uri, features.path, metrics.path, decision.path, min_roc_auc, min_pr_auc,
-                                deployed_model_uri, runtime, namespace, canary_traffic_percent)
+                                deployed_model_uri, runtime, namespace, canary_traffic_percent,
+                                memory_budget=memory_budget)
     decision.metadata.update(result)
     decision.metadata["read_from"] = {"model": model.uri, "features": features.uri, "metrics": metrics.uri}
     return result["deployed"]

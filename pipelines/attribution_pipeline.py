@@ -131,7 +131,7 @@ def attribution_pipeline(
     deployed = _size(deploy_model(
         model=trained.outputs["model"], features=features, metrics=evaluated.outputs["metrics"],
         min_roc_auc=min_roc_auc, min_pr_auc=min_pr_auc, deployed_model_uri=deployed_model_uri, runtime=runtime,
-        namespace=namespace, canary_traffic_percent=canary_traffic_percent,
+        namespace=namespace, canary_traffic_percent=canary_traffic_percent, memory_budget=memory_budget,
     ), "deploy")
     deployed.set_display_name("deploy-gate").set_caching_options(False)
     deployed.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)

@@ -272,3 +272,40 @@ def test_a_uri_without_a_model_is_nothing_live(two_models, sample_path, tmp_path
     d = deploy.deploy_gate("memory://models/good", holdout.score, "memory://models/never-trained", 0.5, 0.0,
                            target="manifest", output_dir=tmp_path)
     assert d.deployed and d.deployed_metrics is None and "never-trained" in d.reasons[-1]
+
+
+def test_a_holdout_too_large_for_the_budget_is_streamed_and_scores_the_same(two_models, sample_path, tmp_path):
+    """A features Parquet the budget cannot hold is never loaded whole by the gate: it is counted, then
+    scored in batches, with the same rows and the same figures as the whole-file holdout."""
+    from attribution.features.build import build_features_file
+
+    good, _ = two_models
+    features = tmp_path / "features.parquet"
+    build_features_file(sample_path, features, engine="vectorized", progress=False)
+    whole = Holdout.load(str(features), good["valid_from"], memory_budget=2**40)
+    streamed = Holdout.load(str(features), good["valid_from"], memory_budget=2**20)
+    assert whole.frame is not None and streamed.frame is None
+    a, b = whole.score("memory://models/good"), streamed.score("memory://models/good")
+    assert a["holdout_rows"] == b["holdout_rows"] == len(whole.frame) and a["positives"] == b["positives"] > 0
+    for key in ("roc_auc", "pr_auc", "log_loss"):
+        assert b[key] == pytest.approx(a[key], abs=1e-9)
+    with pytest.raises(ValueError, match="do not hold both classes"):
+        Holdout.load(str(features), "2100-01-01 00:00:00", memory_budget=2**20)
+
+
+def test_the_candidate_is_not_scored_again_when_the_evaluation_covers_the_same_rows(two_models, sample_path):
+    """The gate takes the evaluation step's figures for the candidate only when they are on exactly the
+    holdout's rows (start, rows, positives); any other model, or a mismatch, is scored."""
+    good, _ = two_models
+    holdout = Holdout.load(str(sample_path), good["valid_from"])
+    real = holdout.score("memory://models/good")
+    evaluated = {"roc_auc": 0.123, "pr_auc": 0.045, "log_loss": 0.5, "rows": holdout.rows,
+                 "positives": holdout.positives, "from_ts": holdout.from_ts}
+    score = holdout.scorer(evaluated, "memory://models/good")
+    reused = score("memory://models/good")
+    assert reused["roc_auc"] == 0.123 and reused["holdout_rows"] == real["holdout_rows"] == len(holdout.frame)
+    assert score("memory://models/weak")["roc_auc"] == pytest.approx(holdout.score("memory://models/weak")["roc_auc"])
+    for mismatch in ({"rows": holdout.rows - 1}, {"positives": holdout.positives + 1}, {"from_ts": "2017-11-06 00:00:00"},
+                     {"roc_auc": float("nan")}):
+        again = holdout.scorer({**evaluated, **mismatch}, "memory://models/good")("memory://models/good")
+        assert again["roc_auc"] == pytest.approx(real["roc_auc"])
