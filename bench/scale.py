@@ -216,7 +216,7 @@ def run_report(runs: list[dict], memory_budget: str) -> None:
               "runs": runs, "projection_184_9M": projection, "projected_total_minutes": total,
               "largest_step_peak_gib": worst, "budget_gib": round(budget_gib, 2),
               "target": f"no step above the budget ({memory_budget}); whole pipeline < {TARGET_MINUTES} min at 184.9M rows"}
-    notes = [(f"Machine: {machine()['cpus']} CPUs, shared with other engineers (runs under `nice -n 10`). "
+    notes = [(f"Machine: {machine()['cpus']} CPUs, shared with other engineers (each run gives its load average). "
              f"Budget {memory_budget}. Target: {result['target']}."), "",
              ("Command per size: `attribution run --data clicks.parquet --memory-budget B --max-evals M` (clicks from "
              "`attribution generate --seed 777`, generation not timed). Peak = the step process's VmHWM plus its "
