@@ -12,7 +12,7 @@ export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
 DEMO_ROWS ?= 300000
 DEMO_OUT ?= out/demo
 
-.PHONY: setup tools-venv system-deps emulators demo test test-fast lint bench sql pipeline-yaml images-check clean
+.PHONY: setup tools-venv system-deps emulators kernels demo test test-fast lint bench sql pipeline-yaml images-check clean
 
 setup: system-deps $(STAMP) tools-venv emulators
 
@@ -58,7 +58,11 @@ demo: setup
 # per core kept the 2 cores 41% idle: 10.3 CPU-minutes in 12.5 minutes). A file's tests share its fixtures.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
-test: setup
+# numba compiles the feature kernels once here (cached on disk), not once in each test worker
+kernels: setup
+	$(BIN)/python -c "from attribution.features.compute import compile_kernels; compile_kernels()"
+
+test: setup kernels
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup

@@ -72,3 +72,17 @@ def compute_features(
     else:
         raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
     return conform_output(compute(clicks, spec, **engine_options), clicks, spec)
+
+
+def compile_kernels() -> None:
+    """Compile the numba kernels of the vectorized engine and of the in-process state once (numba caches
+    them on disk), so that the processes started afterwards load them: in a fresh checkout each of four
+    test workers compiled them itself (~22 CPU-s each)."""
+    from attribution.features.engines.vectorized import warm_up
+
+    warm_up()
+    n = 64
+    ids = np.arange(n, dtype=np.int64) % 7
+    clicks = pd.DataFrame({"row_id": np.arange(n, dtype=np.int64), "ip": ids, "app": ids, "device": ids, "os": ids,
+                           "channel": ids, "click_time": 1_510_000_000 + np.arange(n, dtype=np.int64) * 60})
+    compute_features(clicks, "online")
