@@ -55,7 +55,7 @@ demo: setup
 	$(BIN)/python -m attribution.demo --rows $(DEMO_ROWS) --output $(DEMO_OUT)
 
 # Two workers per core: the tests wait on servers, JVMs and subprocesses more than they compute (one worker
-# per core kept the 2 cores 41% idle: 10.3 CPU-minutes in 12.5 minutes). A file's tests share its fixtures.
+# per core kept the 2 cores 59% idle: 10.3 CPU-minutes in 12.5 minutes). A file's tests share its fixtures.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
 # numba compiles the feature kernels once here (cached on disk), not once in each test worker

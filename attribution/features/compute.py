@@ -77,12 +77,8 @@ def compute_features(
 def compile_kernels() -> None:
     """Compile the numba kernels of the vectorized engine and of the in-process state once (numba caches
     them on disk), so that the processes started afterwards load them: in a fresh checkout each of four
-    test workers compiled them itself (~22 CPU-s each)."""
-    from attribution.features.engines.vectorized import warm_up
+    test workers compiled them itself (~21 CPU-s each)."""
+    from attribution.features.engines.vectorized import warm_up, warm_up_clicks
 
     warm_up()
-    n = 64
-    ids = np.arange(n, dtype=np.int64) % 7
-    clicks = pd.DataFrame({"row_id": np.arange(n, dtype=np.int64), "ip": ids, "app": ids, "device": ids, "os": ids,
-                           "channel": ids, "click_time": 1_510_000_000 + np.arange(n, dtype=np.int64) * 60})
-    compute_features(clicks, "online")
+    compute_features(warm_up_clicks(), "online")

@@ -271,14 +271,18 @@ def compute(clicks: pd.DataFrame, spec: FeatureSpec, threads: int | None = None,
     return pd.DataFrame(out, copy=False)  # copy=False: no block consolidation of ~35 columns
 
 
+def warm_up_clicks(n: int = 64) -> pd.DataFrame:
+    """A few clicks with the column types of a real call (kernels compile per argument type)."""
+    ids = np.arange(n, dtype=np.int32) % 7
+    return pd.DataFrame({"row_id": np.arange(n, dtype=np.int64), "ip": ids, "app": ids, "device": ids, "os": ids,
+                         "channel": ids, "click_time": np.arange(n, dtype=np.int64) * 60})
+
+
 def warm_up() -> None:
     """Run every kernel once on a few clicks, with the argument types of a real call: numba loads its
     registries and the on-disk cached machine code (cache=True) now, not inside the first real call."""
     from attribution.features.spec import DEFAULT_SPEC
 
-    n = 64
-    ids = np.arange(n, dtype=np.int32) % 7
-    clicks = pd.DataFrame({"row_id": np.arange(n, dtype=np.int64), "ip": ids, "app": ids, "device": ids, "os": ids,
-                           "channel": ids, "click_time": np.arange(n, dtype=np.int64) * 60})
+    clicks = warm_up_clicks()
     compute(clicks, DEFAULT_SPEC, threads=1)
-    compute(clicks, DEFAULT_SPEC, threads=1, query_from=n * 30)  # the chunked paths' suffix variant
+    compute(clicks, DEFAULT_SPEC, threads=1, query_from=len(clicks) * 30)  # the chunked paths' suffix variant
