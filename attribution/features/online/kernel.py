@@ -2,10 +2,13 @@
 
 Layout: `store` is one typed list of int64 tables: the per-slot meta (a slot holds one key: its group and
 five ids, -1 where the group does not use the field), the FIFO, the free list, the key index, the counted
-windows and their value counts (below), the plan, then one table per slot holding the key's recent clicks
-sorted by second, `store[SLOT0 + slot][0, start:end]`, and the values its group's distinct counts need,
-`store[SLOT0 + slot][1 + f, start:end]`. (One container and few arrays per call: numba types each argument
-on every call, ~1 us per typed container.)
+windows and their value counts (below), the pool, then the plan. Each key's recent clicks, sorted by second,
+lie in one region of the pool: `pool[0, base + start : base + end]` their seconds and `pool[1 + f, ...]` the
+values its group's distinct counts need. Regions come in power-of-two sizes from MIN_REGION clicks; a full
+one moves to a region twice its size, and a freed one goes on its size's free list (linked through the pool
+itself), so memory follows the live clicks. (One table for every key, rather than an array per key in the
+typed list: fetching a list item costs a call and two atomic reference counts, ~300 ns at 50k keys when the
+item is cold, and each click touched ~18 of them.)
 
 Speed comes from touching little memory per click. A batch first reserves room for every key and FIFO entry
 it could add, so the loops take the shared tables out of the typed list once (a list item costs a call and
@@ -41,16 +44,20 @@ from attribution.features.spec import KEY_FIELDS, FeatureSpec
 # index (slot + 1, hash), per-slot counted windows (for each distinct count of the slot's group: first, end,
 # distinct values; first = -1 while none is counted), the window counts (tag + 1, value, count), the plan's
 # tables, then the slots
-META, FIFO, FREE, INDEX, WINDOWS, COUNTS = range(6)
-GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, DISTINCT_ROWS = range(6, 15)
-SLOT0 = 15
+META, FIFO, FREE, INDEX, WINDOWS, COUNTS, POOL = range(7)
+GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, DISTINCT_ROWS = range(7, 16)
 # meta columns: the five ids follow KEY0; COUNTED is 1 once the slot has counted windows (so that the many
-# slots without any never touch their row of the windows table)
-START, END, GEN, GROUP, HASH, COUNTED, KEY0 = range(7)
+# slots without any never touch their row of the windows table); BASE and SIZE: the slot's region of the pool,
+# MIN_REGION << SIZE clicks from column BASE
+START, END, GEN, GROUP, HASH, COUNTED, BASE, SIZE, KEY0 = range(9)
 META_COLUMNS = KEY0 + 5
-# scalars
-N_SCALARS = 9
-WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP, N_COUNTS, INCREMENTAL_FROM = range(N_SCALARS)
+MIN_REGION = 2  # clicks in a new key's region (most keys never hold more than one or two)
+N_SIZES = 48  # region size classes: MIN_REGION << 0 .. 47 clicks
+# scalars: then, per size class, the first free region of the pool (-1: none; each free region holds the next
+# one's column in its first second)
+WATERMARK, LATE, FIFO_HEAD, FIFO_TAIL, N_SLOTS, N_FREE, STAMP, N_COUNTS, INCREMENTAL_FROM, POOL_TOP, GREW = range(11)
+FREE_REGION0 = 11
+N_SCALARS = FREE_REGION0 + N_SIZES
 MAX_DISTINCTS = 16  # distinct counts per key group (a count's tag is slot * MAX_DISTINCTS + its index)
 MARKS = 1 << 16  # ids below this are counted with the mark table (app, device, os, channel are uint16)
 NO_KEY = -1
@@ -102,7 +109,7 @@ class KernelPlan:
         self.hour_table = np.array(FeatureSpec.hour_table(), np.float64)
 
     def tables(self) -> list[np.ndarray]:
-        """The integer tables at store[GROUP_FIELDS:SLOT0], each 2-D."""
+        """The integer tables at store[GROUP_FIELDS:], each 2-D."""
         return [self.group_fields, self.value_fields, self.offsets, self.n_offsets.reshape(1, -1), self.bands,
                 self.prevs, self.dists, self.hour.reshape(1, -1), self.distinct_rows]
 
@@ -116,9 +123,11 @@ class KernelState:
         self.store = List([np.zeros((0, META_COLUMNS), np.int64), np.zeros((1024, 3), np.int64),
                            np.zeros((0, 1), np.int64), np.zeros((1024, 2), np.int64),
                            np.zeros((0, 3 * plan.n_distincts), np.int64), np.zeros((1024, 3), np.int64),
+                           np.zeros((1 + plan.n_values, 1024), np.int64),
                            *(np.ascontiguousarray(t, np.int64) for t in plan.tables())])
         self.marks = np.zeros(MARKS, np.int32)  # int32: the table stays in L2 cache
         self.scalars = np.zeros(N_SCALARS, np.int64)
+        self.scalars[FREE_REGION0:] = -1
         self.scalars[WATERMARK] = -(2**62)
         self.scalars[INCREMENTAL_FROM] = incremental_from
         self.hour_table = plan.hour_table
@@ -238,6 +247,33 @@ def _unplace(buckets: np.ndarray, h: int, slot: int) -> None:
     buckets[i, 0] = 0
 
 
+# ---- the pool: each key's clicks in one region of one table ----------------------------------------------
+@numba.njit(cache=True)
+def _alloc(tables, sc: np.ndarray, size: int) -> int:
+    """A free region of MIN_REGION << size clicks: its first column. Growing the pool replaces
+    tables[POOL] and sets sc[GREW], so that callers holding the pool take the new one."""
+    head = sc[FREE_REGION0 + size]
+    pool = tables[POOL]
+    if head >= 0:
+        sc[FREE_REGION0 + size] = pool[0, head]
+        return head
+    width = MIN_REGION << size
+    top = sc[POOL_TOP]
+    if top + width > pool.shape[1]:
+        grown = np.zeros((pool.shape[0], max(2 * pool.shape[1], top + width)), np.int64)
+        grown[:, :top] = pool[:, :top]
+        tables[POOL] = grown
+        sc[GREW] = 1
+    sc[POOL_TOP] = top + width
+    return top
+
+
+@numba.njit(cache=True, inline="always")
+def _release(pool: np.ndarray, sc: np.ndarray, base: int, size: int) -> None:
+    pool[0, base] = sc[FREE_REGION0 + size]
+    sc[FREE_REGION0 + size] = base
+
+
 # ---- counted windows: a busy key's distinct counts follow its window instead of rescanning it --------------
 @numba.njit(cache=True)
 def _count_home(tag: int, value: int, mask: int) -> int:
@@ -303,9 +339,11 @@ def _count_remove(tables, sc: np.ndarray, tag: int, value: int) -> int:
 
 @numba.njit(cache=True)
 def _counted_distinct(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot: int, k: int,
-                      values: np.ndarray, lo: int, hi: int) -> int:
-    """Distinct values in values[lo:hi], moving the slot's counted window k there: a click's window moves
-    by a click or two from the previous one's, so this costs a few table updates, not a scan."""
+                      pool: np.ndarray, r: int, lo: int, hi: int) -> int:
+    """Distinct values in the slot's clicks [lo, hi) of pool row r, moving the slot's counted window k there:
+    a click's window moves by a click or two from the previous one's, so this costs a few table updates, not
+    a scan."""
+    base = meta[slot, BASE]
     c = 3 * k
     if meta[slot, COUNTED] == 0:
         meta[slot, COUNTED] = 1
@@ -316,41 +354,43 @@ def _counted_distinct(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndar
         n = 0
     tag = slot * MAX_DISTINCTS + k
     while end < hi:  # grow before shrinking, so that the window never turns inside out
-        n += _count_add(tables, sc, tag, values[end])
+        n += _count_add(tables, sc, tag, pool[r, base + end])
         end += 1
     while first > lo:
         first -= 1
-        n += _count_add(tables, sc, tag, values[first])
+        n += _count_add(tables, sc, tag, pool[r, base + first])
     while first < lo:
-        n -= _count_remove(tables, sc, tag, values[first])
+        n -= _count_remove(tables, sc, tag, pool[r, base + first])
         first += 1
     while end > hi:
         end -= 1
-        n -= _count_remove(tables, sc, tag, values[end])
+        n -= _count_remove(tables, sc, tag, pool[r, base + end])
     windows[slot, c], windows[slot, c + 1], windows[slot, c + 2] = first, end, n
     return n
 
 
 @numba.njit(cache=True)
-def _drop_window(tables, sc: np.ndarray, windows: np.ndarray, slot: int, k: int, values: np.ndarray) -> None:
-    """Stop counting the slot's window k: its clicks' values leave the counts."""
+def _drop_window(tables, sc: np.ndarray, windows: np.ndarray, slot: int, k: int, pool: np.ndarray, r: int,
+                 base: int) -> None:
+    """Stop counting the slot's window k (values in pool row r): its clicks' values leave the counts."""
     for p in range(windows[slot, 3 * k], windows[slot, 3 * k + 1]):
-        _count_remove(tables, sc, slot * MAX_DISTINCTS + k, values[p])
+        _count_remove(tables, sc, slot * MAX_DISTINCTS + k, pool[r, base + p])
     windows[slot, 3 * k] = -1
 
 
 @numba.njit(cache=True)
-def _forget_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows_of: np.ndarray) -> None:
+def _forget_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, pool: np.ndarray, base: int,
+                   rows_of: np.ndarray) -> None:
     """Drop the slot's counted windows (before the slot is freed)."""
     for k in range(len(rows_of)):
         if rows_of[k] >= 0 and windows[slot, 3 * k] >= 0:
-            _drop_window(tables, sc, windows, slot, k, tables[SLOT0 + slot][1 + rows_of[k]])
+            _drop_window(tables, sc, windows, slot, k, pool, 1 + rows_of[k], base)
 
 
 @numba.njit(cache=True)
-def _move_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows: np.ndarray, rows_of: np.ndarray,
-                 s0: int) -> None:
-    """The slot's live clicks [s0, end) are about to move to the start of its table: counted windows inside
+def _move_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, pool: np.ndarray, base: int,
+                 rows_of: np.ndarray, s0: int) -> None:
+    """The slot's live clicks [s0, end) are about to move to the start of its region: counted windows inside
     them move along, others are dropped."""
     for k in range(len(rows_of)):
         c = 3 * k
@@ -359,7 +399,7 @@ def _move_counts(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows: n
                 windows[slot, c] -= s0
                 windows[slot, c + 1] -= s0
             else:
-                _drop_window(tables, sc, windows, slot, k, rows[1 + rows_of[k]])
+                _drop_window(tables, sc, windows, slot, k, pool, 1 + rows_of[k], base)
 
 
 @numba.njit(cache=True)
@@ -379,13 +419,13 @@ def _count_inserted(tables, sc: np.ndarray, windows: np.ndarray, slot: int, rows
 
 # ---- a slot's seconds -------------------------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
-def _after(rows: np.ndarray, lo: int, hi: int, t: int, inclusive: bool) -> int:
-    """The first position p in [lo, hi) whose second rows[0, p] is >= t (inclusive) or > t (else), or hi:
-    np.searchsorted on the slot's table in place. A slice would be a new array view, whose two atomic
+def _after(pool: np.ndarray, base: int, lo: int, hi: int, t: int, inclusive: bool) -> int:
+    """The first position p in [lo, hi) whose second pool[0, base + p] is >= t (inclusive) or > t (else), or
+    hi: np.searchsorted on the slot's region in place. A slice would be a new array view, whose two atomic
     reference counts cost more than the search itself, four times per key group and click."""
     while lo < hi:
         mid = (lo + hi) >> 1
-        v = rows[0, mid]
+        v = pool[0, base + mid]
         if v < t or (not inclusive and v == t):
             lo = mid + 1
         else:
@@ -395,15 +435,17 @@ def _after(rows: np.ndarray, lo: int, hi: int, t: int, inclusive: bool) -> int:
 
 # ---- recording ------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple, h: int,
-              n_rows: int) -> int:
+def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple,
+              h: int) -> int:
+    """A slot for a new key, with the smallest region (may grow the pool: see _alloc)."""
     if sc[N_FREE] > 0:
         sc[N_FREE] -= 1
         slot = free[sc[N_FREE], 0]
     else:
         slot = sc[N_SLOTS]
         sc[N_SLOTS] += 1
-        tables.append(np.zeros((n_rows, 4), np.int64))
+    meta[slot, BASE] = _alloc(tables, sc, 0)
+    meta[slot, SIZE] = 0
     meta[slot, START] = 0
     meta[slot, END] = 0
     meta[slot, COUNTED] = 0
@@ -416,54 +458,57 @@ def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, s
 
 
 @numba.njit(cache=True)
-def _insert(tables, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot: int, t: int, ids: np.ndarray,
-            value_fields: np.ndarray, rows_of: np.ndarray) -> None:
+def _insert(tables, pool: np.ndarray, sc: np.ndarray, meta: np.ndarray, windows: np.ndarray, slot: int, t: int,
+            ids: np.ndarray, value_fields: np.ndarray, rows_of: np.ndarray) -> None:
     """Place the click by its second (appending in the usual, in-order case). rows_of[k]: the value row the
-    group's distinct count k reads."""
-    s0, e0 = meta[slot, START], meta[slot, END]
-    rows = tables[SLOT0 + slot]
-    cap = rows.shape[1]
-    if e0 == cap:  # full: slide the live part down, or grow
+    group's distinct count k reads. Moving to a bigger region may grow the pool (sc[GREW])."""
+    s0, e0, base = meta[slot, START], meta[slot, END], meta[slot, BASE]
+    cap = MIN_REGION << meta[slot, SIZE]
+    if e0 == cap:  # full: slide the live part down, or move to a region twice the size
         if meta[slot, COUNTED]:
-            _move_counts(tables, sc, windows, slot, rows, rows_of, s0)
+            _move_counts(tables, sc, windows, slot, pool, base, rows_of, s0)
         n = e0 - s0
-        if s0 >= cap // 2:
-            rows[:, :n] = rows[:, s0:e0].copy()
+        if s0 >= cap // 2:  # the live part and its new place do not overlap
+            pool[:, base : base + n] = pool[:, base + s0 : base + e0]
         else:
-            grown = np.zeros((rows.shape[0], 2 * cap), np.int64)
-            grown[:, :n] = rows[:, s0:e0]
-            tables[SLOT0 + slot] = grown
-            rows = grown
+            size = meta[slot, SIZE]
+            moved = _alloc(tables, sc, size + 1)
+            pool = tables[POOL]
+            pool[:, moved : moved + n] = pool[:, base + s0 : base + e0]
+            _release(pool, sc, base, size)
+            base = moved
+            meta[slot, BASE], meta[slot, SIZE] = moved, size + 1
         s0, e0 = 0, n
         meta[slot, START] = 0
     pos = e0
-    if e0 > s0 and rows[0, e0 - 1] > t:  # a late click
-        pos = _after(rows, s0, e0, t, False)
+    if e0 > s0 and pool[0, base + e0 - 1] > t:  # a late click
+        pos = _after(pool, base, s0, e0, t, False)
         if meta[slot, COUNTED]:
             _count_inserted(tables, sc, windows, slot, rows_of, pos, ids, value_fields)
-        rows[:, pos + 1 : e0 + 1] = rows[:, pos:e0].copy()
-    rows[0, pos] = t
+        pool[:, base + pos + 1 : base + e0 + 1] = pool[:, base + pos : base + e0].copy()
+    pool[0, base + pos] = t
     for f in range(len(value_fields)):
         if value_fields[f] >= 0:
-            rows[1 + f, pos] = ids[value_fields[f]]
+            pool[1 + f, base + pos] = ids[value_fields[f]]
     meta[slot, END] = e0 + 1
 
 
 @numba.njit(cache=True)
-def _evict(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free: np.ndarray, buckets: np.ndarray,
-           sc: np.ndarray, distinct_rows: np.ndarray, cutoff: int) -> None:
+def _evict(tables, pool: np.ndarray, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, free: np.ndarray,
+           buckets: np.ndarray, sc: np.ndarray, distinct_rows: np.ndarray, cutoff: int) -> None:
     head = sc[FIFO_HEAD]
     while head < sc[FIFO_TAIL] and fifo[head, 0] < cutoff:
         slot, gen = fifo[head, 1], fifo[head, 2]
         head += 1
         if meta[slot, GEN] != gen:  # the slot was freed since (and maybe reused)
             continue
-        s0, e0 = meta[slot, START], meta[slot, END]
-        s0 = _after(tables[SLOT0 + slot], s0, e0, cutoff, True)
+        s0, e0, base = meta[slot, START], meta[slot, END], meta[slot, BASE]
+        s0 = _after(pool, base, s0, e0, cutoff, True)
         meta[slot, START] = s0
         if s0 == e0:  # nothing left in the window: forget the key
             if meta[slot, COUNTED]:
-                _forget_counts(tables, sc, windows, slot, distinct_rows[meta[slot, GROUP]])
+                _forget_counts(tables, sc, windows, slot, pool, base, distinct_rows[meta[slot, GROUP]])
+            _release(pool, sc, base, meta[slot, SIZE])
             _unplace(buckets, meta[slot, HASH], slot)
             meta[slot, GEN] += 1
             meta[slot, GROUP] = -1
@@ -478,16 +523,23 @@ def _record(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, fre
             ids: np.ndarray, t: int, floor: int, retention: int, slots: np.ndarray) -> None:
     """Record one click under each key group; slots[g] gets the group's slot. score_batch has already set
     late clicks aside."""
+    pool = tables[POOL]
     if t > sc[WATERMARK]:
         sc[WATERMARK] = t
-        _evict(tables, meta, windows, fifo, free, buckets, sc, distinct_rows, min(t, floor) - retention)
+        _evict(tables, pool, meta, windows, fifo, free, buckets, sc, distinct_rows, min(t, floor) - retention)
     for g in range(len(group_fields)):
         key = _key(ids, group_fields[g], g)
         h = _hash(key)
         slot = _find(meta, buckets, key, h)
         if slot < 0:
-            slot = _new_slot(tables, meta, free, buckets, sc, key, h, 1 + value_fields.shape[1])
-        _insert(tables, sc, meta, windows, slot, t, ids, value_fields[g], distinct_rows[g])
+            slot = _new_slot(tables, meta, free, buckets, sc, key, h)
+            if sc[GREW]:
+                pool = tables[POOL]
+                sc[GREW] = 0
+        _insert(tables, pool, sc, meta, windows, slot, t, ids, value_fields[g], distinct_rows[g])
+        if sc[GREW]:
+            pool = tables[POOL]
+            sc[GREW] = 0
         tail = sc[FIFO_TAIL]
         fifo[tail, 0], fifo[tail, 1], fifo[tail, 2] = t, slot, meta[slot, GEN]
         sc[FIFO_TAIL] = tail + 1
@@ -496,7 +548,8 @@ def _record(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, fre
 
 # ---- reading --------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _distinct(marks: np.ndarray, sc: np.ndarray, row: np.ndarray, lo: int, hi: int) -> int:
+def _distinct(marks: np.ndarray, sc: np.ndarray, pool: np.ndarray, r: int, base: int, lo: int, hi: int) -> int:
+    """Distinct values in pool row r over the slot's clicks [lo, hi) (its region starts at base)."""
     if sc[STAMP] == 2**31 - 1:  # stamps are int32: start the table over before they wrap
         marks[:] = 0
         sc[STAMP] = 0
@@ -504,8 +557,8 @@ def _distinct(marks: np.ndarray, sc: np.ndarray, row: np.ndarray, lo: int, hi: i
     stamp = np.int32(sc[STAMP])
     n = 0
     big = 0
-    for p in range(lo, hi):
-        v = row[p]
+    for p in range(base + lo, base + hi):
+        v = pool[r, p]
         if v < MARKS:
             if marks[v] != stamp:
                 marks[v] = stamp
@@ -513,15 +566,16 @@ def _distinct(marks: np.ndarray, sc: np.ndarray, row: np.ndarray, lo: int, hi: i
         else:
             big += 1
     if big:  # ids past the mark table (an ip): count those by sorting
-        wide = np.sort(row[lo:hi][row[lo:hi] >= MARKS])
+        part = pool[r, base + lo : base + hi]
+        wide = np.sort(part[part >= MARKS])
         n += 1 + int(np.sum(wide[1:] != wide[:-1]))
     return n
 
 
 @numba.njit(cache=True)
-def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, plan: tuple, marks: np.ndarray,
-          sc: np.ndarray, ids: np.ndarray, t: int, floor: int, slots: np.ndarray, hour_table: np.ndarray,
-          cuts: np.ndarray, out: np.ndarray) -> None:
+def _read(tables, pool: np.ndarray, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, plan: tuple,
+          marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: int, floor: int, slots: np.ndarray,
+          hour_table: np.ndarray, cuts: np.ndarray, out: np.ndarray) -> None:
     """One click's features from the clicks in [max(t - window, floor), t - 1]; slots[g] is the group's slot
     when recording found it, else -1 (looked up here). floor is far past the horizon except for late clicks."""
     group_fields, offsets, n_offsets, bands, prevs, dists, hour = plan
@@ -530,25 +584,23 @@ def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, pl
         if slot < 0:
             key = _key(ids, group_fields[g], g)
             slot = _find(meta, buckets, key, _hash(key))
-        s0 = e0 = end = 0
+        s0 = e0 = end = base = 0
         if slot >= 0:
-            s0, e0 = meta[slot, START], meta[slot, END]
+            s0, e0, base = meta[slot, START], meta[slot, END], meta[slot, BASE]
         if e0 == s0:
             cuts[:] = 0
-            rows = meta  # any table: nothing is read from it
         else:
-            rows = tables[SLOT0 + slot]
-            end = _after(rows, s0, e0, t, True)  # clicks before this second
+            end = _after(pool, base, s0, e0, t, True)  # clicks before this second
             cuts[0] = end
             for k in range(1, n_offsets[g]):
-                cuts[k] = _after(rows, s0, end, max(t - offsets[g, k], floor), True)
+                cuts[k] = _after(pool, base, s0, end, max(t - offsets[g, k], floor), True)
         for b in range(len(bands)):
             if bands[b, 0] == g:
                 out[bands[b, 1]] = cuts[bands[b, 2]] - cuts[bands[b, 3]]
         for p in range(len(prevs)):
             if prevs[p, 0] == g:
-                if end > s0 and rows[0, end - 1] >= max(t - prevs[p, 2], floor):
-                    out[prevs[p, 1]] = t - rows[0, end - 1]
+                if end > s0 and pool[0, base + end - 1] >= max(t - prevs[p, 2], floor):
+                    out[prevs[p, 1]] = t - pool[0, base + end - 1]
                 else:
                     out[prevs[p, 1]] = np.nan
         for d in range(len(dists)):
@@ -557,10 +609,10 @@ def _read(tables, meta: np.ndarray, windows: np.ndarray, buckets: np.ndarray, pl
                 if end <= lo:
                     out[dists[d, 1]] = 0
                 elif (meta[slot, COUNTED] and windows[slot, 3 * k] >= 0) or end - lo >= sc[INCREMENTAL_FROM]:
-                    out[dists[d, 1]] = _counted_distinct(tables, sc, meta, windows, slot, k, rows[1 + dists[d, 2]], lo,
+                    out[dists[d, 1]] = _counted_distinct(tables, sc, meta, windows, slot, k, pool, 1 + dists[d, 2], lo,
                                                          end)
                 else:
-                    out[dists[d, 1]] = _distinct(marks, sc, rows[1 + dists[d, 2]], lo, end)
+                    out[dists[d, 1]] = _distinct(marks, sc, pool, 1 + dists[d, 2], base, lo, end)
     if hour[0] >= 0:
         h = (t // 3600) % 24
         out[hour[0]] = hour_table[h, 0]
@@ -598,9 +650,10 @@ def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: n
     plan = (group_fields, tables[OFFSETS], tables[N_OFFSETS][0], tables[BANDS], tables[PREVS], tables[DISTS],
             tables[HOUR][0])
     cuts = np.zeros(tables[OFFSETS].shape[1], np.int64)
+    pool = tables[POOL]
     for i in range(len(t)):
-        _read(tables, meta, windows, buckets, plan, marks, sc, ids[i], t[i], floors[i], slots[i], hour_table, cuts,
-              out[i])
+        _read(tables, pool, meta, windows, buckets, plan, marks, sc, ids[i], t[i], floors[i], slots[i], hour_table,
+              cuts, out[i])
 
 
 @numba.njit(cache=True)
