@@ -45,7 +45,7 @@ from attribution.features.spec import KEY_FIELDS, FeatureSpec
 # distinct values; first = -1 while none is counted), the window counts (tag + 1, value, count), the plan's
 # tables, then the slots
 META, FIFO, FREE, INDEX, WINDOWS, COUNTS, POOL = range(7)
-GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, DISTINCT_ROWS = range(7, 16)
+GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, DISTINCT_ROWS, GROUP_AT = range(7, 17)
 # meta columns: the five ids follow KEY0; COUNTED is 1 once the slot has counted windows (so that the many
 # slots without any never touch their row of the windows table); BASE and SIZE: the slot's region of the pool,
 # MIN_REGION << SIZE clicks from column BASE
@@ -104,6 +104,10 @@ class KernelPlan:
         self.distinct_rows = np.full((len(groups), self.n_distincts), -1, np.int64)
         for gi, _, f, _, k in dists:
             self.distinct_rows[gi, k] = f
+        # bands, prevs and dists are listed group by group: row k of group_at holds where each group's rows
+        # start in table k (and the end), so that a group's read visits only its own
+        self.group_at = np.array([np.searchsorted(t[:, 0], np.arange(len(groups) + 1)) for t in
+                                  (self.bands, self.prevs, self.dists)], np.int64)
         self.hour = np.array([names.index("hour_sin"), names.index("hour_cos")] if spec.hour_of_day else [-1, -1],
                              np.int64)
         self.hour_table = np.array(FeatureSpec.hour_table(), np.float64)
@@ -111,7 +115,7 @@ class KernelPlan:
     def tables(self) -> list[np.ndarray]:
         """The integer tables at store[GROUP_FIELDS:], each 2-D."""
         return [self.group_fields, self.value_fields, self.offsets, self.n_offsets.reshape(1, -1), self.bands,
-                self.prevs, self.dists, self.hour.reshape(1, -1), self.distinct_rows]
+                self.prevs, self.dists, self.hour.reshape(1, -1), self.distinct_rows, self.group_at]
 
 
 class KernelState:
@@ -249,11 +253,10 @@ def _unplace(buckets: np.ndarray, h: int, slot: int) -> None:
 
 # ---- the pool: each key's clicks in one region of one table ----------------------------------------------
 @numba.njit(cache=True)
-def _alloc(tables, sc: np.ndarray, size: int) -> int:
+def _alloc(tables, pool: np.ndarray, sc: np.ndarray, size: int) -> int:
     """A free region of MIN_REGION << size clicks: its first column. Growing the pool replaces
     tables[POOL] and sets sc[GREW], so that callers holding the pool take the new one."""
     head = sc[FREE_REGION0 + size]
-    pool = tables[POOL]
     if head >= 0:
         sc[FREE_REGION0 + size] = pool[0, head]
         return head
@@ -435,8 +438,8 @@ def _after(pool: np.ndarray, base: int, lo: int, hi: int, t: int, inclusive: boo
 
 # ---- recording ------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray, key: tuple,
-              h: int) -> int:
+def _new_slot(tables, pool: np.ndarray, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, sc: np.ndarray,
+              key: tuple, h: int) -> int:
     """A slot for a new key, with the smallest region (may grow the pool: see _alloc)."""
     if sc[N_FREE] > 0:
         sc[N_FREE] -= 1
@@ -444,7 +447,7 @@ def _new_slot(tables, meta: np.ndarray, free: np.ndarray, buckets: np.ndarray, s
     else:
         slot = sc[N_SLOTS]
         sc[N_SLOTS] += 1
-    meta[slot, BASE] = _alloc(tables, sc, 0)
+    meta[slot, BASE] = _alloc(tables, pool, sc, 0)
     meta[slot, SIZE] = 0
     meta[slot, START] = 0
     meta[slot, END] = 0
@@ -472,7 +475,7 @@ def _insert(tables, pool: np.ndarray, sc: np.ndarray, meta: np.ndarray, windows:
             pool[:, base : base + n] = pool[:, base + s0 : base + e0]
         else:
             size = meta[slot, SIZE]
-            moved = _alloc(tables, sc, size + 1)
+            moved = _alloc(tables, pool, sc, size + 1)
             pool = tables[POOL]
             pool[:, moved : moved + n] = pool[:, base + s0 : base + e0]
             _release(pool, sc, base, size)
@@ -532,7 +535,7 @@ def _record(tables, meta: np.ndarray, windows: np.ndarray, fifo: np.ndarray, fre
         h = _hash(key)
         slot = _find(meta, buckets, key, h)
         if slot < 0:
-            slot = _new_slot(tables, meta, free, buckets, sc, key, h)
+            slot = _new_slot(tables, pool, meta, free, buckets, sc, key, h)
             if sc[GREW]:
                 pool = tables[POOL]
                 sc[GREW] = 0
@@ -578,7 +581,7 @@ def _read(tables, pool: np.ndarray, meta: np.ndarray, windows: np.ndarray, bucke
           hour_table: np.ndarray, cuts: np.ndarray, out: np.ndarray) -> None:
     """One click's features from the clicks in [max(t - window, floor), t - 1]; slots[g] is the group's slot
     when recording found it, else -1 (looked up here). floor is far past the horizon except for late clicks."""
-    group_fields, offsets, n_offsets, bands, prevs, dists, hour = plan
+    group_fields, offsets, n_offsets, bands, prevs, dists, hour, group_at = plan
     for g in range(len(group_fields)):
         slot = slots[g]
         if slot < 0:
@@ -594,25 +597,21 @@ def _read(tables, pool: np.ndarray, meta: np.ndarray, windows: np.ndarray, bucke
             cuts[0] = end
             for k in range(1, n_offsets[g]):
                 cuts[k] = _after(pool, base, s0, end, max(t - offsets[g, k], floor), True)
-        for b in range(len(bands)):
-            if bands[b, 0] == g:
-                out[bands[b, 1]] = cuts[bands[b, 2]] - cuts[bands[b, 3]]
-        for p in range(len(prevs)):
-            if prevs[p, 0] == g:
-                if end > s0 and pool[0, base + end - 1] >= max(t - prevs[p, 2], floor):
-                    out[prevs[p, 1]] = t - pool[0, base + end - 1]
-                else:
-                    out[prevs[p, 1]] = np.nan
-        for d in range(len(dists)):
-            if dists[d, 0] == g:
-                lo, k = cuts[dists[d, 3]], dists[d, 4]
-                if end <= lo:
-                    out[dists[d, 1]] = 0
-                elif (meta[slot, COUNTED] and windows[slot, 3 * k] >= 0) or end - lo >= sc[INCREMENTAL_FROM]:
-                    out[dists[d, 1]] = _counted_distinct(tables, sc, meta, windows, slot, k, pool, 1 + dists[d, 2], lo,
-                                                         end)
-                else:
-                    out[dists[d, 1]] = _distinct(marks, sc, pool, 1 + dists[d, 2], base, lo, end)
+        for b in range(group_at[0, g], group_at[0, g + 1]):
+            out[bands[b, 1]] = cuts[bands[b, 2]] - cuts[bands[b, 3]]
+        for p in range(group_at[1, g], group_at[1, g + 1]):
+            if end > s0 and pool[0, base + end - 1] >= max(t - prevs[p, 2], floor):
+                out[prevs[p, 1]] = t - pool[0, base + end - 1]
+            else:
+                out[prevs[p, 1]] = np.nan
+        for d in range(group_at[2, g], group_at[2, g + 1]):
+            lo, k = cuts[dists[d, 3]], dists[d, 4]
+            if end <= lo:
+                out[dists[d, 1]] = 0
+            elif (meta[slot, COUNTED] and windows[slot, 3 * k] >= 0) or end - lo >= sc[INCREMENTAL_FROM]:
+                out[dists[d, 1]] = _counted_distinct(tables, sc, meta, windows, slot, k, pool, 1 + dists[d, 2], lo, end)
+            else:
+                out[dists[d, 1]] = _distinct(marks, sc, pool, 1 + dists[d, 2], base, lo, end)
     if hour[0] >= 0:
         h = (t // 3600) % 24
         out[hour[0]] = hour_table[h, 0]
@@ -648,7 +647,7 @@ def score_batch(tables, marks: np.ndarray, sc: np.ndarray, ids: np.ndarray, t: n
             _record(tables, meta, windows, fifo, free, buckets, sc, group_fields, value_fields, distinct_rows, ids[i],
                     t[i], floor, retention, slots[i])
     plan = (group_fields, tables[OFFSETS], tables[N_OFFSETS][0], tables[BANDS], tables[PREVS], tables[DISTS],
-            tables[HOUR][0])
+            tables[HOUR][0], tables[GROUP_AT])
     cuts = np.zeros(tables[OFFSETS].shape[1], np.int64)
     pool = tables[POOL]
     for i in range(len(t)):
