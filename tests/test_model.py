@@ -91,6 +91,26 @@ def test_predictor_matrix_is_the_unions_own_transform(sample_model, sample_click
     assert np.isnan(want).any(axis=0).sum() > 5  # the cases that could break: missing vectors and windows
 
 
+def test_direct_booster_call_equals_inplace_predict(sample_model, sample_clicks):
+    """predict_dense makes xgboost's own C call without its Python wrapper: the same scores, bit for bit, for
+    one click, a few and many, NaNs included; and a matrix it cannot take is refused, not misread."""
+    from attribution.model.dense_predict import predict_dense
+
+    bundle = load_model(sample_model[0])
+    matrix = bundle.matrix(compute_features(sample_clicks, "vectorized").iloc[:3000].reset_index(drop=True))
+    assert np.isnan(matrix).any()
+    for rows in (matrix[:1], matrix[:7], matrix):
+        rows = np.ascontiguousarray(rows)
+        want = bundle.booster.inplace_predict(rows)
+        got = predict_dense(bundle.booster, rows)
+        assert got.dtype == np.float32 and got.shape == (len(rows),)
+        assert np.array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32))
+    assert predict_dense(bundle.booster, matrix[:0]).shape == (0,)
+    for wrong in (matrix.astype(np.float64), matrix[:, :-1].copy(), np.asfortranarray(matrix)):
+        with pytest.raises(ValueError):
+            predict_dense(bundle.booster, wrong)
+
+
 def test_spec_hash_mismatch_names_both_hashes(sample_model, tmp_path):
     model_dir, _ = sample_model
     bad = tmp_path / "other_spec"

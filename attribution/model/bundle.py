@@ -20,6 +20,7 @@ from sklearn.pipeline import FeatureUnion
 
 from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 from attribution.model.cat2vec import Cat2Vec
+from attribution.model.dense_predict import predict_dense
 from attribution.model.estimators import FeatureAssembler, feature_names, recalibrate
 from attribution.schema import ID_FIELDS
 from attribution.storage import local_dir_for_read, local_dir_for_write
@@ -63,7 +64,7 @@ class ModelBundle:
         array); one booster call."""
         if len(frame[ID_FIELDS[0]]) == 0:
             return np.empty(0, dtype=np.float64)
-        raw = self.booster.inplace_predict(self.matrix(frame))
+        raw = predict_dense(self.booster, self.matrix(frame))
         return recalibrate(np.asarray(raw, dtype=np.float64), self.negative_rate)
 
 
