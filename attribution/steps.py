@@ -198,7 +198,10 @@ def train_model(
     extra: dict = {}
     if trainer == "spark":
         from attribution.platform import spark_submit
+        from attribution.training.large import default_cut
 
+        # the holdout the Cat2Vec and tuning steps left out, not Spark's estimate of it
+        valid_from = valid_from or default_cut(features_path)
         tuned_args = ["--params", json.dumps(tuned)]  # the tuning step's choice reaches Spark too
         if runtime == "kubernetes":
             if not cat2vec_uri:

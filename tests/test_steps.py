@@ -174,6 +174,23 @@ def test_train_model_with_spark_on_kubernetes_reads_the_model_from_its_uri(tmp_p
     assert meta["spark_state"] == "COMPLETED" and meta["holdout_roc_auc"] == 0.91 and "holdout_pr_auc" not in meta
 
 
+def test_spark_on_kubernetes_gets_the_holdout_cut_the_other_steps_use(tmp_path, features_dir, default_params):
+    """With no valid_from, Cat2Vec and tuning cut the holdout at the exact default quantile; the SparkApplication
+    is handed that cut rather than left to estimate it (approxQuantile put it a few seconds off)."""
+    from attribution.training.large import dataset_of, first_pass
+
+    written = tmp_path / "bucket" / "model"
+    written.mkdir(parents=True)
+    (written / "metadata.json").write_text(json.dumps({"feature_spec_hash": "abc", "holdout_metrics": {}}))
+    custom = FakeCustom(["COMPLETED"])
+    steps.train_model(str(features_dir), "gs://b/features", "unused", str(default_params), str(tmp_path / "empty"),
+                      str(written), "spark", "kubernetes", "", kube_apis=(custom, FakeCore()), spark_poll_s=0,
+                      cat2vec_uri="gs://b/cat2vec")
+    args = custom.created["spec"]["arguments"]
+    cut = args[args.index("--valid-from") + 1]
+    assert pd.Timestamp(cut).timestamp() == first_pass(dataset_of(features_dir), None).valid_from
+
+
 @pytest.mark.spark
 @pytest.mark.slow
 def test_train_model_with_spark_locally(tmp_path, features_dir, cat2vec_dir):

@@ -145,6 +145,16 @@ class Window:
         return self.rows["train"] - self.positives["train"]
 
 
+def default_cut(features_path: str | Path) -> str:
+    """Where an empty valid_from cuts the holdout (default_valid_from: an exact quantile of every click's
+    time), as the text a step hands on. The pipeline's local steps compute it themselves; a Spark job would
+    estimate it (approxQuantile), a few seconds off, so the train step gives Spark this one."""
+    t, _ = scan_time_and_labels(dataset_of(features_path))
+    if not len(t):
+        raise ValueError(f"{features_path}: no clicks to cut a holdout from")
+    return str(pd.Timestamp(default_valid_from(t), unit="s"))
+
+
 def first_pass(data: ds.Dataset, valid_from: str | None) -> Window:
     t_all, y_all = scan_time_and_labels(data)
     vf = to_epoch(valid_from) if valid_from is not None else default_valid_from(t_all)
