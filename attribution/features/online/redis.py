@@ -54,12 +54,14 @@ log = logging.getLogger(__name__)
 
 # Written in by RedisStore: GROUPS (per group: window offsets past 0, since-previous windows, counted windows
 # [[seconds, [[count k, member part, click field]..]]..], number of distinct counts, key fields, value fields, key
-# fields but ip), SWEEP_AT, ZERO (the raw integers of a click with no earlier click) and HORIZON (the longest
-# window). KEYS: meta, ids, idx, then each ip's key, then the keys of busy ips' clicks (per group its events set
+# fields but ip, 1 if keyed by ip), SWEEP_AT, ZEROS (per group, the raw integers of a click with no earlier
+# click) and HORIZON (the longest window of the groups keyed by ip). KEYS: meta, ids, idx, then each ip's key,
+# then the keys of busy ips' clicks and of every click's hot groups (groups without ip) (per group its events set
 # and, for a group with distinct counts, its windows hash right after). ARGV: retention, late_by, the clicks
 # (JSON, flat: second, KEYS index of the ip's key, ip, app, device, os, channel), the size under which an ip is
-# packed and a key read whole, the click ids (JSON list, '' for none) or '', the key prefix, and the busy ips'
-# clicks' group keys (JSON, flat: click number, then per group the KEYS index of its events set) or ''.
+# packed and a key read whole, the click ids (JSON list, '' for none) or '', the key prefix, and the clicks'
+# group keys (JSON, flat: click number, then per group the KEYS index of its events set, 0 where not declared;
+# busy ips' clicks, or every click when the spec has hot groups) or ''.
 # Returns the stale sweep's cut, the features' raw integers (per click and group: the clicks in
 # [max(t - o, floor), t - 1] per offset o, t - previous second (-1: none), each distinct count) and, once
 # SWEEP_AT are known, keys gone quiet; or, having written nothing, {'need', ips, keys}: ips whose group keys must
@@ -71,11 +73,14 @@ local late_by = tonumber(ARGV[2])
 local groups = GROUPS  -- the spec's plan, written into the script (see _lua)
 local clicks = cjson.decode(ARGV[3])
 local S = tonumber(ARGV[4])
+local SH = math.min(S, HOT_WHOLE)  -- a hot key is read whole below this many clicks (it is read by every click)
 local cidv = nil
 if ARGV[5] ~= '' then cidv = cjson.decode(ARGV[5]) end
 local prefix = ARGV[6]
 local G = #groups
-local gk = {}  -- click -> its group keys' KEYS indexes (busy ips' clicks only)
+local IPG, HOT = {}, {}  -- groups keyed by ip (packed while the ip is small); hot groups (no ip: always sets)
+for j = 1, G do if groups[j][8] == 1 then IPG[#IPG + 1] = j else HOT[#HOT + 1] = j end end
+local gk = {}  -- click -> its group keys' KEYS indexes (0: not declared; ip groups of an ip not known busy)
 if ARGV[7] ~= '' then
   local flat = cjson.decode(ARGV[7])
   for q = 1, #flat, G + 1 do gk[flat[q]] = {unpack(flat, q + 1, q + G)} end
@@ -99,7 +104,9 @@ for i = 1, n do
 end
 local function declared(i)
   local b = gk[i]
-  return b ~= nil and #b == G
+  if b == nil then return false end
+  for _, j in ipairs(IPG) do if b[j] == 0 then return false end end
+  return true
 end
 local function group_key(j, e)  -- the events set of group j for a click's fields e (as the client names it)
   local parts = {prefix .. 'e:' .. (j - 1)}
@@ -132,7 +139,7 @@ for _, k in ipairs(ip_order) do
       local at = {}
       for _, e in ipairs(evs) do
         local row = {}
-        for j = 1, G do
+        for _, j in ipairs(IPG) do  -- a hot group's sets hold the ip's clicks already
           local name = group_key(j, e)
           local b = names[name]
           if b == nil then ok = false; need_keys[#need_keys + 1] = name else row[j] = b end
@@ -164,9 +171,9 @@ for k, p in pairs(promote) do  -- an ip's keys held nothing live while it was sm
       if #groups[j][3] > 0 then redis.call('DEL', KEYS[b + 1]) end
     end
   end
-  for _, i in ipairs(by_ip[k]) do local b = keys_of(i); for j = 1, G do drop(j, b[j]) end end
+  for _, i in ipairs(by_ip[k]) do local b = keys_of(i); for _, j in ipairs(IPG) do drop(j, b[j]) end end
   for q, e in ipairs(p.evs) do
-    for j = 1, G do
+    for _, j in ipairs(IPG) do
       local b = p.at[q][j]
       drop(j, b)
       redis.call('ZADD', KEYS[b], e[6], 'p' .. s(seq) .. '.' .. q .. suffix(j, e))  -- unique: this batch's seq
@@ -259,25 +266,28 @@ for i = 1, n do
     local last = touched[k]
     if last == nil or t > last then touched[k] = t end
     local sm = small[k]
+    local e = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7]}
+    local into = G
     if sm then
-      sm.evs[#sm.evs + 1] = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7], t}
+      e[6] = t
+      sm.evs[#sm.evs + 1] = e
       sm.dirty = true
-    else
-      local member = s(seq + i)
-      local e = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7]}
-      for j = 1, G do
-        local b, plan = keys_of(i)[j], groups[j]
-        local m = member .. suffix(j, e)
-        redis.call('ZADD', KEYS[b], t, m)
-        if #plan[3] > 0 then  -- a counted window already over this second takes the click in
-          local w = load(b, plan)
-          for wi, win in ipairs(plan[3]) do
-            if w.lo[wi] ~= nil and t >= w.lo[wi] and t <= w.hi[wi] then apply(b, w, win[2], {m}, 1) end
-          end
+      into = #HOT
+    end
+    local member = s(seq + i)
+    for q = 1, into do
+      local j = sm and HOT[q] or q
+      local b, plan = keys_of(i)[j], groups[j]
+      local m = member .. suffix(j, e)
+      redis.call('ZADD', KEYS[b], t, m)
+      if #plan[3] > 0 then  -- a counted window already over this second takes the click in
+        local w = load(b, plan)
+        for wi, win in ipairs(plan[3]) do
+          if w.lo[wi] ~= nil and t >= w.lo[wi] and t <= w.hi[wi] then apply(b, w, win[2], {m}, 1) end
         end
-        last = touched[b]
-        if last == nil or t > last then touched[b] = t end
       end
+      last = touched[b]
+      if last == nil or t > last then touched[b] = t end
     end
   end
 end
@@ -288,10 +298,65 @@ if lo ~= nil and wm ~= nil then cut = math.min(wm, lo) - retention end
 -- 4. read
 local out, no, trim = {}, 0, {}
 local seen, stamp = {}, 0
--- a click with no earlier click of its ip in the spec's longest window: every count 0, every previous -1
-local zero, horizon = 'ZERO', HORIZON
+-- a click with no earlier click of its ip in the ip groups' longest window: every ip group's counts 0, previous -1
+local zeros, horizon = ZEROS, HORIZON
 local acc, prv, dst = {}, {}, {}
 for j = 1, G do acc[j] = {}; prv[j] = {}; dst[j] = {} end
+-- one group's features of click i from the key's set (a busy ip's key, or a hot key)
+local function read_key(i, j, t, hi, floor)
+  local b, plan = keys_of(i)[j], groups[j]
+  local w = nil
+  if #plan[3] > 0 then w = load(b, plan) end
+  local r = nil
+  if w == nil or w.lo[1] == nil then  -- a key with few clicks is read whole (older ones too, to trim them)
+    local whole = plan[8] == 1 and S or SH
+    r = redis.call('ZRANGEBYSCORE', KEYS[b], '-inf', s(hi), 'WITHSCORES', 'LIMIT', 0, whole)
+    if #r >= 2 * whole then r = nil end
+    if r and cut and #r > 0 and tonumber(r[2]) < cut then trim[b] = true end
+  end
+  if r then
+    local m = #r / 2
+    for _, o in ipairs(plan[1]) do
+      local a = floor and math.max(t - o, floor) or t - o
+      local c = 0
+      for q = m, 1, -1 do if tonumber(r[2 * q]) >= a then c = c + 1 else break end end
+      no = no + 1; out[no] = c
+    end
+    for _, pw in ipairs(plan[2]) do
+      local a = floor and math.max(t - pw, floor) or t - pw
+      no = no + 1
+      if m > 0 and tonumber(r[2 * m]) >= a then out[no] = t - tonumber(r[2 * m]) else out[no] = -1 end
+    end
+    for _, win in ipairs(plan[3]) do
+      local a = floor and math.max(t - win[1], floor) or t - win[1]
+      local seen_, cnt = {}, {}
+      for _, d in ipairs(win[2]) do seen_[d[1]] = {}; cnt[d[1]] = 0 end
+      for q = m, 1, -1 do
+        if tonumber(r[2 * q]) < a then break end
+        local parts = split(r[2 * q - 1])
+        for _, d in ipairs(win[2]) do
+          local v = parts[d[2]]
+          if not seen_[d[1]][v] then seen_[d[1]][v] = true; cnt[d[1]] = cnt[d[1]] + 1 end
+        end
+      end
+      for _, d in ipairs(win[2]) do no = no + 1; out[no] = cnt[d[1]] end
+    end
+  else  -- a busy key: counts by rank, distinct counts from its counted windows
+    if touched[b] then trim[b] = true end
+    for _, o in ipairs(plan[1]) do
+      no = no + 1; out[no] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi))
+    end
+    for _, pw in ipairs(plan[2]) do
+      local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(floor and math.max(t - pw, floor) or t - pw),
+                           'WITHSCORES', 'LIMIT', 0, 1)
+      no = no + 1; out[no] = p[2] and (t - tonumber(p[2])) or -1
+    end
+    for wi, win in ipairs(plan[3]) do
+      move(b, w, plan, wi, floor and math.max(t - win[1], floor) or t - win[1], hi)
+      for _, d in ipairs(win[2]) do no = no + 1; out[no] = w.n[d[1]] end
+    end
+  end
+end
 for i = 1, n do
   local base = (i - 1) * stride
   local t, k = clicks[base + 1], clicks[base + 2]
@@ -305,12 +370,10 @@ for i = 1, n do
     local evs = sm.evs
     for q = 1, #evs do local te = evs[q][6]; if te <= hi and te >= a then first = false; break end end
   end
-  if first then
-    no = no + 1; out[no] = zero
-  elseif sm then  -- a small ip: every group's features from its clicks, in one pass
+  if sm and not first then  -- a small ip: every ip group's features from its clicks, in one pass
     stamp = stamp + 1
     local c = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7]}
-    for j = 1, G do
+    for _, j in ipairs(IPG) do
       local g = groups[j]
       for q = 1, #g[1] do acc[j][q] = 0 end
       for q = 1, #g[2] do prv[j][q] = -1 end
@@ -319,7 +382,7 @@ for i = 1, n do
     for _, e in ipairs(sm.evs) do
       local te = e[6]
       if te <= hi then
-        for j = 1, G do
+        for _, j in ipairs(IPG) do
           local g = groups[j]
           local match = true
           for _, x in ipairs(g[7]) do if e[x] ~= c[x] then match = false; break end end
@@ -350,65 +413,17 @@ for i = 1, n do
         end
       end
     end
-    for j = 1, G do
-      local g = groups[j]
+  end
+  for j = 1, G do
+    local g = groups[j]
+    if not sm or g[8] == 0 then
+      read_key(i, j, t, hi, floor)
+    elseif first then
+      no = no + 1; out[no] = zeros[j]
+    else
       for q = 1, #g[1] do no = no + 1; out[no] = acc[j][q] end
       for q = 1, #g[2] do no = no + 1; out[no] = prv[j][q] end
       for _, win in ipairs(g[3]) do for _, d in ipairs(win[2]) do no = no + 1; out[no] = dst[j][d[1]] end end
-    end
-  else
-    for j = 1, G do
-      local b, plan = keys_of(i)[j], groups[j]
-      local w = nil
-      if #plan[3] > 0 then w = load(b, plan) end
-      local r = nil
-      if w == nil or w.lo[1] == nil then  -- a key with few clicks is read whole (older ones too, to trim them)
-        r = redis.call('ZRANGEBYSCORE', KEYS[b], '-inf', s(hi), 'WITHSCORES', 'LIMIT', 0, S)
-        if #r >= 2 * S then r = nil end
-        if r and cut and #r > 0 and tonumber(r[2]) < cut then trim[b] = true end
-      end
-      if r then
-        local m = #r / 2
-        for _, o in ipairs(plan[1]) do
-          local a = floor and math.max(t - o, floor) or t - o
-          local c = 0
-          for q = m, 1, -1 do if tonumber(r[2 * q]) >= a then c = c + 1 else break end end
-          no = no + 1; out[no] = c
-        end
-        for _, pw in ipairs(plan[2]) do
-          local a = floor and math.max(t - pw, floor) or t - pw
-          no = no + 1
-          if m > 0 and tonumber(r[2 * m]) >= a then out[no] = t - tonumber(r[2 * m]) else out[no] = -1 end
-        end
-        for _, win in ipairs(plan[3]) do
-          local a = floor and math.max(t - win[1], floor) or t - win[1]
-          local seen_, cnt = {}, {}
-          for _, d in ipairs(win[2]) do seen_[d[1]] = {}; cnt[d[1]] = 0 end
-          for q = m, 1, -1 do
-            if tonumber(r[2 * q]) < a then break end
-            local parts = split(r[2 * q - 1])
-            for _, d in ipairs(win[2]) do
-              local v = parts[d[2]]
-              if not seen_[d[1]][v] then seen_[d[1]][v] = true; cnt[d[1]] = cnt[d[1]] + 1 end
-            end
-          end
-          for _, d in ipairs(win[2]) do no = no + 1; out[no] = cnt[d[1]] end
-        end
-      else  -- a busy key: counts by rank, distinct counts from its counted windows
-        if touched[b] then trim[b] = true end
-        for _, o in ipairs(plan[1]) do
-          no = no + 1; out[no] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi))
-        end
-        for _, pw in ipairs(plan[2]) do
-          local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(floor and math.max(t - pw, floor) or t - pw),
-                               'WITHSCORES', 'LIMIT', 0, 1)
-          no = no + 1; out[no] = p[2] and (t - tonumber(p[2])) or -1
-        end
-        for wi, win in ipairs(plan[3]) do
-          move(b, w, plan, wi, floor and math.max(t - win[1], floor) or t - win[1], hi)
-          for _, d in ipairs(win[2]) do no = no + 1; out[no] = w.n[d[1]] end
-        end
-      end
     end
   end
 end
@@ -488,6 +503,9 @@ return #gone
 
 SWEEP_AT = 64  # stale keys known before a sweep rides along with a request
 SMALL_KEY = 48  # clicks under which an ip is packed, or a busy ip's key read whole (see docs/online-state.md)
+# a hot key (a group without ip: an app, a channel..) is read by every click of it: read whole only while it holds
+# fewer than this many clicks, then through its counted windows (bench/online.py --parts wide)
+HOT_WHOLE = 8
 BUSY_IPS_KEPT = 100_000  # busy ips a client remembers
 PACKED = 12  # bytes of a small ip's click (the script's EVSIZE)
 # (redis-py maps "OOM ..." replies to OutOfMemoryError and "LOADING" to BusyLoadingError, a ConnectionError)
@@ -521,6 +539,8 @@ class _GroupPlan:
                              for k, d in enumerate(dists) if d.window == w]] for w in windows]
         self.dists = [d for w in windows for d in dists if d.window == w]  # in output order
         self.n_keys = 2 if dists else 1
+        self.has_ip = "ip" in group  # else a hot key (an app, a channel..): always its own sets, never packed
+        self.horizon = max([*self.offsets, *(p.window for p in self.prevs), *windows])
         self.width = len(self.offsets) + len(self.prevs) + len(self.dists)
         self.key_format = prefix + f"e:{j}:" + ":".join(["%d"] * len(group))  # the key's events set
         self.value_format = "".join([":%d"] * len(fields))  # the member's values after its event id
@@ -532,7 +552,7 @@ class _GroupPlan:
     def script_plan(self) -> list:
         key = [f + 1 for f in self.key_fields]
         return [self.offsets, [p.window for p in self.prevs], self.windows, len(self.dists), key,
-                [f + 1 for f in self.value_fields], [f for f in key if f != 1]]
+                [f + 1 for f in self.value_fields], [f for f in key if f != 1], int(self.has_ip)]
 
 
 # The key layout's version, in every default key name: state written by another layout (an older release
@@ -570,13 +590,14 @@ class RedisStore(StateStore):
             url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
         )
         self._sweep = self.client.register_script(SWEEP)
-        if any("ip" not in g for g in spec.key_groups):
-            raise ValueError("the Redis state keeps each ip's clicks together: every key group must contain ip")
         self._groups = [_GroupPlan(spec, j, g, self.prefix) for j, g in enumerate(spec.key_groups)]
+        self._ip_groups = [g for g in self._groups if g.has_ip]
+        self._hot = any(not g.has_ip for g in self._groups)  # groups without ip: every click's keys are declared
+        zeros = "{" + ",".join(f"'{g.zero_row()}'" for g in self._groups) + "}"
         self._script = self.client.register_script(
             RECORD_AND_READ.replace("GROUPS", _lua([g.script_plan() for g in self._groups]), 1)
-            .replace("SWEEP_AT", str(SWEEP_AT)).replace("ZERO", " ".join(g.zero_row() for g in self._groups), 1)
-            .replace("HORIZON", str(spec.max_window), 1))
+            .replace("SWEEP_AT", str(SWEEP_AT)).replace("HOT_WHOLE", str(HOT_WHOLE)).replace("ZEROS", zeros, 1)
+            .replace("HORIZON", str(max((g.horizon for g in self._ip_groups), default=0)), 1))
         # ips whose clicks live in their groups' sets (learnt from the script's replies; a stale entry only
         # declares keys the script does not need). Bounded: forgetting costs one more round trip per ip.
         self._busy: set[int] = set()
@@ -675,15 +696,15 @@ class RedisStore(StateStore):
                 raise ValueError(f"row {int(bad[0])}: {name} {int(col[bad[0]])} is outside [0, {top})")
 
     def _keys(self, ids: np.ndarray, busy: np.ndarray, extra: list[str]) -> tuple[list[str], np.ndarray]:
-        """KEYS: meta, ids, idx, each ip's key, then the group keys of busy ips' clicks and `extra` (keys of a
-        turning ip's earlier clicks). Returns the keys and the clicks' columns: the ip key's index, then per
+        """KEYS: meta, ids, idx, each ip's key, then the group keys of busy ips' clicks, the hot groups' keys of
+        every click and `extra` (keys of a turning ip's earlier clicks). Returns the keys and the clicks' columns: the ip key's index, then per
         group its events set's index (0: not declared)."""
         n = len(ids)
         uniq, inv = np.unique(ids[:, 0], return_inverse=True)
         keys = [self.meta, self.ids, self.idx, *(self.prefix + "i:" + v for v in map(str, uniq.tolist()))]
         cols = np.zeros((n, 1 + len(self._groups)), np.int64)
         cols[:, 0] = inv.reshape(-1) + 4
-        rows = np.flatnonzero(busy)
+        rows, every = np.flatnonzero(busy), np.arange(n)
         where: dict[str, int] = {}  # events-set name -> its KEYS index (1-based)
 
         def declare(name: str, g: _GroupPlan) -> int:
@@ -695,9 +716,10 @@ class RedisStore(StateStore):
                     keys.append(self.prefix + "w:" + name[len(self.prefix) + 2 :])
             return b
 
-        if len(rows):
-            for g in self._groups:
-                cols[rows, 1 + g.j] = [declare(g.key_format % tuple(r), g) for r in ids[rows][:, g.key_fields].tolist()]
+        for g in self._groups:  # a busy ip's keys; a hot group's key for every click
+            at = rows if g.has_ip else every
+            if len(at):
+                cols[at, 1 + g.j] = [declare(g.key_format % tuple(r), g) for r in ids[at][:, g.key_fields].tolist()]
         for name in extra:
             declare(name, self._groups[int(name[len(self.prefix) + 2 :].split(":", 1)[0])])
         return keys, cols
@@ -715,7 +737,7 @@ class RedisStore(StateStore):
             busy = np.isin(ids[:, 0], self._busy_sorted) if len(self._busy) else np.zeros(n, np.bool_)
             keys, cols = self._keys(ids, busy, extra)
             flat = np.column_stack([t, cols[:, 0], ids]).ravel().tolist()
-            rows = np.flatnonzero(busy)
+            rows = np.arange(n) if self._hot else np.flatnonzero(busy)
             group_keys = (json.dumps(np.column_stack([rows + 1, cols[rows, 1:]]).ravel().tolist(), separators=(",", ":"))
                           if len(rows) else "")
             args = [self.retention, self.late_by, json.dumps(flat, separators=(",", ":")),
@@ -792,7 +814,7 @@ class RedisStore(StateStore):
                 for k in batch:
                     pipe.strlen(k) if k.startswith(ip_key) else pipe.zcard(k)
                 for k, size in zip(batch, pipe.execute()):  # a small ip: 12 bytes per click; a busy one: 1
-                    out.events += size // PACKED * len(self._groups) if k.startswith(ip_key) else size
+                    out.events += size // PACKED * len(self._ip_groups) if k.startswith(ip_key) else size
                 batch.clear()
 
             for key in self.client.scan_iter(match=self.prefix.replace("{", "\\{").replace("}", "\\}") + "[ei]:*",
