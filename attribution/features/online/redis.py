@@ -15,8 +15,8 @@ touches is declared):
                                "<event id>[:<v1>:<v2>..]" (unique, then the values the group's distinct counts
                                need)
     {P}w:<j>:<k1>..            hash (a busy key's counted windows): per distinct-count window w of the group
-                               its counted range a<w>, b<w>; per distinct count k, n<k> (distinct values in
-                               its range) and "<k>:<value>" -> clicks with that value in the range
+                               its counted range a<w>, b<w> and the clicks in it c<w>; per distinct count k,
+                               n<k> (distinct values in its range) and "<k>:<value>" -> clicks with that value in the range
 
 A small ip is read with one GET per batch and all its groups' features counted in the script in one pass; its
 new clicks are APPENDed. An ip reaching SMALL_KEY clicks turns busy: its clicks move into its groups' sets. The
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 # Written in by RedisStore: GROUPS (per group: window offsets past 0, since-previous windows, counted windows
 # [[seconds, [[count k, member part, click field]..]]..], number of distinct counts, key fields, value fields, key
-# fields but ip, 1 if keyed by ip), SWEEP_AT, ZEROS (per group, the raw integers of a click with no earlier
+# fields but ip, 1 if keyed by ip, per offset the counted window of the same length or 0), SWEEP_AT, ZEROS (per group, the raw integers of a click with no earlier
 # click) and HORIZON (the longest window of the groups keyed by ip). KEYS: meta, ids, idx, then each ip's key,
 # then the keys of busy ips' clicks and of every click's hot groups (groups without ip) (per group its events set
 # and, for a group with distinct counts, its windows hash right after). ARGV: retention, late_by, the clicks
@@ -182,18 +182,21 @@ for k, p in pairs(promote) do  -- an ip's keys held nothing live while it was sm
   redis.call('SET', KEYS[k], BUSY)
 end
 
--- counted windows, read once per key and batch: w.lo[wi], w.hi[wi] (nil: none), w.n[k] (distinct values)
+-- counted windows, read once per key and batch: w.lo[wi], w.hi[wi] (nil: none), w.c[wi] (clicks in the range),
+-- w.n[k] (distinct values)
 local wins = {}
 local function load(b, plan)
   local w = wins[b]
   if w == nil then
     local f = {}
-    for wi = 1, #plan[3] do f[#f + 1] = 'a' .. wi; f[#f + 1] = 'b' .. wi end
+    for wi = 1, #plan[3] do f[#f + 1] = 'a' .. wi; f[#f + 1] = 'b' .. wi; f[#f + 1] = 'c' .. wi end
     for k = 1, plan[4] do f[#f + 1] = 'n' .. k end
     local r = redis.call('HMGET', KEYS[b + 1], unpack(f))
-    w = {lo = {}, hi = {}, n = {}, dirty = false}
+    w = {lo = {}, hi = {}, c = {}, n = {}, dirty = false}
     local i = 1
-    for wi = 1, #plan[3] do w.lo[wi] = tonumber(r[i]); w.hi[wi] = tonumber(r[i + 1]); i = i + 2 end
+    for wi = 1, #plan[3] do
+      w.lo[wi] = tonumber(r[i]); w.hi[wi] = tonumber(r[i + 1]); w.c[wi] = tonumber(r[i + 2]) or 0; i = i + 3
+    end
     for k = 1, plan[4] do w.n[k] = tonumber(r[i]) or 0; i = i + 1 end
     wins[b] = w
   end
@@ -204,10 +207,10 @@ local function split(m)
   for tok in string.gmatch(m, '[^:]+') do parts[#parts + 1] = tok end
   return parts
 end
-local function apply(b, w, dists, members, delta)
+-- clicks (their members' parts) enter (delta 1) or leave (-1) counted window wi
+local function apply(b, w, wi, dists, rows, delta)
   local wk = KEYS[b + 1]
-  for _, m in ipairs(members) do
-    local parts = split(m)
+  for _, parts in ipairs(rows) do
     for _, d in ipairs(dists) do
       local fld = d[1] .. ':' .. parts[d[2]]
       local c = redis.call('HINCRBY', wk, fld, delta)
@@ -215,10 +218,16 @@ local function apply(b, w, dists, members, delta)
       if c <= 0 then redis.call('HDEL', wk, fld); w.n[d[1]] = w.n[d[1]] - 1 end
     end
   end
+  w.c[wi] = w.c[wi] + delta * #rows
   w.dirty = true
 end
-local function add_range(b, w, dists, lo, hi, delta)
-  if lo <= hi then apply(b, w, dists, redis.call('ZRANGEBYSCORE', KEYS[b], s(lo), s(hi)), delta) end
+local function fetch(b, lo, hi)  -- the members' parts of the key's clicks in [lo, hi]
+  local rows = {}
+  for q, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[b], s(lo), s(hi))) do rows[q] = split(m) end
+  return rows
+end
+local function add_range(b, w, wi, dists, lo, hi, delta)
+  if lo <= hi then apply(b, w, wi, dists, fetch(b, lo, hi), delta) end
 end
 -- move counted window wi of the key to [a, z]
 local function move(b, w, plan, wi, a, z)
@@ -228,20 +237,35 @@ local function move(b, w, plan, wi, a, z)
     if #plan[3] == 1 then
       redis.call('DEL', KEYS[b + 1])
       for _, d in ipairs(dists) do w.n[d[1]] = 0 end
+      w.c[wi] = 0
     else
-      add_range(b, w, dists, lo, hi, -1)
+      add_range(b, w, wi, dists, lo, hi, -1)
     end
     lo = nil
   end
   if lo == nil then
-    add_range(b, w, dists, a, z, 1)
+    add_range(b, w, wi, dists, a, z, 1)
   else
-    if a < lo then add_range(b, w, dists, a, lo - 1, 1) end
-    if z > hi then add_range(b, w, dists, hi + 1, z, 1) end
-    if a > lo then add_range(b, w, dists, lo, a - 1, -1) end
-    if z < hi then add_range(b, w, dists, z + 1, hi, -1) end
+    if a < lo then add_range(b, w, wi, dists, a, lo - 1, 1) end
+    if z > hi then add_range(b, w, wi, dists, hi + 1, z, 1) end
+    if a > lo then add_range(b, w, wi, dists, lo, a - 1, -1) end
+    if z < hi then add_range(b, w, wi, dists, z + 1, hi, -1) end
   end
   w.lo[wi], w.hi[wi], w.dirty = a, z, true
+end
+-- move every counted window of the key to end at z, window wi to start at a[wi]: the windows end together, so
+-- the clicks entering at their top are read once for all of them
+local function move_all(b, w, plan, a, z)
+  local top = w.hi[1]
+  local common = top ~= nil and z > top
+  for wi = 1, #plan[3] do
+    if w.lo[wi] == nil or w.hi[wi] ~= top or a[wi] > top then common = false end
+  end
+  if common and #plan[3] > 1 then
+    local rows = fetch(b, top + 1, z)
+    for wi, win in ipairs(plan[3]) do apply(b, w, wi, win[2], rows, 1); w.hi[wi] = z end
+  end
+  for wi = 1, #plan[3] do move(b, w, plan, wi, a[wi], z) end
 end
 
 -- 3. record, in batch order
@@ -283,7 +307,7 @@ for i = 1, n do
       if #plan[3] > 0 then  -- a counted window already over this second takes the click in
         local w = load(b, plan)
         for wi, win in ipairs(plan[3]) do
-          if w.lo[wi] ~= nil and t >= w.lo[wi] and t <= w.hi[wi] then apply(b, w, win[2], {m}, 1) end
+          if w.lo[wi] ~= nil and t >= w.lo[wi] and t <= w.hi[wi] then apply(b, w, wi, win[2], {split(m)}, 1) end
         end
       end
       last = touched[b]
@@ -341,18 +365,26 @@ local function read_key(i, j, t, hi, floor)
       end
       for _, d in ipairs(win[2]) do no = no + 1; out[no] = cnt[d[1]] end
     end
-  else  -- a busy key: counts by rank, distinct counts from its counted windows
+  else  -- a busy key: distinct counts (and the counts over the same windows) from its counted windows, other
+    -- counts by rank
     if touched[b] then trim[b] = true end
-    for _, o in ipairs(plan[1]) do
-      no = no + 1; out[no] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi))
+    if w then
+      local a = {}
+      for wi, win in ipairs(plan[3]) do a[wi] = floor and math.max(t - win[1], floor) or t - win[1] end
+      move_all(b, w, plan, a, hi)
+    end
+    for q, o in ipairs(plan[1]) do
+      local wi = plan[9][q]
+      no = no + 1
+      if wi > 0 then out[no] = w.c[wi]
+      else out[no] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi)) end
     end
     for _, pw in ipairs(plan[2]) do
       local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(floor and math.max(t - pw, floor) or t - pw),
                            'WITHSCORES', 'LIMIT', 0, 1)
       no = no + 1; out[no] = p[2] and (t - tonumber(p[2])) or -1
     end
-    for wi, win in ipairs(plan[3]) do
-      move(b, w, plan, wi, floor and math.max(t - win[1], floor) or t - win[1], hi)
+    for _, win in ipairs(plan[3]) do
       for _, d in ipairs(win[2]) do no = no + 1; out[no] = w.n[d[1]] end
     end
   end
@@ -450,7 +482,10 @@ for b, w in pairs(wins) do
   if w.dirty then
     local f = {}
     for wi = 1, #w.lo do
-      if w.lo[wi] ~= nil then f[#f + 1] = 'a' .. wi; f[#f + 1] = s(w.lo[wi]); f[#f + 1] = 'b' .. wi; f[#f + 1] = s(w.hi[wi]) end
+      if w.lo[wi] ~= nil then
+        f[#f + 1] = 'a' .. wi; f[#f + 1] = s(w.lo[wi]); f[#f + 1] = 'b' .. wi; f[#f + 1] = s(w.hi[wi])
+        f[#f + 1] = 'c' .. wi; f[#f + 1] = s(w.c[wi])
+      end
     end
     for k, v in pairs(w.n) do f[#f + 1] = 'n' .. k; f[#f + 1] = s(v) end
     if #f > 0 then redis.call('HSET', KEYS[b + 1], unpack(f)) end
@@ -533,6 +568,7 @@ class _GroupPlan:
         self.prevs = [p for p in spec.since_previous if p.keys == group]
         dists = [d for d in spec.distincts if d.keys == group]
         windows = sorted({d.window for d in dists})
+        self.counted = windows
         # counted windows: [seconds, [[count k (1-based), member part (1-based: the event id is part 1), click
         # field (1-based: ip, app, device, os, channel)]]]
         self.windows = [[w, [[k + 1, fields.index(d.of) + 2, KEY_FIELDS.index(d.of) + 1]
@@ -552,12 +588,13 @@ class _GroupPlan:
     def script_plan(self) -> list:
         key = [f + 1 for f in self.key_fields]
         return [self.offsets, [p.window for p in self.prevs], self.windows, len(self.dists), key,
-                [f + 1 for f in self.value_fields], [f for f in key if f != 1], int(self.has_ip)]
+                [f + 1 for f in self.value_fields], [f for f in key if f != 1], int(self.has_ip),
+                [1 + self.counted.index(o) if o in self.counted else 0 for o in self.offsets]]
 
 
 # The key layout's version, in every default key name: state written by another layout (an older release
 # during a rolling upgrade) is never read as this one's; it ages out by its own TTLs instead.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: a counted window also keeps its clicks (c<w>)
 
 
 def default_prefix(spec: FeatureSpec) -> str:
