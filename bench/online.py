@@ -149,9 +149,12 @@ def redis_bytes(url: str, make_store, ids: np.ndarray, t: np.ndarray, label: str
             for key in client.scan_iter(match=store.prefix.replace("{", "\\{").replace("}", "\\}") + f"[ew]:{j}:*", count=1000):
                 names.append(key)
                 pipe.memory_usage(key, samples=0)
-        hot_bytes = sum(pipe.execute())
+        sizes = pipe.execute()
+        hot_bytes = sum(sizes)
+        sets = sum(b for k, b in zip(names, sizes) if k.startswith((store.prefix + "e:").encode()))
         out.update(hot_keys=len(names), hot_bytes=hot_bytes, hot_bytes_per_click=round(hot_bytes / clicks, 1),
-                   hot_bytes_per_entry=round(hot_bytes / clicks / len(hot), 1))
+                   hot_bytes_per_entry=round(hot_bytes / clicks / len(hot), 1),
+                   hot_set_bytes_per_entry=round(sets / clicks / len(hot), 1))
     return out
 
 
@@ -310,8 +313,8 @@ def render(out: dict) -> str:
     if out.get("wide"):
         lines += ["## Both stores with the families beyond the ip (campaign + ip_day: hot keys, 24 h horizon)", "",
                   "Real sample in time order, record + read; bytes: memory tables or Redis used_memory over the clicks held.", "",
-                  "| store | spec | key groups | features | clicks/s @100 | clicks/s @1,000 | Redis CPU us/click @100 / @1,000 "
-                  "| client CPU us/click @100 / @1,000 | clicks held | bytes/click | load |",
+                  ("| store | spec | key groups | features | clicks/s @100 | clicks/s @1,000 | Redis CPU us/click @100 / @1,000 "
+                   "| client CPU us/click @100 / @1,000 | clicks held | bytes/click | load |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in out["wide"]:
             rc = f"{r['redis_cpu_us_per_click_100']} / {r['redis_cpu_us_per_click_1000']}" if "redis_cpu_us_per_click_100" in r else ""
@@ -320,14 +323,15 @@ def render(out: dict) -> str:
                          f"{r.get('client_cpu_us_per_click_1000', '')} | {r['clicks_held']:,} | {r['bytes_per_click']} | {r['load']} |")
         dense = [r for r in out["wide"] if "dense" in r]
         if dense:
-            lines += ["", "Redis used_memory per click held, the real sample and a denser resample of it (hot keys: the sets "
-                      "and counted-window hashes of the groups without ip, MEMORY USAGE key by key):", "",
-                      "| spec | stream | clicks held | keys | bytes/click | hot keys | hot bytes/click | hot bytes/entry |",
-                      "|---|---|---|---|---|---|---|---|"]
+            lines += ["", ("Redis used_memory per click held, the real sample and a denser resample of it (hot keys: the sets "
+                           "and counted-window hashes of the groups without ip, MEMORY USAGE key by key):"), "",
+                      "| spec | stream | clicks held | keys | bytes/click | hot keys | hot bytes/click | hot bytes/entry | of which sets |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             for r in dense:
                 for b in (r, r["dense"]):
                     lines.append(f"| {r['spec']} | {b['stream']} | {b['clicks_held']:,} | {b['keys']:,} | {b['bytes_per_click']} "
-                                 f"| {b.get('hot_keys', '')} | {b.get('hot_bytes_per_click', '')} | {b.get('hot_bytes_per_entry', '')} |")
+                                 f"| {b.get('hot_keys', '')} | {b.get('hot_bytes_per_click', '')} | {b.get('hot_bytes_per_entry', '')} "
+                                 f"| {b.get('hot_set_bytes_per_entry', '')} |")
         lines.append("")
     return "\n".join(lines)
 
