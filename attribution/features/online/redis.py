@@ -10,22 +10,25 @@ touches is declared):
     {P}idx                     sorted set: each ip key or events set -> its latest second, so that keys gone
                                quiet are found (and swept) by event time
     {P}i:<ip>                  string: a small ip's clicks (fewer than SMALL_KEY), 12 bytes each (second, app,
-                               device, os, channel), for all key groups at once; "B" once the ip is busy
-    {P}e:<j>:<k1>:<k2>..       sorted set per key group j and key of a busy ip: score = second, member =
+                               device, os, channel), for all its key groups with ip at once; "B" once busy
+    {P}e:<j>:<k1>:<k2>..       sorted set per key group j and key of a busy ip, or hot key (a group without
+                               ip: an app, a channel.., always a set): score = second, member =
                                "<event id>[:<v1>:<v2>..]" (unique, then the values the group's distinct counts
                                need)
-    {P}w:<j>:<k1>..            hash (a busy key's counted windows): per distinct-count window w of the group
-                               its counted range a<w>, b<w> and the clicks in it c<w>; per distinct count k,
-                               n<k> (distinct values in its range) and "<k>:<value>" -> clicks with that value in the range
+    {P}w:<j>:<k1>..            hash (a busy or hot key's counted windows): per distinct-count window w of the
+                               group its counted range a<w>, b<w> and the clicks in it c<w>; per distinct
+                               count k, n<k> (distinct values in its range) and "<k>:<value>" -> clicks with
+                               that value in the range
 
 A small ip is read with one GET per batch and all its groups' features counted in the script in one pass; its
 new clicks are APPENDed. An ip reaching SMALL_KEY clicks turns busy: its clicks move into its groups' sets. The
-client declares the group keys of the ips it knows to be busy; for others the script answers, before any write,
-which keys it needs, and the client sends the request again with them declared. A busy ip's key with fewer than
-SMALL_KEY clicks is read whole (one ZRANGEBYSCORE); a busier key's band counts are ZCOUNTs and the time since
-the previous click one ZREVRANGEBYSCORE, O(log n) each; its distinct counts are kept in its windows hash, whose
-ranges follow the clicks (a click's range differs from the previous click's by the clicks between them, so a
-move costs a few HINCRBYs, not a scan). Same rules as MemoryStore (attribution.features.online.state): retries
+client declares the group keys of the ips it knows to be busy, and every click's hot keys; for others the script
+answers, before any write, which keys it needs, and the client sends the request again with them declared. A
+busy ip's key with fewer than SMALL_KEY clicks (a hot key: HOT_WHOLE) is read whole (one ZRANGEBYSCORE); a
+busier key's distinct counts are kept in its windows hash, whose ranges follow the clicks (a click's range
+differs from the previous click's by the clicks between them, so a move costs a few HINCRBYs, not a scan), and
+so are its band counts at those windows' edges; other band counts are ZCOUNTs and the time since the previous
+click one ZREVRANGEBYSCORE, O(log n) each. Same rules as MemoryStore (attribution.features.online.state): retries
 skipped, late clicks not recorded and read from the retained part of their window; tests/test_online_redis.py
 holds the two to equal features on the real sample, adversarial and hypothesis streams.
 
