@@ -8,6 +8,10 @@
   many clicks leave its window as enter it: the steady state of an ip that busy)
 - bytes per event: Redis used_memory over the clicks held (per click, and per stored entry: a click counts
   once per key group of the spec), for the sparse sample (ips packed), one dense busy ip and many just-busy ips; the in-process store's tables; the in-process click-id memory
+- the families beyond the ip (`--parts wide`: spec_with("campaign", "ip_day"), 11 key groups, 5 of them hot keys
+  without ip, a 24 h horizon) beside the seed spec, same clicks, same run: clicks/s in batches of 100 and 1,000,
+  Redis and client CPU per click, used_memory per click held (the real sample; and a denser resample of it, whose
+  hot keys hold thousands of clicks each), the hot keys' own share (MEMORY USAGE of their sets and hashes)
 - the load average beside every figure: the machine is shared (2 cores)
 Writes bench/results/online.json and online.md.
 """
@@ -37,7 +41,7 @@ from attribution.features.spec import DEFAULT_SPEC, FeatureSpec
 
 SAMPLE = ROOT / "tests" / "data" / "train_sample.csv.gz"
 T0 = 1_510_000_000
-GROUPS = len(DEFAULT_SPEC.key_groups)
+DAY_SECONDS = 86_400
 
 
 def load() -> float:
@@ -123,7 +127,7 @@ def latency(make_store, events: int, probes: int) -> dict:
     return out
 
 
-def redis_bytes(url: str, make_store, ids: np.ndarray, t: np.ndarray, label: str) -> dict:
+def redis_bytes(url: str, make_store, ids: np.ndarray, t: np.ndarray, label: str, spec: FeatureSpec = DEFAULT_SPEC) -> dict:
     import redis
 
     client = redis.Redis.from_url(url)
@@ -134,10 +138,32 @@ def redis_bytes(url: str, make_store, ids: np.ndarray, t: np.ndarray, label: str
         store.score_arrays(ids[i : i + 1000], t[i : i + 1000])
     used = client.info("memory")["used_memory"] - base
     stats = store.stats(max_keys=10**9)
-    clicks = stats.events // GROUPS  # every click held is one entry per key group
-    return {"stream": label, "clicks_held": clicks, "entries_held": stats.events, "keys": stats.keys,
-            "used_memory_bytes": used, "bytes_per_click": round(used / clicks, 1),
-            "bytes_per_entry": round(used / stats.events, 1)}
+    clicks = stats.events // len(spec.key_groups)  # every click held is one entry per key group
+    out = {"stream": label, "clicks_held": clicks, "entries_held": stats.events, "keys": stats.keys,
+           "used_memory_bytes": used, "bytes_per_click": round(used / clicks, 1),
+           "bytes_per_entry": round(used / stats.events, 1)}
+    hot = [j for j, g in enumerate(spec.key_groups) if "ip" not in g]
+    if hot:  # the hot keys' sets and counted-window hashes, key by key (exact: SAMPLES 0)
+        pipe, names = client.pipeline(transaction=False), []
+        for j in hot:
+            for key in client.scan_iter(match=store.prefix.replace("{", "\\{").replace("}", "\\}") + f"[ew]:{j}:*", count=1000):
+                names.append(key)
+                pipe.memory_usage(key, samples=0)
+        sizes = pipe.execute()
+        hot_bytes = sum(sizes)
+        sets = sum(b for k, b in zip(names, sizes) if k.startswith((store.prefix + "e:").encode()))
+        out.update(hot_keys=len(names), hot_bytes=hot_bytes, hot_bytes_per_click=round(hot_bytes / clicks, 1),
+                   hot_bytes_per_entry=round(hot_bytes / clicks / len(hot), 1),
+                   hot_set_bytes_per_entry=round(sets / clicks / len(hot), 1))
+    return out
+
+
+def resampled(ids: np.ndarray, n: int, seconds: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`n` of the sample's clicks drawn with replacement (its mix of ips, apps, channels..) over `seconds`: denser
+    than the sample, so that its hot keys (an app, a channel) hold thousands of clicks, as at full rate."""
+    rng = np.random.default_rng(seed)
+    t = T0 - seconds + np.sort(rng.integers(0, seconds, n))
+    return np.ascontiguousarray(ids[rng.integers(0, len(ids), n)]), t.astype(np.int64)
 
 
 def memory_bytes(ids: np.ndarray, t: np.ndarray, label: str, spec: FeatureSpec = DEFAULT_SPEC) -> dict:
@@ -152,21 +178,38 @@ def memory_bytes(ids: np.ndarray, t: np.ndarray, label: str, spec: FeatureSpec =
     return {"stream": label, "clicks_held": held, "table_bytes": tables, "bytes_per_click": round(tables / max(1, held), 1)}
 
 
-def wide_spec(ids: np.ndarray, t: np.ndarray, rows: int) -> list[dict]:
-    """The in-process store with the families beyond the ip (issue 17.2: 11 key groups, a 24 h horizon)
+def wide_spec(url: str, ids: np.ndarray, t: np.ndarray, rows: int, dense: int) -> list[dict]:
+    """Both stores with the families beyond the ip (issue 17.2: 11 key groups, 5 without ip, a 24 h horizon)
     beside the seed spec (6 groups, 8 h), same clicks, same run."""
+    import redis
+
+    from attribution.features.online.redis import RedisStore
     from attribution.features.online.state import MemoryStore
     from attribution.features.spec import FAMILIES, spec_with
 
+    def fresh_redis(spec: FeatureSpec) -> RedisStore:
+        redis.Redis.from_url(url).flushall()
+        return RedisStore(url, spec)
+
+    di, dt = resampled(ids, dense, DAY_SECONDS)
     out = []
     for label, spec in (("seed (8 h)", DEFAULT_SPEC), ("seed + " + " + ".join(FAMILIES) + " (24 h)", spec_with(*FAMILIES))):
-        row: dict = {"spec": label, "key_groups": len(spec.key_groups), "features": len(spec.feature_names)}
-        for batch in (100, 1000):
-            r = throughput(lambda spec=spec: MemoryStore(spec), ids, t, batch, rows)
-            row[f"clicks_per_s_{batch}"], row["load"] = r["clicks_per_s"], r["load_after"]
-        row.update(memory_bytes(ids, t, "real sample", spec))
-        out.append(row)
-        print(row, flush=True)
+        for name, make in (("memory", MemoryStore), ("redis", fresh_redis)):
+            row: dict = {"store": name, "spec": label, "key_groups": len(spec.key_groups), "features": len(spec.feature_names)}
+            for batch in (100, 1000):
+                r = throughput(lambda spec=spec, make=make: make(spec), ids, t, batch, rows)
+                row[f"clicks_per_s_{batch}"], row["load"] = r["clicks_per_s"], r["load_after"]
+                row[f"client_cpu_us_per_click_{batch}"] = r["client_cpu_us_per_click"]
+                if "redis_cpu_us_per_click" in r:
+                    row[f"redis_cpu_us_per_click_{batch}"] = r["redis_cpu_us_per_click"]
+            if name == "memory":
+                row.update(memory_bytes(ids, t, "real sample", spec))
+            else:
+                row.update(redis_bytes(url, lambda spec=spec: RedisStore(url, spec), ids, t, "real sample", spec))
+                row["dense"] = redis_bytes(url, lambda spec=spec: RedisStore(url, spec), di, dt,
+                                           f"{dense:,} sample clicks resampled over 24 h", spec)
+            out.append(row)
+            print(row, flush=True)
     return out
 
 
@@ -189,6 +232,7 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=300)
     ap.add_argument("--rows", type=int, default=100_000, help="sample clicks for batches of 100 and 1,000")
     ap.add_argument("--single-rows", type=int, default=5_000, help="sample clicks for batches of 1")
+    ap.add_argument("--dense", type=int, default=200_000, help="clicks of the dense resample (--parts wide)")
     ap.add_argument("--parts", nargs="+", default=["throughput", "latency", "bytes", "wide"],
                     help="what to measure; the other parts keep their figures from the last results")
     args = ap.parse_args()
@@ -226,7 +270,7 @@ def main() -> None:
                 out["latency"].append({"store": name, **r})
                 print(name, r, flush=True)
         if "wide" in args.parts:
-            out["wide"] = wide_spec(ids, t, args.rows)
+            out["wide"] = wide_spec(server.url, ids, t, args.rows, args.dense)
         if "bytes" in args.parts:
             out["bytes"].append(redis_bytes(server.url, lambda: RedisStore(server.url), ids, t, "real sample"))
             bi, bt = busy_stream(100_000)
@@ -267,12 +311,27 @@ def render(out: dict) -> str:
     s = out["seen_ids"]
     lines += ["", f"In-process click ids: {s['bytes_per_id']} B per id ({s['ids']:,} ids, tracemalloc).", ""]
     if out.get("wide"):
-        lines += ["## The in-process store with the families beyond the ip (24 h horizon)", "",
-                  "| spec | key groups | features | clicks/s @100 | clicks/s @1,000 | clicks held | table bytes | bytes/click | load |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["## Both stores with the families beyond the ip (campaign + ip_day: hot keys, 24 h horizon)", "",
+                  "Real sample in time order, record + read; bytes: memory tables or Redis used_memory over the clicks held.", "",
+                  ("| store | spec | key groups | features | clicks/s @100 | clicks/s @1,000 | Redis CPU us/click @100 / @1,000 "
+                   "| client CPU us/click @100 / @1,000 | clicks held | bytes/click | load |"),
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in out["wide"]:
-            lines.append(f"| {r['spec']} | {r['key_groups']} | {r['features']} | {r['clicks_per_s_100']:,} | {r['clicks_per_s_1000']:,} "
-                         f"| {r['clicks_held']:,} | {r['table_bytes']:,} | {r['bytes_per_click']} | {r['load']} |")
+            rc = f"{r['redis_cpu_us_per_click_100']} / {r['redis_cpu_us_per_click_1000']}" if "redis_cpu_us_per_click_100" in r else ""
+            lines.append(f"| {r.get('store', 'memory')} | {r['spec']} | {r['key_groups']} | {r['features']} | {r['clicks_per_s_100']:,} "
+                         f"| {r['clicks_per_s_1000']:,} | {rc} | {r.get('client_cpu_us_per_click_100', '')} / "
+                         f"{r.get('client_cpu_us_per_click_1000', '')} | {r['clicks_held']:,} | {r['bytes_per_click']} | {r['load']} |")
+        dense = [r for r in out["wide"] if "dense" in r]
+        if dense:
+            lines += ["", ("Redis used_memory per click held, the real sample and a denser resample of it (hot keys: the sets "
+                           "and counted-window hashes of the groups without ip, MEMORY USAGE key by key):"), "",
+                      "| spec | stream | clicks held | keys | bytes/click | hot keys | hot bytes/click | hot bytes/entry | of which sets |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for r in dense:
+                for b in (r, r["dense"]):
+                    lines.append(f"| {r['spec']} | {b['stream']} | {b['clicks_held']:,} | {b['keys']:,} | {b['bytes_per_click']} "
+                                 f"| {b.get('hot_keys', '')} | {b.get('hot_bytes_per_click', '')} | {b.get('hot_bytes_per_entry', '')} "
+                                 f"| {b.get('hot_set_bytes_per_entry', '')} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -202,9 +202,9 @@ DEFAULT_SPEC = FeatureSpec(
 )
 
 # ---- families beyond the seed (issue 17.2) --------------------------------------------------------------
-# Not in DEFAULT_SPEC yet: every engine and the in-process state compute them (tests/test_features_parity.py),
-# but the Redis state keeps each ip's clicks together and refuses key groups without ip. bench/feature_families.py
-# measures what each family buys.
+# Not in DEFAULT_SPEC yet: every engine and both online states compute them (tests/test_features_parity.py,
+# tests/test_online_redis.py; Redis keeps groups without ip as hot keys, docs/online-state.md, whose size and
+# CPU per click bench/online.py --parts wide measures). bench/feature_families.py measures what each family buys.
 DAY = 86400
 CAMPAIGN_GROUPS: tuple[tuple[str, ...], ...] = (
     ("app",), ("channel",), ("app", "channel"), ("app", "os"), ("device", "os"),

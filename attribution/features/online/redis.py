@@ -10,22 +10,25 @@ touches is declared):
     {P}idx                     sorted set: each ip key or events set -> its latest second, so that keys gone
                                quiet are found (and swept) by event time
     {P}i:<ip>                  string: a small ip's clicks (fewer than SMALL_KEY), 12 bytes each (second, app,
-                               device, os, channel), for all key groups at once; "B" once the ip is busy
-    {P}e:<j>:<k1>:<k2>..       sorted set per key group j and key of a busy ip: score = second, member =
+                               device, os, channel), for all its key groups with ip at once; "B" once busy
+    {P}e:<j>:<k1>:<k2>..       sorted set per key group j and key of a busy ip, or hot key (a group without
+                               ip: an app, a channel.., always a set): score = second, member =
                                "<event id>[:<v1>:<v2>..]" (unique, then the values the group's distinct counts
                                need)
-    {P}w:<j>:<k1>..            hash (a busy key's counted windows): per distinct-count window w of the group
-                               its counted range a<w>, b<w>; per distinct count k, n<k> (distinct values in
-                               its range) and "<k>:<value>" -> clicks with that value in the range
+    {P}w:<j>:<k1>..            hash (a busy or hot key's counted windows): per distinct-count window w of the
+                               group its counted range a<w>, b<w> and the clicks in it c<w>; per distinct
+                               count k, n<k> (distinct values in its range) and "<k>:<value>" -> clicks with
+                               that value in the range
 
 A small ip is read with one GET per batch and all its groups' features counted in the script in one pass; its
 new clicks are APPENDed. An ip reaching SMALL_KEY clicks turns busy: its clicks move into its groups' sets. The
-client declares the group keys of the ips it knows to be busy; for others the script answers, before any write,
-which keys it needs, and the client sends the request again with them declared. A busy ip's key with fewer than
-SMALL_KEY clicks is read whole (one ZRANGEBYSCORE); a busier key's band counts are ZCOUNTs and the time since
-the previous click one ZREVRANGEBYSCORE, O(log n) each; its distinct counts are kept in its windows hash, whose
-ranges follow the clicks (a click's range differs from the previous click's by the clicks between them, so a
-move costs a few HINCRBYs, not a scan). Same rules as MemoryStore (attribution.features.online.state): retries
+client declares the group keys of the ips it knows to be busy, and every click's hot keys; for others the script
+answers, before any write, which keys it needs, and the client sends the request again with them declared. A
+busy ip's key with fewer than SMALL_KEY clicks (a hot key: HOT_WHOLE) is read whole (one ZRANGEBYSCORE); a
+busier key's distinct counts are kept in its windows hash, whose ranges follow the clicks (a click's range
+differs from the previous click's by the clicks between them, so a move costs a few HINCRBYs, not a scan), and
+so are its band counts at those windows' edges; other band counts are ZCOUNTs and the time since the previous
+click one ZREVRANGEBYSCORE, O(log n) each. Same rules as MemoryStore (attribution.features.online.state): retries
 skipped, late clicks not recorded and read from the retained part of their window; tests/test_online_redis.py
 holds the two to equal features on the real sample, adversarial and hypothesis streams.
 
@@ -54,12 +57,14 @@ log = logging.getLogger(__name__)
 
 # Written in by RedisStore: GROUPS (per group: window offsets past 0, since-previous windows, counted windows
 # [[seconds, [[count k, member part, click field]..]]..], number of distinct counts, key fields, value fields, key
-# fields but ip), SWEEP_AT, ZERO (the raw integers of a click with no earlier click) and HORIZON (the longest
-# window). KEYS: meta, ids, idx, then each ip's key, then the keys of busy ips' clicks (per group its events set
+# fields but ip, 1 if keyed by ip, per offset the counted window of the same length or 0), SWEEP_AT, ZEROS (per group, the raw integers of a click with no earlier
+# click) and HORIZON (the longest window of the groups keyed by ip). KEYS: meta, ids, idx, then each ip's key,
+# then the keys of busy ips' clicks and of every click's hot groups (groups without ip) (per group its events set
 # and, for a group with distinct counts, its windows hash right after). ARGV: retention, late_by, the clicks
 # (JSON, flat: second, KEYS index of the ip's key, ip, app, device, os, channel), the size under which an ip is
-# packed and a key read whole, the click ids (JSON list, '' for none) or '', the key prefix, and the busy ips'
-# clicks' group keys (JSON, flat: click number, then per group the KEYS index of its events set) or ''.
+# packed and a key read whole, the click ids (JSON list, '' for none) or '', the key prefix, and the clicks'
+# group keys (JSON, flat: click number, then per group the KEYS index of its events set, 0 where not declared;
+# busy ips' clicks, or every click when the spec has hot groups) or ''.
 # Returns the stale sweep's cut, the features' raw integers (per click and group: the clicks in
 # [max(t - o, floor), t - 1] per offset o, t - previous second (-1: none), each distinct count) and, once
 # SWEEP_AT are known, keys gone quiet; or, having written nothing, {'need', ips, keys}: ips whose group keys must
@@ -71,11 +76,14 @@ local late_by = tonumber(ARGV[2])
 local groups = GROUPS  -- the spec's plan, written into the script (see _lua)
 local clicks = cjson.decode(ARGV[3])
 local S = tonumber(ARGV[4])
+local SH = math.min(S, HOT_WHOLE)  -- a hot key is read whole below this many clicks (it is read by every click)
 local cidv = nil
 if ARGV[5] ~= '' then cidv = cjson.decode(ARGV[5]) end
 local prefix = ARGV[6]
 local G = #groups
-local gk = {}  -- click -> its group keys' KEYS indexes (busy ips' clicks only)
+local IPG, HOT = {}, {}  -- groups keyed by ip (packed while the ip is small); hot groups (no ip: always sets)
+for j = 1, G do if groups[j][8] == 1 then IPG[#IPG + 1] = j else HOT[#HOT + 1] = j end end
+local gk = {}  -- click -> its group keys' KEYS indexes (0: not declared; ip groups of an ip not known busy)
 if ARGV[7] ~= '' then
   local flat = cjson.decode(ARGV[7])
   for q = 1, #flat, G + 1 do gk[flat[q]] = {unpack(flat, q + 1, q + G)} end
@@ -99,7 +107,9 @@ for i = 1, n do
 end
 local function declared(i)
   local b = gk[i]
-  return b ~= nil and #b == G
+  if b == nil then return false end
+  for _, j in ipairs(IPG) do if b[j] == 0 then return false end end
+  return true
 end
 local function group_key(j, e)  -- the events set of group j for a click's fields e (as the client names it)
   local parts = {prefix .. 'e:' .. (j - 1)}
@@ -132,7 +142,7 @@ for _, k in ipairs(ip_order) do
       local at = {}
       for _, e in ipairs(evs) do
         local row = {}
-        for j = 1, G do
+        for _, j in ipairs(IPG) do  -- a hot group's sets hold the ip's clicks already
           local name = group_key(j, e)
           local b = names[name]
           if b == nil then ok = false; need_keys[#need_keys + 1] = name else row[j] = b end
@@ -164,9 +174,9 @@ for k, p in pairs(promote) do  -- an ip's keys held nothing live while it was sm
       if #groups[j][3] > 0 then redis.call('DEL', KEYS[b + 1]) end
     end
   end
-  for _, i in ipairs(by_ip[k]) do local b = keys_of(i); for j = 1, G do drop(j, b[j]) end end
+  for _, i in ipairs(by_ip[k]) do local b = keys_of(i); for _, j in ipairs(IPG) do drop(j, b[j]) end end
   for q, e in ipairs(p.evs) do
-    for j = 1, G do
+    for _, j in ipairs(IPG) do
       local b = p.at[q][j]
       drop(j, b)
       redis.call('ZADD', KEYS[b], e[6], 'p' .. s(seq) .. '.' .. q .. suffix(j, e))  -- unique: this batch's seq
@@ -175,18 +185,21 @@ for k, p in pairs(promote) do  -- an ip's keys held nothing live while it was sm
   redis.call('SET', KEYS[k], BUSY)
 end
 
--- counted windows, read once per key and batch: w.lo[wi], w.hi[wi] (nil: none), w.n[k] (distinct values)
+-- counted windows, read once per key and batch: w.lo[wi], w.hi[wi] (nil: none), w.c[wi] (clicks in the range),
+-- w.n[k] (distinct values)
 local wins = {}
 local function load(b, plan)
   local w = wins[b]
   if w == nil then
     local f = {}
-    for wi = 1, #plan[3] do f[#f + 1] = 'a' .. wi; f[#f + 1] = 'b' .. wi end
+    for wi = 1, #plan[3] do f[#f + 1] = 'a' .. wi; f[#f + 1] = 'b' .. wi; f[#f + 1] = 'c' .. wi end
     for k = 1, plan[4] do f[#f + 1] = 'n' .. k end
     local r = redis.call('HMGET', KEYS[b + 1], unpack(f))
-    w = {lo = {}, hi = {}, n = {}, dirty = false}
+    w = {lo = {}, hi = {}, c = {}, n = {}, dirty = false}
     local i = 1
-    for wi = 1, #plan[3] do w.lo[wi] = tonumber(r[i]); w.hi[wi] = tonumber(r[i + 1]); i = i + 2 end
+    for wi = 1, #plan[3] do
+      w.lo[wi] = tonumber(r[i]); w.hi[wi] = tonumber(r[i + 1]); w.c[wi] = tonumber(r[i + 2]) or 0; i = i + 3
+    end
     for k = 1, plan[4] do w.n[k] = tonumber(r[i]) or 0; i = i + 1 end
     wins[b] = w
   end
@@ -197,10 +210,10 @@ local function split(m)
   for tok in string.gmatch(m, '[^:]+') do parts[#parts + 1] = tok end
   return parts
 end
-local function apply(b, w, dists, members, delta)
+-- clicks (their members' parts) enter (delta 1) or leave (-1) counted window wi
+local function apply(b, w, wi, dists, rows, delta)
   local wk = KEYS[b + 1]
-  for _, m in ipairs(members) do
-    local parts = split(m)
+  for _, parts in ipairs(rows) do
     for _, d in ipairs(dists) do
       local fld = d[1] .. ':' .. parts[d[2]]
       local c = redis.call('HINCRBY', wk, fld, delta)
@@ -208,10 +221,16 @@ local function apply(b, w, dists, members, delta)
       if c <= 0 then redis.call('HDEL', wk, fld); w.n[d[1]] = w.n[d[1]] - 1 end
     end
   end
+  w.c[wi] = w.c[wi] + delta * #rows
   w.dirty = true
 end
-local function add_range(b, w, dists, lo, hi, delta)
-  if lo <= hi then apply(b, w, dists, redis.call('ZRANGEBYSCORE', KEYS[b], s(lo), s(hi)), delta) end
+local function fetch(b, lo, hi)  -- the members' parts of the key's clicks in [lo, hi]
+  local rows = {}
+  for q, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[b], s(lo), s(hi))) do rows[q] = split(m) end
+  return rows
+end
+local function add_range(b, w, wi, dists, lo, hi, delta)
+  if lo <= hi then apply(b, w, wi, dists, fetch(b, lo, hi), delta) end
 end
 -- move counted window wi of the key to [a, z]
 local function move(b, w, plan, wi, a, z)
@@ -221,20 +240,35 @@ local function move(b, w, plan, wi, a, z)
     if #plan[3] == 1 then
       redis.call('DEL', KEYS[b + 1])
       for _, d in ipairs(dists) do w.n[d[1]] = 0 end
+      w.c[wi] = 0
     else
-      add_range(b, w, dists, lo, hi, -1)
+      add_range(b, w, wi, dists, lo, hi, -1)
     end
     lo = nil
   end
   if lo == nil then
-    add_range(b, w, dists, a, z, 1)
+    add_range(b, w, wi, dists, a, z, 1)
   else
-    if a < lo then add_range(b, w, dists, a, lo - 1, 1) end
-    if z > hi then add_range(b, w, dists, hi + 1, z, 1) end
-    if a > lo then add_range(b, w, dists, lo, a - 1, -1) end
-    if z < hi then add_range(b, w, dists, z + 1, hi, -1) end
+    if a < lo then add_range(b, w, wi, dists, a, lo - 1, 1) end
+    if z > hi then add_range(b, w, wi, dists, hi + 1, z, 1) end
+    if a > lo then add_range(b, w, wi, dists, lo, a - 1, -1) end
+    if z < hi then add_range(b, w, wi, dists, z + 1, hi, -1) end
   end
   w.lo[wi], w.hi[wi], w.dirty = a, z, true
+end
+-- move every counted window of the key to end at z, window wi to start at a[wi]: the windows end together, so
+-- the clicks entering at their top are read once for all of them
+local function move_all(b, w, plan, a, z)
+  local top = w.hi[1]
+  local common = top ~= nil and z > top
+  for wi = 1, #plan[3] do
+    if w.lo[wi] == nil or w.hi[wi] ~= top or a[wi] > top then common = false end
+  end
+  if common and #plan[3] > 1 then
+    local rows = fetch(b, top + 1, z)
+    for wi, win in ipairs(plan[3]) do apply(b, w, wi, win[2], rows, 1); w.hi[wi] = z end
+  end
+  for wi = 1, #plan[3] do move(b, w, plan, wi, a[wi], z) end
 end
 
 -- 3. record, in batch order
@@ -259,25 +293,28 @@ for i = 1, n do
     local last = touched[k]
     if last == nil or t > last then touched[k] = t end
     local sm = small[k]
+    local e = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7]}
+    local into = G
     if sm then
-      sm.evs[#sm.evs + 1] = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7], t}
+      e[6] = t
+      sm.evs[#sm.evs + 1] = e
       sm.dirty = true
-    else
-      local member = s(seq + i)
-      local e = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7]}
-      for j = 1, G do
-        local b, plan = keys_of(i)[j], groups[j]
-        local m = member .. suffix(j, e)
-        redis.call('ZADD', KEYS[b], t, m)
-        if #plan[3] > 0 then  -- a counted window already over this second takes the click in
-          local w = load(b, plan)
-          for wi, win in ipairs(plan[3]) do
-            if w.lo[wi] ~= nil and t >= w.lo[wi] and t <= w.hi[wi] then apply(b, w, win[2], {m}, 1) end
-          end
+      into = #HOT
+    end
+    local member = s(seq + i)
+    for q = 1, into do
+      local j = sm and HOT[q] or q
+      local b, plan = keys_of(i)[j], groups[j]
+      local m = member .. suffix(j, e)
+      redis.call('ZADD', KEYS[b], t, m)
+      if #plan[3] > 0 then  -- a counted window already over this second takes the click in
+        local w = load(b, plan)
+        for wi, win in ipairs(plan[3]) do
+          if w.lo[wi] ~= nil and t >= w.lo[wi] and t <= w.hi[wi] then apply(b, w, wi, win[2], {split(m)}, 1) end
         end
-        last = touched[b]
-        if last == nil or t > last then touched[b] = t end
       end
+      last = touched[b]
+      if last == nil or t > last then touched[b] = t end
     end
   end
 end
@@ -288,10 +325,73 @@ if lo ~= nil and wm ~= nil then cut = math.min(wm, lo) - retention end
 -- 4. read
 local out, no, trim = {}, 0, {}
 local seen, stamp = {}, 0
--- a click with no earlier click of its ip in the spec's longest window: every count 0, every previous -1
-local zero, horizon = 'ZERO', HORIZON
+-- a click with no earlier click of its ip in the ip groups' longest window: every ip group's counts 0, previous -1
+local zeros, horizon = ZEROS, HORIZON
 local acc, prv, dst = {}, {}, {}
 for j = 1, G do acc[j] = {}; prv[j] = {}; dst[j] = {} end
+-- one group's features of click i from the key's set (a busy ip's key, or a hot key)
+local function read_key(i, j, t, hi, floor)
+  local b, plan = keys_of(i)[j], groups[j]
+  local w = nil
+  if #plan[3] > 0 then w = load(b, plan) end
+  local r = nil
+  if w == nil or w.lo[1] == nil then  -- a key with few clicks is read whole (older ones too, to trim them)
+    local whole = plan[8] == 1 and S or SH
+    r = redis.call('ZRANGEBYSCORE', KEYS[b], '-inf', s(hi), 'WITHSCORES', 'LIMIT', 0, whole)
+    if #r >= 2 * whole then r = nil end
+    if r and cut and #r > 0 and tonumber(r[2]) < cut then trim[b] = true end
+  end
+  if r then
+    local m = #r / 2
+    for _, o in ipairs(plan[1]) do
+      local a = floor and math.max(t - o, floor) or t - o
+      local c = 0
+      for q = m, 1, -1 do if tonumber(r[2 * q]) >= a then c = c + 1 else break end end
+      no = no + 1; out[no] = c
+    end
+    for _, pw in ipairs(plan[2]) do
+      local a = floor and math.max(t - pw, floor) or t - pw
+      no = no + 1
+      if m > 0 and tonumber(r[2 * m]) >= a then out[no] = t - tonumber(r[2 * m]) else out[no] = -1 end
+    end
+    for _, win in ipairs(plan[3]) do
+      local a = floor and math.max(t - win[1], floor) or t - win[1]
+      local seen_, cnt = {}, {}
+      for _, d in ipairs(win[2]) do seen_[d[1]] = {}; cnt[d[1]] = 0 end
+      for q = m, 1, -1 do
+        if tonumber(r[2 * q]) < a then break end
+        local parts = split(r[2 * q - 1])
+        for _, d in ipairs(win[2]) do
+          local v = parts[d[2]]
+          if not seen_[d[1]][v] then seen_[d[1]][v] = true; cnt[d[1]] = cnt[d[1]] + 1 end
+        end
+      end
+      for _, d in ipairs(win[2]) do no = no + 1; out[no] = cnt[d[1]] end
+    end
+  else  -- a busy key: distinct counts (and the counts over the same windows) from its counted windows, other
+    -- counts by rank
+    if touched[b] then trim[b] = true end
+    if w then
+      local a = {}
+      for wi, win in ipairs(plan[3]) do a[wi] = floor and math.max(t - win[1], floor) or t - win[1] end
+      move_all(b, w, plan, a, hi)
+    end
+    for q, o in ipairs(plan[1]) do
+      local wi = plan[9][q]
+      no = no + 1
+      if wi > 0 then out[no] = w.c[wi]
+      else out[no] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi)) end
+    end
+    for _, pw in ipairs(plan[2]) do
+      local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(floor and math.max(t - pw, floor) or t - pw),
+                           'WITHSCORES', 'LIMIT', 0, 1)
+      no = no + 1; out[no] = p[2] and (t - tonumber(p[2])) or -1
+    end
+    for _, win in ipairs(plan[3]) do
+      for _, d in ipairs(win[2]) do no = no + 1; out[no] = w.n[d[1]] end
+    end
+  end
+end
 for i = 1, n do
   local base = (i - 1) * stride
   local t, k = clicks[base + 1], clicks[base + 2]
@@ -305,12 +405,10 @@ for i = 1, n do
     local evs = sm.evs
     for q = 1, #evs do local te = evs[q][6]; if te <= hi and te >= a then first = false; break end end
   end
-  if first then
-    no = no + 1; out[no] = zero
-  elseif sm then  -- a small ip: every group's features from its clicks, in one pass
+  if sm and not first then  -- a small ip: every ip group's features from its clicks, in one pass
     stamp = stamp + 1
     local c = {clicks[base + 3], clicks[base + 4], clicks[base + 5], clicks[base + 6], clicks[base + 7]}
-    for j = 1, G do
+    for _, j in ipairs(IPG) do
       local g = groups[j]
       for q = 1, #g[1] do acc[j][q] = 0 end
       for q = 1, #g[2] do prv[j][q] = -1 end
@@ -319,7 +417,7 @@ for i = 1, n do
     for _, e in ipairs(sm.evs) do
       local te = e[6]
       if te <= hi then
-        for j = 1, G do
+        for _, j in ipairs(IPG) do
           local g = groups[j]
           local match = true
           for _, x in ipairs(g[7]) do if e[x] ~= c[x] then match = false; break end end
@@ -350,65 +448,17 @@ for i = 1, n do
         end
       end
     end
-    for j = 1, G do
-      local g = groups[j]
+  end
+  for j = 1, G do
+    local g = groups[j]
+    if not sm or g[8] == 0 then
+      read_key(i, j, t, hi, floor)
+    elseif first then
+      no = no + 1; out[no] = zeros[j]
+    else
       for q = 1, #g[1] do no = no + 1; out[no] = acc[j][q] end
       for q = 1, #g[2] do no = no + 1; out[no] = prv[j][q] end
       for _, win in ipairs(g[3]) do for _, d in ipairs(win[2]) do no = no + 1; out[no] = dst[j][d[1]] end end
-    end
-  else
-    for j = 1, G do
-      local b, plan = keys_of(i)[j], groups[j]
-      local w = nil
-      if #plan[3] > 0 then w = load(b, plan) end
-      local r = nil
-      if w == nil or w.lo[1] == nil then  -- a key with few clicks is read whole (older ones too, to trim them)
-        r = redis.call('ZRANGEBYSCORE', KEYS[b], '-inf', s(hi), 'WITHSCORES', 'LIMIT', 0, S)
-        if #r >= 2 * S then r = nil end
-        if r and cut and #r > 0 and tonumber(r[2]) < cut then trim[b] = true end
-      end
-      if r then
-        local m = #r / 2
-        for _, o in ipairs(plan[1]) do
-          local a = floor and math.max(t - o, floor) or t - o
-          local c = 0
-          for q = m, 1, -1 do if tonumber(r[2 * q]) >= a then c = c + 1 else break end end
-          no = no + 1; out[no] = c
-        end
-        for _, pw in ipairs(plan[2]) do
-          local a = floor and math.max(t - pw, floor) or t - pw
-          no = no + 1
-          if m > 0 and tonumber(r[2 * m]) >= a then out[no] = t - tonumber(r[2 * m]) else out[no] = -1 end
-        end
-        for _, win in ipairs(plan[3]) do
-          local a = floor and math.max(t - win[1], floor) or t - win[1]
-          local seen_, cnt = {}, {}
-          for _, d in ipairs(win[2]) do seen_[d[1]] = {}; cnt[d[1]] = 0 end
-          for q = m, 1, -1 do
-            if tonumber(r[2 * q]) < a then break end
-            local parts = split(r[2 * q - 1])
-            for _, d in ipairs(win[2]) do
-              local v = parts[d[2]]
-              if not seen_[d[1]][v] then seen_[d[1]][v] = true; cnt[d[1]] = cnt[d[1]] + 1 end
-            end
-          end
-          for _, d in ipairs(win[2]) do no = no + 1; out[no] = cnt[d[1]] end
-        end
-      else  -- a busy key: counts by rank, distinct counts from its counted windows
-        if touched[b] then trim[b] = true end
-        for _, o in ipairs(plan[1]) do
-          no = no + 1; out[no] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi))
-        end
-        for _, pw in ipairs(plan[2]) do
-          local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(floor and math.max(t - pw, floor) or t - pw),
-                               'WITHSCORES', 'LIMIT', 0, 1)
-          no = no + 1; out[no] = p[2] and (t - tonumber(p[2])) or -1
-        end
-        for wi, win in ipairs(plan[3]) do
-          move(b, w, plan, wi, floor and math.max(t - win[1], floor) or t - win[1], hi)
-          for _, d in ipairs(win[2]) do no = no + 1; out[no] = w.n[d[1]] end
-        end
-      end
     end
   end
 end
@@ -435,7 +485,10 @@ for b, w in pairs(wins) do
   if w.dirty then
     local f = {}
     for wi = 1, #w.lo do
-      if w.lo[wi] ~= nil then f[#f + 1] = 'a' .. wi; f[#f + 1] = s(w.lo[wi]); f[#f + 1] = 'b' .. wi; f[#f + 1] = s(w.hi[wi]) end
+      if w.lo[wi] ~= nil then
+        f[#f + 1] = 'a' .. wi; f[#f + 1] = s(w.lo[wi]); f[#f + 1] = 'b' .. wi; f[#f + 1] = s(w.hi[wi])
+        f[#f + 1] = 'c' .. wi; f[#f + 1] = s(w.c[wi])
+      end
     end
     for k, v in pairs(w.n) do f[#f + 1] = 'n' .. k; f[#f + 1] = s(v) end
     if #f > 0 then redis.call('HSET', KEYS[b + 1], unpack(f)) end
@@ -488,6 +541,9 @@ return #gone
 
 SWEEP_AT = 64  # stale keys known before a sweep rides along with a request
 SMALL_KEY = 48  # clicks under which an ip is packed, or a busy ip's key read whole (see docs/online-state.md)
+# a hot key (a group without ip: an app, a channel..) is read by every click of it: read whole only while it holds
+# fewer than this many clicks, then through its counted windows (bench/online.py --parts wide)
+HOT_WHOLE = 8
 BUSY_IPS_KEPT = 100_000  # busy ips a client remembers
 PACKED = 12  # bytes of a small ip's click (the script's EVSIZE)
 # (redis-py maps "OOM ..." replies to OutOfMemoryError and "LOADING" to BusyLoadingError, a ConnectionError)
@@ -515,12 +571,15 @@ class _GroupPlan:
         self.prevs = [p for p in spec.since_previous if p.keys == group]
         dists = [d for d in spec.distincts if d.keys == group]
         windows = sorted({d.window for d in dists})
+        self.counted = windows
         # counted windows: [seconds, [[count k (1-based), member part (1-based: the event id is part 1), click
         # field (1-based: ip, app, device, os, channel)]]]
         self.windows = [[w, [[k + 1, fields.index(d.of) + 2, KEY_FIELDS.index(d.of) + 1]
                              for k, d in enumerate(dists) if d.window == w]] for w in windows]
         self.dists = [d for w in windows for d in dists if d.window == w]  # in output order
         self.n_keys = 2 if dists else 1
+        self.has_ip = "ip" in group  # else a hot key (an app, a channel..): always its own sets, never packed
+        self.horizon = max([*self.offsets, *(p.window for p in self.prevs), *windows])
         self.width = len(self.offsets) + len(self.prevs) + len(self.dists)
         self.key_format = prefix + f"e:{j}:" + ":".join(["%d"] * len(group))  # the key's events set
         self.value_format = "".join([":%d"] * len(fields))  # the member's values after its event id
@@ -532,12 +591,13 @@ class _GroupPlan:
     def script_plan(self) -> list:
         key = [f + 1 for f in self.key_fields]
         return [self.offsets, [p.window for p in self.prevs], self.windows, len(self.dists), key,
-                [f + 1 for f in self.value_fields], [f for f in key if f != 1]]
+                [f + 1 for f in self.value_fields], [f for f in key if f != 1], int(self.has_ip),
+                [1 + self.counted.index(o) if o in self.counted else 0 for o in self.offsets]]
 
 
 # The key layout's version, in every default key name: state written by another layout (an older release
 # during a rolling upgrade) is never read as this one's; it ages out by its own TTLs instead.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: a counted window also keeps its clicks (c<w>)
 
 
 def default_prefix(spec: FeatureSpec) -> str:
@@ -570,13 +630,14 @@ class RedisStore(StateStore):
             url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
         )
         self._sweep = self.client.register_script(SWEEP)
-        if any("ip" not in g for g in spec.key_groups):
-            raise ValueError("the Redis state keeps each ip's clicks together: every key group must contain ip")
         self._groups = [_GroupPlan(spec, j, g, self.prefix) for j, g in enumerate(spec.key_groups)]
+        self._ip_groups = [g for g in self._groups if g.has_ip]
+        self._hot = any(not g.has_ip for g in self._groups)  # groups without ip: every click's keys are declared
+        zeros = "{" + ",".join(f"'{g.zero_row()}'" for g in self._groups) + "}"
         self._script = self.client.register_script(
             RECORD_AND_READ.replace("GROUPS", _lua([g.script_plan() for g in self._groups]), 1)
-            .replace("SWEEP_AT", str(SWEEP_AT)).replace("ZERO", " ".join(g.zero_row() for g in self._groups), 1)
-            .replace("HORIZON", str(spec.max_window), 1))
+            .replace("SWEEP_AT", str(SWEEP_AT)).replace("HOT_WHOLE", str(HOT_WHOLE)).replace("ZEROS", zeros, 1)
+            .replace("HORIZON", str(max((g.horizon for g in self._ip_groups), default=0)), 1))
         # ips whose clicks live in their groups' sets (learnt from the script's replies; a stale entry only
         # declares keys the script does not need). Bounded: forgetting costs one more round trip per ip.
         self._busy: set[int] = set()
@@ -675,15 +736,15 @@ class RedisStore(StateStore):
                 raise ValueError(f"row {int(bad[0])}: {name} {int(col[bad[0]])} is outside [0, {top})")
 
     def _keys(self, ids: np.ndarray, busy: np.ndarray, extra: list[str]) -> tuple[list[str], np.ndarray]:
-        """KEYS: meta, ids, idx, each ip's key, then the group keys of busy ips' clicks and `extra` (keys of a
-        turning ip's earlier clicks). Returns the keys and the clicks' columns: the ip key's index, then per
+        """KEYS: meta, ids, idx, each ip's key, then the group keys of busy ips' clicks, the hot groups' keys of
+        every click and `extra` (keys of a turning ip's earlier clicks). Returns the keys and the clicks' columns: the ip key's index, then per
         group its events set's index (0: not declared)."""
         n = len(ids)
         uniq, inv = np.unique(ids[:, 0], return_inverse=True)
         keys = [self.meta, self.ids, self.idx, *(self.prefix + "i:" + v for v in map(str, uniq.tolist()))]
         cols = np.zeros((n, 1 + len(self._groups)), np.int64)
         cols[:, 0] = inv.reshape(-1) + 4
-        rows = np.flatnonzero(busy)
+        rows, every = np.flatnonzero(busy), np.arange(n)
         where: dict[str, int] = {}  # events-set name -> its KEYS index (1-based)
 
         def declare(name: str, g: _GroupPlan) -> int:
@@ -695,9 +756,10 @@ class RedisStore(StateStore):
                     keys.append(self.prefix + "w:" + name[len(self.prefix) + 2 :])
             return b
 
-        if len(rows):
-            for g in self._groups:
-                cols[rows, 1 + g.j] = [declare(g.key_format % tuple(r), g) for r in ids[rows][:, g.key_fields].tolist()]
+        for g in self._groups:  # a busy ip's keys; a hot group's key for every click
+            at = rows if g.has_ip else every
+            if len(at):
+                cols[at, 1 + g.j] = [declare(g.key_format % tuple(r), g) for r in ids[at][:, g.key_fields].tolist()]
         for name in extra:
             declare(name, self._groups[int(name[len(self.prefix) + 2 :].split(":", 1)[0])])
         return keys, cols
@@ -715,7 +777,7 @@ class RedisStore(StateStore):
             busy = np.isin(ids[:, 0], self._busy_sorted) if len(self._busy) else np.zeros(n, np.bool_)
             keys, cols = self._keys(ids, busy, extra)
             flat = np.column_stack([t, cols[:, 0], ids]).ravel().tolist()
-            rows = np.flatnonzero(busy)
+            rows = np.arange(n) if self._hot else np.flatnonzero(busy)
             group_keys = (json.dumps(np.column_stack([rows + 1, cols[rows, 1:]]).ravel().tolist(), separators=(",", ":"))
                           if len(rows) else "")
             args = [self.retention, self.late_by, json.dumps(flat, separators=(",", ":")),
@@ -792,7 +854,7 @@ class RedisStore(StateStore):
                 for k in batch:
                     pipe.strlen(k) if k.startswith(ip_key) else pipe.zcard(k)
                 for k, size in zip(batch, pipe.execute()):  # a small ip: 12 bytes per click; a busy one: 1
-                    out.events += size // PACKED * len(self._groups) if k.startswith(ip_key) else size
+                    out.events += size // PACKED * len(self._ip_groups) if k.startswith(ip_key) else size
                 batch.clear()
 
             for key in self.client.scan_iter(match=self.prefix.replace("{", "\\{").replace("}", "\\}") + "[ei]:*",
