@@ -42,8 +42,9 @@ from attribution.features.spec import KEY_FIELDS, FeatureSpec
 
 # store tables: per-slot meta (columns below), the FIFO (second, slot, generation), free slots, the key
 # index (slot + 1, hash), per-slot counted windows (for each distinct count of the slot's group: first, end,
-# distinct values; first = -1 while none is counted), the window counts (tag + 1, value, count), the plan's
-# tables, then the slots
+# distinct values; first = -1 while none is counted), the window counts (tag + 1, value, count), the pool
+# (row 0: seconds, then one row per value a distinct count needs; each key's clicks in one region), then the
+# plan's tables
 META, FIFO, FREE, INDEX, WINDOWS, COUNTS, POOL = range(7)
 GROUP_FIELDS, VALUE_FIELDS, OFFSETS, N_OFFSETS, BANDS, PREVS, DISTS, HOUR, DISTINCT_ROWS, GROUP_AT = range(7, 17)
 # meta columns: the five ids follow KEY0; COUNTED is 1 once the slot has counted windows (so that the many
