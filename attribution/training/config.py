@@ -14,9 +14,11 @@ DEFAULT_PARAMS: dict[str, float | int] = {
     "subsample": 0.8,
     "colsample_bytree": 0.7,
     "reg_alpha": 0.0,
-    "reg_lambda": 5.0,  # with the ids categorical a leaf can hold one rare id: shrink its step (bench/bayes_gap.py)
+    "reg_lambda": 1.0,
     "max_delta_step": 0.0,  # 0 = no cap on a leaf's step (Hyperopt searches 0..10)
-    "max_cat_threshold": 16,  # at most 16 ids on a categorical split's side (XGBoost's 64 fits rarer ids' noise)
+    # At most 16 ids on one side of a categorical split (XGBoost's default 64): bench/bayes_gap.py at 1M rows,
+    # ROC-AUC 0.9674 vs 0.9661, PR-AUC 0.320 vs 0.318; on the real sample both beat the raw-id baseline.
+    "max_cat_threshold": 16,
     "max_rounds": 1500,
 }
 EARLY_STOPPING_ROUNDS = 60
