@@ -111,6 +111,25 @@ def test_direct_booster_call_equals_inplace_predict(sample_model, sample_clicks)
             predict_dense(bundle.booster, wrong)
 
 
+def test_booster_splits_the_raw_ids_as_categories(sample_model):
+    """Every trainer marks app, device, os and channel categorical; the saved booster keeps the types (so
+    inplace_predict on the predictor's plain matrix splits them as sets) and does use set splits."""
+    from attribution.model.estimators import RAW_ID_FEATURES, feature_names
+
+    bundle = load_model(sample_model[0])
+    names = feature_names(bundle.union)
+    types = dict(zip(names, bundle.booster.feature_types, strict=True))
+    assert {n for n, t in types.items() if t == "c"} == set(RAW_ID_FEATURES)
+    trees = [json.loads(tree) for tree in bundle.booster.get_dump(dump_format="json")]
+
+    def set_splits(node: dict) -> int:  # a set split's condition is its list of categories
+        own = isinstance(node.get("split_condition"), list)
+        assert not own or names[int(node["split"][1:])] in RAW_ID_FEATURES
+        return int(own) + sum(set_splits(c) for c in node.get("children", []))
+
+    assert sum(set_splits(t) for t in trees) > 0
+
+
 def test_spec_hash_mismatch_names_both_hashes(sample_model, tmp_path):
     model_dir, _ = sample_model
     bad = tmp_path / "other_spec"

@@ -15,7 +15,7 @@ from attribution.features.compute import compute_features
 from attribution.features.spec import DEFAULT_SPEC
 from attribution.model.bundle import TRIALS_FILE, load_model, save_model
 from attribution.model.cat2vec import Cat2Vec
-from attribution.model.estimators import make_features
+from attribution.model.estimators import feature_types, make_features
 from attribution.platform.spark_session import arrow_safe
 from attribution.schema import CLICK_TIME, to_epoch
 from attribution.training.booster import EARLY_STOPPING_METRIC, xgb_params
@@ -126,7 +126,8 @@ def test_spark_booster_scores_identically_in_the_single_node_predictor(spark, sa
     frame = compute_features(sample_clicks.head(20_000), "vectorized")
     union = make_features(seed=0, epochs=1, max_fit_rows=20_000).fit(frame)
     sdf = assemble(spark.createDataFrame(arrow_safe(frame[model_columns(DEFAULT_SPEC) + ["is_attributed"]])), union, ("is_attributed",))
-    booster, rounds, spark_model = fit_spark(sdf, {**DEFAULT_PARAMS, "learning_rate": 0.3}, seed=0, rounds=20)
+    booster, rounds, spark_model = fit_spark(sdf, {**DEFAULT_PARAMS, "learning_rate": 0.3}, seed=0, rounds=20,
+                                             feature_types=feature_types(union))
     spark_p = np.array([row.probability[1] for row in spark_model.transform(sdf).select("probability").collect()])
     save_model(tmp_path, union, booster, DEFAULT_SPEC, 1.0, {"trainer": "spark"})
     local_p = load_model(tmp_path).predict_proba(frame)

@@ -85,6 +85,14 @@ def feature_names(union: FeatureUnion) -> list[str]:
     return [n for _, step in union.transformer_list for n in step.feature_names()]
 
 
+def feature_types(union: FeatureUnion) -> list[str]:
+    """XGBoost's type per column of the union's matrix: the raw ids are categorical ("c"), everything else
+    numeric ("q"). An id's number carries no order: as a number, the few hundred apps whose conversion
+    differs tenfold need a split for every run of ids; as a category, one split partitions them
+    (bench/bayes_gap.py measures the gain)."""
+    return ["c" if n in RAW_ID_FEATURES else "q" for n in feature_names(union)]
+
+
 def recalibrate(p: np.ndarray, negative_rate: float) -> np.ndarray:
     """Undo negative down-sampling: odds scale by the kept fraction of negatives."""
     if negative_rate >= 1.0:

@@ -25,6 +25,7 @@ def xgb_params(params: dict, seed: int, n_threads: int | None = None) -> dict:
         "reg_alpha": float(params["reg_alpha"]),
         "reg_lambda": float(params["reg_lambda"]),
         "max_delta_step": float(params.get("max_delta_step", 0.0)),
+        "max_cat_threshold": int(params.get("max_cat_threshold", 64)),
         "seed": seed,
         **({"nthread": n_threads} if n_threads else {}),
     }
@@ -32,14 +33,17 @@ def xgb_params(params: dict, seed: int, n_threads: int | None = None) -> dict:
 
 def fit_booster(
     X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None, params: dict,
-    seed: int, n_threads: int | None = None, rounds: int | None = None,
+    seed: int, n_threads: int | None = None, rounds: int | None = None, feature_types: list[str] | None = None,
 ) -> tuple[xgb.Booster, int]:
-    """Early-stopped on the validation part when `rounds` is None; returns the booster and its rounds."""
-    dfit = xgb.QuantileDMatrix(X_fit, y_fit)
+    """Early-stopped on the validation part when `rounds` is None; returns the booster and its rounds.
+    feature_types (model.estimators.feature_types): "c" marks a categorical column; the booster keeps the
+    types, so inplace_predict on a plain matrix splits those columns as categories too."""
+    typed = {"feature_types": feature_types, "enable_categorical": True} if feature_types else {}
+    dfit = xgb.QuantileDMatrix(X_fit, y_fit, **typed)
     p = xgb_params(params, seed, n_threads)
     if rounds is not None:
         return xgb.train(p, dfit, num_boost_round=rounds), rounds
-    dval = xgb.QuantileDMatrix(X_val, y_val, ref=dfit)
+    dval = xgb.QuantileDMatrix(X_val, y_val, ref=dfit, **typed)
     booster = xgb.train(
         p, dfit, num_boost_round=int(params.get("max_rounds", 1500)), evals=[(dval, "tune")],
         early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False,

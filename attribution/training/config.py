@@ -16,6 +16,9 @@ DEFAULT_PARAMS: dict[str, float | int] = {
     "reg_alpha": 0.0,
     "reg_lambda": 1.0,
     "max_delta_step": 0.0,  # 0 = no cap on a leaf's step (Hyperopt searches 0..10)
+    # At most 16 ids on one side of a categorical split (XGBoost's default 64): bench/bayes_gap.py at 1M rows,
+    # ROC-AUC 0.9674 vs 0.9661, PR-AUC 0.320 vs 0.318; on the real sample both beat the raw-id baseline.
+    "max_cat_threshold": 16,
     "max_rounds": 1500,
 }
 EARLY_STOPPING_ROUNDS = 60

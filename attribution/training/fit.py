@@ -14,7 +14,7 @@ from sklearn.pipeline import FeatureUnion
 
 from attribution.features.build import load_training_frame
 from attribution.model.cat2vec import Cat2Vec
-from attribution.model.estimators import make_features
+from attribution.model.estimators import feature_types, make_features
 from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, to_epoch
 from attribution.training.booster import fit_booster
 from attribution.training.config import DEFAULT_PARAMS, TrainConfig, refit_rounds
@@ -47,13 +47,14 @@ def train_variant(
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
     _, rounds = fit_booster(
         union.transform(frame[fit_rows]), y[fit_rows], union.transform(frame[split.tune]), y[split.tune],
-        params, cfg.seed, cfg.n_threads,
+        params, cfg.seed, cfg.n_threads, feature_types=feature_types(union),
     )
     t2 = time.perf_counter()
     rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     booster, _ = fit_booster(
-        union.transform(frame[train_rows]), y[train_rows], None, None, params, cfg.seed, cfg.n_threads, rounds=rounds
+        union.transform(frame[train_rows]), y[train_rows], None, None, params, cfg.seed, cfg.n_threads, rounds=rounds,
+        feature_types=feature_types(union),
     )
     log.info(
         "fit: features %.1fs, early-stopped fit %.1fs, refit %d rounds on %d rows %.1fs",

@@ -21,6 +21,7 @@ from attribution import storage
 from attribution.evaluation.evaluate import scan_columns
 from attribution.features.spec import FeatureSpec
 from attribution.model.bundle import ModelBundle
+from attribution.model.estimators import feature_types
 from attribution.platform.spark_session import arrow_safe, get_spark, xgb_workers_for
 from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, ROW_ID, TRUE_PROBABILITY, to_epoch
 from attribution.training.booster import EARLY_STOPPING_METRIC, xgb_params
@@ -76,14 +77,16 @@ def spark_params(params: dict, seed: int) -> dict:
 
 def fit_spark(
     sdf: SparkFrame, params: dict, seed: int, rounds: int | None = None, valid_col: str | None = None,
-    rows: int | None = None,
+    rows: int | None = None, feature_types: list[str] | None = None,
 ) -> tuple[xgb.Booster, int, object]:
     """Early-stopped on the rows flagged by `valid_col` when rounds is None. Returns the booster, its rounds
-    and the fitted Spark model."""
+    and the fitted Spark model. feature_types marks categorical columns, as training.booster.fit_booster."""
     from xgboost.spark import SparkXGBClassifier
 
     spark = sdf.sparkSession
     kwargs = spark_params(params, seed)
+    if feature_types:
+        kwargs["feature_types"] = feature_types
     if rounds is None:
         kwargs.update(n_estimators=int(params.get("max_rounds", 1500)), early_stopping_rounds=EARLY_STOPPING_ROUNDS,
                       validation_indicator_col=valid_col)
@@ -112,11 +115,11 @@ def train_variant_spark(
     first = frame.loc[fit_rows | split.tune, cols].assign(is_valid=split.tune[fit_rows | split.tune])
     sdf = assemble(spark.createDataFrame(arrow_safe(first)), union, (LABEL, "is_valid"))
     t0 = time.perf_counter()
-    _, rounds, _ = fit_spark(sdf, params, cfg.seed, valid_col="is_valid")
+    _, rounds, _ = fit_spark(sdf, params, cfg.seed, valid_col="is_valid", feature_types=feature_types(union))
     rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     full = assemble(spark.createDataFrame(arrow_safe(frame.loc[train_rows, cols])), union, (LABEL,))
-    booster, _, _ = fit_spark(full, params, cfg.seed, rounds=rounds)
+    booster, _, _ = fit_spark(full, params, cfg.seed, rounds=rounds, feature_types=feature_types(union))
     log.info("spark trainer: %d rounds on %d workers in %.1fs", rounds, num_workers(spark), time.perf_counter() - t0)
     return union, booster, rounds
 
@@ -193,11 +196,11 @@ def train_from_parquet(features_path: str, model_dir: str | Path, cfg: TrainConf
     first = train_sdf.filter(keep | is_tune).select(*cols).withColumn("is_valid", is_tune)
     expected_rows = int(counts.get(1, 0) + counts.get(0, 0) * negative_rate)
     _, rounds, _ = fit_spark(assemble(first, union, (LABEL, "is_valid")), params, cfg.seed, valid_col="is_valid",
-                             rows=expected_rows)
+                             rows=expected_rows, feature_types=feature_types(union))
     rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     booster, _, _ = fit_spark(
         assemble(train_sdf.filter(keep).select(*cols), union, (LABEL,)), params, cfg.seed, rounds=rounds,
-        rows=expected_rows,
+        rows=expected_rows, feature_types=feature_types(union),
     )
 
     bundle = ModelBundle(union, booster, cfg.spec, negative_rate)

@@ -16,13 +16,13 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from hyperopt import STATUS_OK, Trials, fmin, hp, space_eval, tpe
 from hyperopt.pyll import scope
 from sklearn.pipeline import FeatureUnion
 
 from attribution.evaluation.metrics import binary_metrics
 from attribution.features.build import load_training_frame
+from attribution.model.estimators import feature_types
 from attribution.schema import CLICK_TIME, LABEL, to_epoch
 from attribution.training.booster import fit_booster
 from attribution.training.config import DEFAULT_PARAMS, TrainConfig, choose_negative_rate
@@ -75,6 +75,7 @@ def tune(
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
     X_fit, y_fit = union.transform(frame[fit_rows]), y[fit_rows]
     X_tune, y_tune = union.transform(frame[split.tune]), y[split.tune]
+    types = feature_types(union)
     assert int(frame[CLICK_TIME].to_numpy()[fit_rows | split.tune].max()) < split.valid_from
 
     if cfg.trainer == "spark":
@@ -86,8 +87,8 @@ def tune(
         threads, trials = cfg.n_threads, Trials()
 
     def objective(params: dict) -> dict:
-        booster, rounds = fit_booster(X_fit, y_fit, X_tune, y_tune, params, cfg.seed, threads)
-        p = booster.predict(xgb.DMatrix(X_tune), iteration_range=(0, rounds))
+        booster, rounds = fit_booster(X_fit, y_fit, X_tune, y_tune, params, cfg.seed, threads, feature_types=types)
+        p = booster.inplace_predict(X_tune, iteration_range=(0, rounds))
         m = binary_metrics(y_tune, p)
         loss = -m["roc_auc"] if not np.isnan(m["roc_auc"]) else 0.0
         return {"loss": loss, "status": STATUS_OK, "rounds": rounds, "metrics": m}
