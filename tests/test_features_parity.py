@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,6 +49,11 @@ def test_real_sample_families_beyond_the_ip_agree(sample_clicks):
         assert_same(reference, fast(sample_clicks, engine, WIDE_SPEC))
 
 
+@pytest.mark.spark
+def test_real_sample_spark_agrees(sample_clicks, spark):
+    assert_same(compute_features(sample_clicks, "vectorized"), compute_features(sample_clicks, "spark", spark=spark))
+
+
 def test_tricky_stream_all_fast_engines_agree():
     clicks = tricky_stream()
     assert clicks["click_time"].is_monotonic_increasing is False
@@ -55,6 +61,14 @@ def test_tricky_stream_all_fast_engines_agree():
     reference = compute_features(clicks, "duckdb")
     for engine in FAST_ENGINES:
         assert_same(reference, fast(clicks, engine))
+
+
+@pytest.mark.spark
+def test_tricky_stream_spark_agrees(spark):
+    clicks = tricky_stream(1500, seed=3)
+    assert_same(compute_features(clicks, "duckdb"), compute_features(clicks, "spark", spark=spark))
+    assert_same(compute_features(clicks, "vectorized", spec=WIDE_SPEC),
+                compute_features(clicks, "spark", spec=WIDE_SPEC, spark=spark))
 
 
 def test_result_does_not_depend_on_row_order():
@@ -115,3 +129,15 @@ def test_property_families_beyond_the_ip_agree(rows):
     reference = compute_features(clicks, "duckdb", spec=WIDE_SPEC)
     for engine in FAST_ENGINES:
         assert_same(reference, fast(clicks, engine, WIDE_SPEC))
+
+
+@pytest.mark.spark
+def test_property_spark_agrees(spark):
+    # Spark costs seconds per query, so the property runs on fewer examples, one session.
+    @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(streams)
+    def check(rows):
+        clicks = _frame(rows)
+        assert_same(compute_features(clicks, "vectorized"), compute_features(clicks, "spark", spark=spark))
+
+    check()
