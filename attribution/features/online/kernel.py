@@ -6,9 +6,9 @@ windows and their value counts (below), the pool, then the plan. Each key's rece
 lie in one region of the pool: `pool[0, base + start : base + end]` their seconds and `pool[1 + f, ...]` the
 values its group's distinct counts need. Regions come in power-of-two sizes from MIN_REGION clicks; a full
 one moves to a region twice its size, and a freed one goes on its size's free list (linked through the pool
-itself), so memory follows the live clicks. (One table for every key, rather than an array per key in the
-typed list: fetching a list item costs a call and two atomic reference counts, ~300 ns at 50k keys when the
-item is cold, and each click touched ~18 of them.)
+itself) for the next key that needs one, so the pool stays at its high-water mark. (One table for every key,
+rather than an array per key in the typed list: fetching a list item costs a call and two atomic reference
+counts, ~300 ns at 50k keys when the item is cold, and each click touched ~18 of them.)
 
 Speed comes from touching little memory per click. A batch first reserves room for every key and FIFO entry
 it could add, so the loops take the shared tables out of the typed list once (a list item costs a call and
