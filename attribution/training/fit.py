@@ -45,16 +45,17 @@ def train_variant(
     union = fitted_features(frame[split.train], cfg, use_window_features, use_cat2vec)
     t1 = time.perf_counter()
     fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
+    types = feature_types(union)
     _, rounds = fit_booster(
         union.transform(frame[fit_rows]), y[fit_rows], union.transform(frame[split.tune]), y[split.tune],
-        params, cfg.seed, cfg.n_threads, feature_types=feature_types(union),
+        params, cfg.seed, cfg.n_threads, feature_types=types,
     )
     t2 = time.perf_counter()
     rounds = refit_rounds(rounds, cfg.tune_fraction, params, cfg.rounds_floor)
     train_rows = downsample(split.train, y, negative_rate, cfg.seed + 1)
     booster, _ = fit_booster(
         union.transform(frame[train_rows]), y[train_rows], None, None, params, cfg.seed, cfg.n_threads, rounds=rounds,
-        feature_types=feature_types(union),
+        feature_types=types,
     )
     log.info(
         "fit: features %.1fs, early-stopped fit %.1fs, refit %d rounds on %d rows %.1fs",

@@ -330,6 +330,11 @@ local zeros, horizon = ZEROS, HORIZON
 local acc, prv, dst = {}, {}, {}
 for j = 1, G do acc[j] = {}; prv[j] = {}; dst[j] = {} end
 -- one group's features of click i from the key's set (a busy ip's key, or a hot key)
+-- the first second a window of `o` seconds reads for a click at t (a late click's floor: what is surely held)
+local function since(t, o, floor)
+  if floor then return math.max(t - o, floor) end
+  return t - o
+end
 local function read_key(i, j, t, hi, floor)
   local b, plan = keys_of(i)[j], groups[j]
   local w = nil
@@ -344,18 +349,18 @@ local function read_key(i, j, t, hi, floor)
   if r then
     local m = #r / 2
     for _, o in ipairs(plan[1]) do
-      local a = floor and math.max(t - o, floor) or t - o
+      local a = since(t, o, floor)
       local c = 0
       for q = m, 1, -1 do if tonumber(r[2 * q]) >= a then c = c + 1 else break end end
       no = no + 1; out[no] = c
     end
     for _, pw in ipairs(plan[2]) do
-      local a = floor and math.max(t - pw, floor) or t - pw
+      local a = since(t, pw, floor)
       no = no + 1
       if m > 0 and tonumber(r[2 * m]) >= a then out[no] = t - tonumber(r[2 * m]) else out[no] = -1 end
     end
     for _, win in ipairs(plan[3]) do
-      local a = floor and math.max(t - win[1], floor) or t - win[1]
+      local a = since(t, win[1], floor)
       local seen_, cnt = {}, {}
       for _, d in ipairs(win[2]) do seen_[d[1]] = {}; cnt[d[1]] = 0 end
       for q = m, 1, -1 do
@@ -373,17 +378,17 @@ local function read_key(i, j, t, hi, floor)
     if touched[b] then trim[b] = true end
     if w then
       local a = {}
-      for wi, win in ipairs(plan[3]) do a[wi] = floor and math.max(t - win[1], floor) or t - win[1] end
+      for wi, win in ipairs(plan[3]) do a[wi] = since(t, win[1], floor) end
       move_all(b, w, plan, a, hi)
     end
     for q, o in ipairs(plan[1]) do
       local wi = plan[9][q]
       no = no + 1
       if wi > 0 then out[no] = w.c[wi]
-      else out[no] = redis.call('ZCOUNT', KEYS[b], s(floor and math.max(t - o, floor) or t - o), s(hi)) end
+      else out[no] = redis.call('ZCOUNT', KEYS[b], s(since(t, o, floor)), s(hi)) end
     end
     for _, pw in ipairs(plan[2]) do
-      local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(floor and math.max(t - pw, floor) or t - pw),
+      local p = redis.call('ZREVRANGEBYSCORE', KEYS[b], s(hi), s(since(t, pw, floor)),
                            'WITHSCORES', 'LIMIT', 0, 1)
       no = no + 1; out[no] = p[2] and (t - tonumber(p[2])) or -1
     end
