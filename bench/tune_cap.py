@@ -29,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=2_000_000, help="synthetic clicks (the fit part is ~60%%)")
     ap.add_argument("--sets", type=int, default=8, help="parameter sets drawn from the tuning space")
-    ap.add_argument("--scale", type=float, default=4.0, help="the bigger fit part, in multiples of the cap")
+    ap.add_argument("--scale", type=float, default=3.0, help="the bigger fit part, in multiples of the cap")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
 
