@@ -75,6 +75,13 @@ def test_trials_share_one_capped_sample(small_frame, monkeypatch):
     assert fit_positives == y[split.fit].sum()  # every positive kept: they are under half of the cap
 
 
+def test_patience_scales_with_the_learning_rate():
+    from attribution.training.config import EARLY_STOPPING_ROUNDS, early_stopping_rounds
+
+    patience = [early_stopping_rounds({"learning_rate": lr}) for lr in (0.01, 0.05, 0.1, 0.3)]
+    assert patience == [EARLY_STOPPING_ROUNDS, EARLY_STOPPING_ROUNDS, EARLY_STOPPING_ROUNDS // 2, 20]
+
+
 def test_tpe_starts_after_a_third_of_the_trials():
     assert [startup_trials(n) for n in (1, 3, 20, 60, 200)] == [1, 1, 6, 20, 20]
 

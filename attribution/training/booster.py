@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xgboost as xgb
 
-from attribution.training.config import EARLY_STOPPING_ROUNDS
+from attribution.training.config import early_stopping_rounds
 
 # Every trainer early-stops on this (the last of eval_metric is the one XGBoost watches): AUC ignores the
 # class balance, so down-sampled training rows and full-balance validation rows agree on it.
@@ -63,6 +63,6 @@ def fit_early_stopped(
     quantile sketch of a few hundred thousand rows costs as much as a short fit."""
     booster = xgb.train(
         xgb_params(params, seed, n_threads), dfit, num_boost_round=int(params.get("max_rounds", 1500)),
-        evals=[(dval, "tune")], early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False,
+        evals=[(dval, "tune")], early_stopping_rounds=early_stopping_rounds(params), verbose_eval=False,
     )
     return booster, booster.best_iteration + 1
