@@ -17,7 +17,7 @@ from attribution.model.bundle import TRIALS_FILE, load_model, save_model
 from attribution.model.cat2vec import Cat2Vec
 from attribution.model.estimators import feature_types, make_features
 from attribution.platform.spark_session import arrow_safe
-from attribution.schema import CLICK_TIME, to_epoch
+from attribution.schema import CLICK_TIME, LABEL, to_epoch
 from attribution.training.booster import EARLY_STOPPING_METRIC, xgb_params
 from attribution.training.config import DEFAULT_PARAMS, TrainConfig
 from attribution.training.split import TimeSplit
@@ -48,6 +48,38 @@ def _check_trials(params: dict, trials: list[dict]) -> None:
     assert set(SPACE) <= set(params) and 0 <= params["max_delta_step"] <= 10
     best = min(trials, key=lambda r: r["loss"])["params"]
     assert best["max_depth"] == params["max_depth"] and best["max_delta_step"] == params["max_delta_step"]
+
+
+def test_trials_share_one_capped_sample(small_frame, monkeypatch):
+    """Every trial fits on at most TUNE_FIT_ROWS rows and scores at most TUNE_EVAL_ROWS, built once: the
+    tuning step costs the same at any data size."""
+    from attribution.training import tune as tune_module
+
+    built: list[tuple[int, int, float]] = []
+    real = tune_module.quantile_matrices
+
+    def spy(X_fit, y_fit, X_val, y_val, types):
+        built.append((len(X_fit), len(X_val), float(y_fit.sum())))
+        return real(X_fit, y_fit, X_val, y_val, types)
+
+    monkeypatch.setattr(tune_module, "quantile_matrices", spy)
+    monkeypatch.setattr(tune_module, "TUNE_FIT_ROWS", 6_000)
+    monkeypatch.setattr(tune_module, "TUNE_EVAL_ROWS", 3_000)
+    cfg = TrainConfig(max_evals=3, cat2vec=SMALL_C2V, n_threads=2)
+    _, trials = _tuned(small_frame, cfg)
+    assert len(trials) == 3 and len(built) == 1, built
+    fit_rows, eval_rows, fit_positives = built[0]
+    split = TimeSplit.of(small_frame[CLICK_TIME].to_numpy(), None, cfg.tune_fraction)
+    y = small_frame[LABEL].to_numpy()
+    assert 5_000 <= fit_rows <= 6_600 and 2_500 <= eval_rows <= 3_300, built
+    assert fit_positives == y[split.fit].sum()  # every positive kept: they are under half of the cap
+
+
+def test_patience_scales_with_the_learning_rate():
+    from attribution.training.config import EARLY_STOPPING_ROUNDS, early_stopping_rounds
+
+    patience = [early_stopping_rounds({"learning_rate": lr}) for lr in (0.01, 0.05, 0.1, 0.3)]
+    assert patience == [EARLY_STOPPING_ROUNDS, EARLY_STOPPING_ROUNDS, EARLY_STOPPING_ROUNDS // 2, 20]
 
 
 def test_tpe_starts_after_a_third_of_the_trials():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attribution.features.compute import compute_features
 from attribution.model.bundle import load_model
 from attribution.training.config import TrainConfig
 from attribution.training.large import _uniform, train_large
+from attribution.training.split import cap_rows
 from tests.conftest import SAMPLE_VALID_FROM
 
 
@@ -39,3 +42,24 @@ def test_row_sampling_is_a_function_of_row_id():
     assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.01
     np.testing.assert_array_equal(u[1000:2000], _uniform(ids[1000:2000], seed=3))
     assert not np.array_equal(u, _uniform(ids, seed=4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5_000), positive_share=st.floats(0.0, 1.0), cap=st.integers(10, 3_000), seed=st.integers(0, 9))
+def test_capped_rows_stay_near_the_cap_and_keep_scarce_positives(n, positive_share, cap, seed):
+    rng = np.random.default_rng([seed, 1])  # not cap_rows' own stream
+    y = (rng.random(n) < positive_share).astype(np.int8)
+    mask = rng.random(n) < 0.8
+    kept = cap_rows(mask, y, cap, seed)
+    assert not (kept & ~mask).any()
+    if mask.sum() <= cap:
+        np.testing.assert_array_equal(kept, mask)
+        return
+    positives, kept_positives = int((mask & (y == 1)).sum()), int((kept & (y == 1)).sum())
+    # binomial draws: within 5 sd of the cap
+    assert kept.sum() <= cap + 5 * np.sqrt(cap) + 1
+    if positives <= cap // 2:
+        assert kept_positives == positives
+    else:
+        assert kept_positives <= cap // 2 + 5 * np.sqrt(cap) + 1
+    np.testing.assert_array_equal(kept, cap_rows(mask, y, cap, seed))

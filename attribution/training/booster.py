@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xgboost as xgb
 
-from attribution.training.config import EARLY_STOPPING_ROUNDS
+from attribution.training.config import early_stopping_rounds
 
 # Every trainer early-stops on this (the last of eval_metric is the one XGBoost watches): AUC ignores the
 # class balance, so down-sampled training rows and full-balance validation rows agree on it.
@@ -38,14 +38,31 @@ def fit_booster(
     """Early-stopped on the validation part when `rounds` is None; returns the booster and its rounds.
     feature_types (model.estimators.feature_types): "c" marks a categorical column; the booster keeps the
     types, so inplace_predict on a plain matrix splits those columns as categories too."""
-    typed = {"feature_types": feature_types, "enable_categorical": True} if feature_types else {}
-    dfit = xgb.QuantileDMatrix(X_fit, y_fit, **typed)
-    p = xgb_params(params, seed, n_threads)
     if rounds is not None:
-        return xgb.train(p, dfit, num_boost_round=rounds), rounds
-    dval = xgb.QuantileDMatrix(X_val, y_val, ref=dfit, **typed)
+        dfit = xgb.QuantileDMatrix(X_fit, y_fit, **_typed(feature_types))
+        return xgb.train(xgb_params(params, seed, n_threads), dfit, num_boost_round=rounds), rounds
+    return fit_early_stopped(*quantile_matrices(X_fit, y_fit, X_val, y_val, feature_types), params, seed, n_threads)
+
+
+def _typed(feature_types: list[str] | None) -> dict:
+    return {"feature_types": feature_types, "enable_categorical": True} if feature_types else {}
+
+
+def quantile_matrices(
+    X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, feature_types: list[str] | None,
+) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
+    """The fit part's quantised matrix and the validation part's, binned on the fit part's cuts."""
+    dfit = xgb.QuantileDMatrix(X_fit, y_fit, **_typed(feature_types))
+    return dfit, xgb.QuantileDMatrix(X_val, y_val, ref=dfit, **_typed(feature_types))
+
+
+def fit_early_stopped(
+    dfit: xgb.DMatrix, dval: xgb.DMatrix, params: dict, seed: int, n_threads: int | None = None,
+) -> tuple[xgb.Booster, int]:
+    """Early-stopped on dval; for callers that fit many times on the same matrices (Hyperopt's trials): the
+    quantile sketch of a few hundred thousand rows costs as much as a short fit."""
     booster = xgb.train(
-        p, dfit, num_boost_round=int(params.get("max_rounds", 1500)), evals=[(dval, "tune")],
-        early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False,
+        xgb_params(params, seed, n_threads), dfit, num_boost_round=int(params.get("max_rounds", 1500)),
+        evals=[(dval, "tune")], early_stopping_rounds=early_stopping_rounds(params), verbose_eval=False,
     )
     return booster, booster.best_iteration + 1

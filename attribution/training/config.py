@@ -21,7 +21,7 @@ DEFAULT_PARAMS: dict[str, float | int] = {
     "max_cat_threshold": 16,
     "max_rounds": 1500,
 }
-EARLY_STOPPING_ROUNDS = 60
+EARLY_STOPPING_ROUNDS = 60  # at the default learning rate; see early_stopping_rounds
 # The refit never gets fewer than ROUNDS_FLOOR / learning_rate rounds (200 at the default 0.05): a tuning
 # part holding a few dozen positives can stop early on noise (bench/rolling_origin.py measures it).
 ROUNDS_FLOOR = 10.0
@@ -67,6 +67,14 @@ def choose_negative_rate(n_negatives: int) -> float:
 
 def negative_rate_for(cfg: TrainConfig, n_negatives: int) -> float:
     return cfg.negative_rate if cfg.negative_rate is not None else choose_negative_rate(n_negatives)
+
+
+def early_stopping_rounds(params: dict) -> int:
+    """Rounds without improvement before a fit stops: EARLY_STOPPING_ROUNDS at the default learning rate,
+    fewer at a faster one (the rounds a fit needs scale as 1 / learning_rate, so the patience does too;
+    a trial at 0.3 no longer runs 60 rounds past its best), never under 20."""
+    scale = float(DEFAULT_PARAMS["learning_rate"]) / float(params["learning_rate"])
+    return max(20, min(EARLY_STOPPING_ROUNDS, math.ceil(EARLY_STOPPING_ROUNDS * scale)))
 
 
 def refit_rounds(early_stopped_rounds: int, tune_fraction: float, params: dict | None = None, floor: float = 0.0) -> int:

@@ -25,7 +25,7 @@ from attribution.model.estimators import feature_types
 from attribution.platform.spark_session import arrow_safe, get_spark, xgb_workers_for
 from attribution.schema import CLICK_TIME, ID_FIELDS, LABEL, ROW_ID, TRUE_PROBABILITY, to_epoch
 from attribution.training.booster import EARLY_STOPPING_METRIC, xgb_params
-from attribution.training.config import EARLY_STOPPING_ROUNDS, TrainConfig, negative_rate_for, refit_rounds
+from attribution.training.config import TrainConfig, early_stopping_rounds, negative_rate_for, refit_rounds
 from attribution.training.fit import fitted_features, resolve_params
 from attribution.training.record import finish_training, split_record
 from attribution.training.split import HOLDOUT_QUANTILE, TimeSplit, downsample
@@ -88,7 +88,7 @@ def fit_spark(
     if feature_types:
         kwargs["feature_types"] = feature_types
     if rounds is None:
-        kwargs.update(n_estimators=int(params.get("max_rounds", 1500)), early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+        kwargs.update(n_estimators=int(params.get("max_rounds", 1500)), early_stopping_rounds=early_stopping_rounds(params),
                       validation_indicator_col=valid_col)
     else:
         kwargs.update(n_estimators=int(rounds))

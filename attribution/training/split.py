@@ -60,3 +60,19 @@ def downsample(mask: np.ndarray, y: np.ndarray, rate: float, seed: int) -> np.nd
         return mask
     keep = (y == 1) | (np.random.default_rng(seed).random(len(y)) < rate)
     return mask & keep
+
+
+def cap_rows(mask: np.ndarray, y: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """`mask` with at most ~max_rows rows, seeded: every positive while they are under half of max_rows, and
+    negatives at one rate for the rest. ROC-AUC does not depend on the classes' shares, so a capped part
+    ranks models as the whole part does (with more noise)."""
+    n = int(mask.sum())
+    if n <= max_rows:
+        return mask
+    positive = y == 1
+    positives = int((mask & positive).sum())
+    kept_positives = min(positives, max_rows // 2)
+    u = np.random.default_rng(seed).random(len(y))
+    keep_positive = positive & (u < kept_positives / max(1, positives))
+    keep_negative = ~positive & (u < (max_rows - kept_positives) / max(1, n - positives))
+    return mask & (keep_positive | keep_negative)

@@ -24,16 +24,18 @@ from attribution.evaluation.metrics import binary_metrics
 from attribution.features.build import load_training_frame
 from attribution.model.estimators import feature_types
 from attribution.schema import CLICK_TIME, LABEL, to_epoch
-from attribution.training.booster import fit_booster
+from attribution.training.booster import fit_early_stopped, quantile_matrices
 from attribution.training.config import DEFAULT_PARAMS, TrainConfig, choose_negative_rate
 from attribution.training.fit import fitted_features
-from attribution.training.split import TimeSplit, downsample
+from attribution.training.split import TimeSplit, cap_rows, downsample
 
 log = logging.getLogger(__name__)
 
 SPACE = {
     "max_depth": scope.int(hp.quniform("max_depth", 3, 10, 1)),
-    "learning_rate": hp.loguniform("learning_rate", math.log(0.01), math.log(0.3)),
+    # From the default (0.05) up: a slower rate needs hundreds more rounds per trial, which the capped
+    # sample's budget spends better on more trials (bench/tune_cap.py: seconds per trial).
+    "learning_rate": hp.loguniform("learning_rate", math.log(0.05), math.log(0.3)),
     # A leaf's hessian sum at a 0.2% base rate is ~0.002 per click: above ~20 a tuning sample of 100k
     # clicks cannot split at all (every trial with it learnt nothing, AUC 0.5, on the real sample).
     "min_child_weight": hp.loguniform("min_child_weight", math.log(0.5), math.log(20.0)),
@@ -46,6 +48,11 @@ SPACE = {
     "max_rounds": 1500,
 }
 TPE_DEFAULT_STARTUP = 20
+# Each trial fits on at most TUNE_FIT_ROWS rows and is scored on at most TUNE_EVAL_ROWS (every positive,
+# seeded negatives), whatever the data size: tuning's cost stays flat in rows. bench/tune_cap.py measures
+# how closely trials on this sample rank parameter sets as trials on 3x the rows do.
+TUNE_FIT_ROWS = 150_000
+TUNE_EVAL_ROWS = 150_000
 
 
 def startup_trials(max_evals: int) -> int:
@@ -72,11 +79,13 @@ def tune(
     y = frame[LABEL].to_numpy()
     if union is None:
         union = fitted_features(frame[split.train], cfg, cfg.use_window_features, cfg.use_cat2vec)
-    fit_rows = downsample(split.fit, y, negative_rate, cfg.seed)
+    fit_rows = cap_rows(downsample(split.fit, y, negative_rate, cfg.seed), y, TUNE_FIT_ROWS, cfg.seed)
+    tune_rows = cap_rows(split.tune, y, TUNE_EVAL_ROWS, cfg.seed + 2)
     X_fit, y_fit = union.transform(frame[fit_rows]), y[fit_rows]
-    X_tune, y_tune = union.transform(frame[split.tune]), y[split.tune]
+    X_tune, y_tune = union.transform(frame[tune_rows]), y[tune_rows]
     types = feature_types(union)
-    assert int(frame[CLICK_TIME].to_numpy()[fit_rows | split.tune].max()) < split.valid_from
+    assert int(frame[CLICK_TIME].to_numpy()[fit_rows | tune_rows].max()) < split.valid_from
+    log.info("tune: %d trials on %d fit rows, scored on %d rows", cfg.max_evals, len(y_fit), len(y_tune))
 
     if cfg.trainer == "spark":
         from hyperopt import SparkTrials
@@ -86,8 +95,12 @@ def tune(
     else:
         threads, trials = cfg.n_threads, Trials()
 
+    matrices: list = []  # built by the first trial in each process (SparkTrials ships the arrays, not these)
+
     def objective(params: dict) -> dict:
-        booster, rounds = fit_booster(X_fit, y_fit, X_tune, y_tune, params, cfg.seed, threads, feature_types=types)
+        if not matrices:
+            matrices.extend(quantile_matrices(X_fit, y_fit, X_tune, y_tune, types))
+        booster, rounds = fit_early_stopped(*matrices, params, cfg.seed, threads)
         p = booster.inplace_predict(X_tune, iteration_range=(0, rounds))
         m = binary_metrics(y_tune, p)
         loss = -m["roc_auc"] if not np.isnan(m["roc_auc"]) else 0.0
