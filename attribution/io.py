@@ -122,9 +122,9 @@ def to_kaggle_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 class ParquetSink:
     """Appends frames to one Parquet file, opened with the first frame's schema, in row groups of at most
-    row_group_rows. A frame's row groups are encoded and written by a background thread (Arrow's encoder
-    releases the GIL) while the caller goes on: write() waits only for the previous frame's row groups, so
-    at most two frames are in flight and a caller that computes the next frame meanwhile is never held up
+    row_group_rows. A frame's row groups are converted, encoded and written on a background thread (Arrow's
+    encoder releases the GIL) while the caller goes on: write() waits only for the previous frame's row
+    groups, so one frame is in flight while the caller computes the next, and the caller is never held up
     between one frame's row groups (waiting there kept the features kernel ~1 s per chunk off a core). Dictionary
     encoding only for the id columns (few distinct values; a float feature's dictionary is tried, found
     too big and dropped, which costs a pass); min/max statistics only for the columns readers filter on
