@@ -149,15 +149,19 @@ def _complete_cut(t: np.ndarray, next_row: int, spec: FeatureSpec) -> int | None
 
 def _warm_up_in_background(engine: str) -> threading.Thread | None:
     """The vectorized engine's first call loads numba's compiler registries and the cached kernels
-    (~1.5 s of CPU, most of it imports): done on a thread while the input is read and validated, which
-    spends its time in Arrow's decoder and numpy with the GIL released."""
+    (0.5-0.8 s of CPU with numba's import): done on a thread, the import too, while the input is read and
+    validated, which spends its time in Arrow's decoder and numpy with the GIL released."""
     if engine != "vectorized":
         return None
-    from attribution.features.engines import vectorized
-
-    thread = threading.Thread(target=vectorized.warm_up, name="numba-warm-up", daemon=True)
+    thread = threading.Thread(target=_warm_up, name="numba-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def _warm_up() -> None:
+    from attribution.features.engines import vectorized
+
+    vectorized.warm_up()
 
 
 def load_training_frame(input_path: str | Path, engine: str = DEFAULT_ENGINE, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
