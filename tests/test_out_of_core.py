@@ -3,6 +3,8 @@ in-memory features."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,8 +81,11 @@ def test_the_in_memory_command_in_time_chunks_equals_one_shot(tmp_path, monkeypa
     clicks["click_time"] = t.min() + (t - t.min()) * 8  # ~3.7 days: several chunks of 4x the 8 h history
     if ordered != "no":
         clicks = clicks.sort_values(["click_time", "row_id"], kind="stable").reset_index(drop=True)
-    if ordered == "late":  # the last click moved before the one ahead of it
+    if ordered == "late":  # the last click moved before the one ahead of it, read slowly: chunks are
+        # written before it is read, and the file is started again
         clicks.loc[len(clicks) - 1, "click_time"] = clicks["click_time"].iloc[-2] - 1
+        validate = build.ClickReader.__iter__.__globals__["validate_batch"]
+        monkeypatch.setattr("attribution.io.validate_batch", lambda batch: time.sleep(0.2) or validate(batch))
     src = write_clicks(clicks.drop(columns="row_id"), tmp_path / "c.parquet")
     chunked = []
     monkeypatch.setattr(build, "MIN_CHUNK_ROWS", 500)

@@ -55,6 +55,9 @@ def build_features_file(
         if engine == "vectorized":
             frames, bad, streamed = _stream_in_time_chunks(input_path, on_bad_rows, progress, warm_up, sink)
             clicks = None if streamed else _concat(frames)
+            if not streamed and sink.rows:  # chunks written before a click out of order: start the file again
+                sink.close()
+                sink = ParquetSink(Path(output_path))
         else:
             clicks, bad = read_with_progress(input_path, on_bad_rows, progress)
         if clicks is not None:  # one shot: another engine, or input not in time order
@@ -80,10 +83,10 @@ def _stream_in_time_chunks(
     """Time-ordered clicks (as click logs are) in time chunks, each computed with the window of history
     before it on a worker thread as soon as its last second has been read: the kernel overlaps the reading,
     and the sink encodes one chunk while the kernel computes the next, where one shot would leave a core
-    idle during each. Chunks are written once the whole input is known to be in time order; a click out of
-    order stops the chunking, and the caller computes the frames read in one shot. Returns (frames read,
-    bad rows, whether the features were written). A chunk holds at least four times the history it
-    recomputes (at most 25% more kernel work) and at least a row group."""
+    idle during each. Chunks are written as they are done, in order; a click out of order stops the
+    chunking, and the caller computes the frames read in one shot (into a new file, if chunks were written).
+    Returns (frames read, bad rows, whether the features were written). A chunk holds at least four times
+    the history it recomputes (at most 25% more kernel work) and at least a row group."""
     from attribution.features.out_of_core import chunk_features
 
     reader = ClickReader(input_path, batch_rows=STREAM_BATCH_ROWS, on_bad_rows=on_bad_rows)
@@ -93,6 +96,7 @@ def _stream_in_time_chunks(
     t = buffer[:0]  # every click_time read
     next_row, ordered = 0, True  # first row of the next chunk; in time order so far
     chunks: list[Future[pd.DataFrame]] = []
+    written = 0  # chunks handed to the sink
 
     def compute(parts: tuple[pd.DataFrame, ...], lo: int, hi: int, c0: int) -> pd.DataFrame:
         if warm_up is not None:
@@ -121,6 +125,9 @@ def _stream_in_time_chunks(
             bar.update(len(frame))
             while ordered and (c1 := _complete_cut(t, next_row, spec)) is not None:
                 submit(c1)
+            while ordered and written < len(chunks) and chunks[written].done():
+                sink.write(chunks[written].result())  # the writer starts while the input is still read
+                written += 1
         if not (ordered and len(t)):
             for chunk in chunks:
                 chunk.cancel()
@@ -128,7 +135,7 @@ def _stream_in_time_chunks(
         log.info("read %d clicks in time order from %s; %d chunks", len(t), input_path, len(chunks) + (next_row < len(t)))
         if next_row < len(t):
             submit(int(t[-1]) + 1)
-        for chunk in chunks:
+        for chunk in chunks[written:]:
             sink.write(chunk.result())
     return frames, reader.bad_rows, True
 
