@@ -180,7 +180,8 @@ def validate_batch(batch: pa.RecordBatch | pa.Table) -> tuple[pd.DataFrame, BadR
 
 def validate_columns(columns: dict[str, pa.Array | pa.ChunkedArray], n: int) -> tuple[dict[str, np.ndarray], BadRows]:
     """The rules themselves, for file batches and JSON requests alike: every row's values as int64 arrays
-    (bad rows hold placeholders) and the bad rows with their first problem."""
+    (ids typed and in range keep their integer type; bad rows hold placeholders) and the bad rows with their
+    first problem."""
     cols = list(columns)
     # Each row's first problem as an index into `problems` (0: none); strings only for the bad rows, since
     # comparing object arrays per check cost more than the checks on clean typed input.
@@ -198,10 +199,10 @@ def validate_columns(columns: dict[str, pa.Array | pa.ChunkedArray], n: int) -> 
     out: dict[str, np.ndarray] = {}
     for name, limit in ID_LIMITS.items():
         arr = columns[name]
-        if n and arr.type == pa.int64() and arr.null_count == 0:  # typed and whole: is every id in range?
+        if n and pa.types.is_integer(arr.type) and arr.null_count == 0:  # typed and whole: is every id in range?
             vals = arr.to_numpy()
             if 0 <= vals.min() and vals.max() <= limit:
-                out[name] = vals
+                out[name] = vals  # in the file's own integer type: a Parquet's uint16 is kept without a cast
                 continue
         vals, is_int, in_range, negative = _parse_ids(arr, limit)
         flag(negative, name, "negative id")
@@ -251,12 +252,14 @@ def validate_columns(columns: dict[str, pa.Array | pa.ChunkedArray], n: int) -> 
 
 
 def _compact_frame(cols: dict[str, np.ndarray], keep: np.ndarray) -> pd.DataFrame:
+    if keep.all():  # the usual batch: no copy of every column through a mask
+        keep = slice(None)
     data: dict[str, object] = {}
     if CLICK_ID in cols:
-        data[CLICK_ID] = cols[CLICK_ID][keep].astype(np.int64)
+        data[CLICK_ID] = cols[CLICK_ID][keep].astype(np.int64, copy=False)
     for name, dtype in ID_DTYPES.items():
-        data[name] = cols[name][keep].astype(dtype)
-    data[CLICK_TIME] = cols[CLICK_TIME][keep].astype(np.int64)
+        data[name] = cols[name][keep].astype(dtype, copy=False)
+    data[CLICK_TIME] = cols[CLICK_TIME][keep].astype(np.int64, copy=False)
     if ATTRIBUTED_TIME in cols:
         data[ATTRIBUTED_TIME] = pd.array(
             np.where(cols["_has_attributed_time"][keep], cols[ATTRIBUTED_TIME][keep], 0), dtype="Int64"

@@ -101,3 +101,33 @@ def test_kaggle_test_format_with_click_id(tmp_path):
     p.write_text("click_id,ip,app,device,os,channel,click_time\n0,5744,9,1,3,107,2017-11-10 04:00:00\n")
     df = read_clicks(p)
     assert df["click_id"].tolist() == [0] and "is_attributed" not in df
+
+
+def test_parquet_sink_keeps_frame_order_and_row_groups(tmp_path):
+    """Frames are written on a background thread, several row groups per frame in flight: the file still
+    holds every row in call order, in row groups of at most row_group_rows."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from attribution.io import ParquetSink
+
+    sink = ParquetSink(tmp_path / "s.parquet", row_group_rows=7)
+    frames = [pd.DataFrame({"row_id": np.arange(a, b, dtype=np.int64), "x": np.arange(a, b) * 0.5})
+              for a, b in ((0, 0), (0, 20), (20, 23), (23, 60))]
+    for frame in frames:
+        sink.write(frame)
+    sink.close()
+    meta = pq.ParquetFile(tmp_path / "s.parquet").metadata
+    assert sink.rows == 60 and max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) == 7
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s.parquet"), pd.concat(frames, ignore_index=True))
+
+
+def test_parquet_sink_failed_write_is_raised(tmp_path):
+    """A row group the writer refuses (another schema) fails on its thread and is raised to the caller."""
+    from attribution.io import ParquetSink
+
+    sink = ParquetSink(tmp_path / "s.parquet", row_group_rows=4)
+    sink.write(pd.DataFrame({"row_id": range(10)}))
+    sink.write(pd.DataFrame({"other": ["a"] * 10}))
+    with pytest.raises(ValueError, match="schema"):
+        sink.close()
