@@ -11,7 +11,7 @@ from attribution.features.compute import compute_features
 from attribution.model.bundle import load_model
 from attribution.training.config import TrainConfig
 from attribution.training.large import _uniform, train_large
-from attribution.training.split import cap_rows
+from attribution.training.split import cap_rows, downsample
 from tests.conftest import SAMPLE_VALID_FROM
 
 
@@ -63,3 +63,11 @@ def test_capped_rows_stay_near_the_cap_and_keep_scarce_positives(n, positive_sha
     else:
         assert kept_positives <= cap // 2 + 5 * np.sqrt(cap) + 1
     np.testing.assert_array_equal(kept, cap_rows(mask, y, cap, seed))
+
+
+def test_capping_a_downsampled_mask_with_the_same_seed_still_caps():
+    """The tuning step caps what downsample(seed) kept, with the same seed: the draws must not coincide."""
+    y = (np.random.default_rng(5).random(400_000) < 0.003).astype(np.int8)
+    kept = downsample(np.ones(len(y), bool), y, 0.5, seed=0)
+    capped = cap_rows(kept, y, 50_000, seed=0)
+    assert 45_000 < capped.sum() < 55_000 and (capped & (y == 1)).sum() == (kept & (y == 1)).sum()

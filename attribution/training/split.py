@@ -72,7 +72,8 @@ def cap_rows(mask: np.ndarray, y: np.ndarray, max_rows: int, seed: int) -> np.nd
     positive = y == 1
     positives = int((mask & positive).sum())
     kept_positives = min(positives, max_rows // 2)
-    u = np.random.default_rng(seed).random(len(y))
+    # Its own stream: a mask from downsample(seed) holds only rows whose draw there was under its rate.
+    u = np.random.default_rng([seed, 0xCA9]).random(len(y))
     keep_positive = positive & (u < kept_positives / max(1, positives))
     keep_negative = ~positive & (u < (max_rows - kept_positives) / max(1, n - positives))
     return mask & (keep_positive | keep_negative)
