@@ -147,7 +147,11 @@ def test_flask_metrics_are_one_view_over_gunicorn_workers(serving_model_dir, tmp
     try:
         srv.wait_ready()
         for i in range(40):  # gunicorn's sync workers close each connection: requests spread over both
-            r = requests.post(srv.base + "/predict", json={"clicks": [{**CLICK, "ip": i}]}, timeout=10)
+            for _ in range(5):  # as a client does: a 503 (a Redis ping slower than its deadline under load) is retried
+                r = requests.post(srv.base + "/predict", json={"clicks": [{**CLICK, "ip": i}]}, timeout=10)
+                if r.status_code != 503:
+                    break
+                time.sleep(float(r.headers["Retry-After"]))
             assert r.status_code == 200, r.text
         def scrape(_: int) -> tuple[float, float]:
             text = requests.get(srv.base + "/metrics", timeout=10).text
